@@ -1,0 +1,1 @@
+"""reid_baseline: person re-identification baselines with MXNet/GluonCV."""

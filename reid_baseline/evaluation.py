@@ -1,0 +1,223 @@
+"""Distance computation and Market-1501 ranking metrics (CMC, mAP), numpy only.
+
+``evaluate_ranking`` never sorts whole gallery rows. For each query it only
+needs the ranks of its true matches among the valid gallery items, and the
+rank of a match is the number of valid items that come before it. Items that
+come after the query's last true match cannot influence CMC or AP, so each
+row is reduced with one vectorised comparison to the items at or below the
+last match's distance, and only those are ranked exactly.
+"""
+import numpy as np
+
+__all__ = ["compute_distance", "evaluate_ranking", "AP_MODES", "METRICS"]
+
+METRICS = ("cosine", "euclidean")
+AP_MODES = ("trapezoid", "noninterp")
+
+# Work on blocks of about 4M distance entries (16 MB of float32) at a time.
+_BLOCK_ENTRIES = 1 << 22
+
+
+def compute_distance(query_feats, gallery_feats, metric="cosine"):
+    """Return the (Q, G) float32 distance matrix between two feature sets.
+
+    ``metric="cosine"``: ``1 - cos(q, g)``; features are normalised on the fly
+    unless their norms are already 1. ``metric="euclidean"``: the plain
+    (not squared) L2 distance, from ``|q|^2 + |g|^2 - 2 q.g`` clipped at 0.
+    One float32 matrix product; everything else is done in place on its result.
+    """
+    if metric not in METRICS:
+        raise ValueError("metric must be one of %s, got %r" % (METRICS, metric))
+    q = np.asarray(query_feats)
+    g = np.asarray(gallery_feats)
+    if q.ndim != 2 or g.ndim != 2:
+        raise ValueError("features must be 2-D (N, D); got query %s, gallery %s"
+                         % (q.shape, g.shape))
+    if q.shape[1] != g.shape[1]:
+        raise ValueError("feature dimensions differ: query %d, gallery %d"
+                         % (q.shape[1], g.shape[1]))
+    # astype(copy=False) only copies when the input is not float32 already.
+    q = q.astype(np.float32, copy=False)
+    g = g.astype(np.float32, copy=False)
+    dist = q @ g.T  # the single sgemm
+    if metric == "cosine":
+        qn = np.linalg.norm(q, axis=1)
+        gn = np.linalg.norm(g, axis=1)
+        if not (np.allclose(qn, 1.0, rtol=0, atol=1e-6)
+                and np.allclose(gn, 1.0, rtol=0, atol=1e-6)):
+            eps = np.float32(1e-12)  # zero vectors get similarity 0
+            dist /= np.maximum(qn, eps)[:, None]
+            dist /= np.maximum(gn, eps)[None, :]
+        np.subtract(np.float32(1.0), dist, out=dist)
+    else:
+        dist *= np.float32(-2.0)
+        dist += np.einsum("ij,ij->i", q, q)[:, None]
+        dist += np.einsum("ij,ij->i", g, g)[None, :]
+        np.maximum(dist, 0, out=dist)  # rounding can make it slightly negative
+        np.sqrt(dist, out=dist)
+    return dist
+
+
+def _order_bits(vals):
+    """Map float32 values to int64 keys in [0, 2**32) with the same order."""
+    v = (vals + np.float32(0.0)).view(np.int32)  # +0.0 turns -0.0 into +0.0
+    v = np.where(v < 0, v ^ np.int32(0x7FFFFFFF), v)
+    return v.astype(np.int64) + (1 << 31)
+
+
+def _ranks_float32(block, rows, cols, pos_start, pos_count, thr, bad):
+    """0-based ranks (among valid items) of each positive of a row block.
+
+    rows/cols: the block's positives, sorted by (row, distance, column).
+    pos_start/pos_count: where each block row's positives start, how many.
+    thr: each row's largest positive distance (NaN for rows without one).
+    bad(r, c): True for gallery items that must not count (junk, same cam).
+    """
+    n_rows, n_gal = block.shape
+    cbits = max(1, int(n_gal - 1).bit_length())
+    # Candidates: everything at or below the last true match's distance;
+    # items beyond it come after every match and never matter.
+    cr, cc = np.nonzero(block <= thr[:, None])
+    keep = ~bad(cr, cc)
+    cr, cc = cr[keep], cc[keep]
+    # One int64 key per item: (row, distance, column) packed so that integer
+    # order is row-major, then distance, then gallery index (the tie rule).
+    rshift = 32 + cbits
+    ckey = (cr.astype(np.int64) << rshift) | (_order_bits(block[cr, cc]) << cbits) | cc
+    pkey = (rows.astype(np.int64) << rshift) | (_order_bits(block[rows, cols]) << cbits) | cols
+    # slot = number of positives (of any row <= r) with key <= item key, plus
+    # the row index so that every row owns n_pos + 1 distinct slots.
+    slot = np.searchsorted(pkey, ckey, side="right") + cr
+    hist = np.cumsum(np.bincount(slot, minlength=len(pkey) + n_rows))
+    first = pos_start + np.arange(n_rows)  # first slot of each row
+    base = np.where(first > 0, hist[np.maximum(first - 1, 0)], 0)
+    local = np.arange(len(rows)) - pos_start[rows]  # i-th positive of its row
+    # Items in slot <= first[r] + i precede the i-th positive of row r.
+    return hist[first[rows] + local] - base[rows], local
+
+
+def _ranks_generic(block, rows, cols, pos_start, pos_count, thr, bad):
+    """Same as _ranks_float32 for any real dtype, via a lexsort of candidates."""
+    cr, cc = np.nonzero(block <= thr[:, None])
+    keep = ~bad(cr, cc)
+    cr, cc = cr[keep], cc[keep]
+    order = np.lexsort((cc, block[cr, cc], cr))
+    cr, cc = cr[order], cc[order]
+    row_first = np.searchsorted(cr, np.arange(block.shape[0]), side="left")
+    # Positives are candidates themselves; find them in the sorted list.
+    is_pos = np.zeros(block.shape, dtype=bool)
+    is_pos[rows, cols] = True
+    where = np.flatnonzero(is_pos[cr, cc])
+    local = np.arange(len(rows)) - pos_start[rows]
+    return where - row_first[cr[where]], local
+
+
+def evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
+                     ap_mode="trapezoid"):
+    """Market-1501 single-query CMC and mAP from a (Q, G) distance matrix.
+
+    Protocol: for each query, gallery items with the same pid and the same
+    camera, and items with pid -1 (junk), are ignored; pid 0 (distractors) and
+    other pids are negatives. Queries with no valid match are skipped.
+    Ties: at equal distance the lower gallery index ranks first, exactly as
+    ``np.argsort(row, kind="stable")``. NaN distances rank last (as argsort);
+    a NaN distance for a true match raises ValueError.
+
+    ap_mode "trapezoid": official Market-1501 / Zheng's ``compute_mAP``, where
+    match i (0-based) at valid rank r_i adds
+    ``(1/n) * (old_precision + precision) / 2`` with ``precision = (i+1)/(r_i+1)``
+    and ``old_precision = i/r_i`` (1 if r_i == 0). ap_mode "noninterp":
+    torchreid / fast-reid, the mean over matches of ``(i+1)/(r_i+1)``.
+
+    Returns a dict: ``cmc`` (float64 array of length max_rank, the fraction of
+    valid queries whose first match has rank <= k), ``mAP`` (float),
+    ``num_valid_queries``, ``num_skipped_queries``, ``ap_mode``. With no valid
+    query, cmc and mAP are NaN.
+    """
+    if ap_mode not in AP_MODES:
+        raise ValueError("ap_mode must be one of %s, got %r" % (AP_MODES, ap_mode))
+    if int(max_rank) != max_rank or max_rank < 1:
+        raise ValueError("max_rank must be a positive integer, got %r" % (max_rank,))
+    max_rank = int(max_rank)
+    dist = np.asarray(distmat)
+    if dist.ndim != 2:
+        raise ValueError("distmat must be 2-D (num_query, num_gallery), got shape %s"
+                         % (dist.shape,))
+    n_q, n_g = dist.shape
+    arrays = {}
+    for name, arr, n in (("q_pids", q_pids, n_q), ("q_camids", q_camids, n_q),
+                         ("g_pids", g_pids, n_g), ("g_camids", g_camids, n_g)):
+        arr = np.asarray(arr).ravel().astype(np.int64)
+        if len(arr) != n:
+            raise ValueError("len(%s) = %d does not match distmat shape %s"
+                             % (name, len(arr), dist.shape))
+        arrays[name] = arr
+    q_pids, q_cams = arrays["q_pids"], arrays["q_camids"]
+    g_pids, g_cams = arrays["g_pids"], arrays["g_camids"]
+
+    # All (query, gallery) pairs sharing a pid, via the gallery sorted by pid.
+    g_order = np.argsort(g_pids, kind="stable")
+    g_sorted = g_pids[g_order]
+    lo = np.searchsorted(g_sorted, q_pids, side="left")
+    hi = np.searchsorted(g_sorted, q_pids, side="right")
+    hi[q_pids == -1] = lo[q_pids == -1]  # a junk query has no true match
+    cnt = hi - lo
+    rows = np.repeat(np.arange(n_q), cnt)
+    offs = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    cols = g_order[np.repeat(lo, cnt) + offs]
+    pos = g_cams[cols] != q_cams[rows]  # same pid, other camera: true match
+    rows, cols = rows[pos], cols[pos]
+    pdist = dist[rows, cols]
+    if np.isnan(pdist).any():
+        raise ValueError("distmat has NaN distances for true matches")
+    # Sort each query's matches by (distance, gallery index).
+    order = np.lexsort((cols, pdist, rows))
+    rows, cols, pdist = rows[order], cols[order], pdist[order]
+    n_pos = np.bincount(rows, minlength=n_q)
+    pos_start = np.cumsum(n_pos) - n_pos
+    thr_dtype = dist.dtype if dist.dtype.kind == "f" else np.float64
+    thr = np.full(n_q, np.nan, dtype=thr_dtype)  # NaN: no candidates at all
+    has = n_pos > 0
+    thr[has] = pdist[pos_start[has] + n_pos[has] - 1]
+
+    ranks_fn = _ranks_float32 if dist.dtype == np.float32 else _ranks_generic
+    chunk = max(1, min(n_q, _BLOCK_ENTRIES // max(n_g, 1), 4096))
+    ranks = np.empty(len(rows), dtype=np.int64)
+    local = np.empty(len(rows), dtype=np.int64)
+    for a in range(0, n_q, chunk):
+        b = min(a + chunk, n_q)
+        sa, sb = pos_start[a], pos_start[b - 1] + n_pos[b - 1]
+        if sa == sb:
+            continue
+        qp, qc = q_pids[a:b], q_cams[a:b]
+
+        def bad(r, c, qp=qp, qc=qc):
+            gp = g_pids[c]
+            return (gp == -1) | ((gp == qp[r]) & (g_cams[c] == qc[r]))
+
+        ranks[sa:sb], local[sa:sb] = ranks_fn(
+            dist[a:b], rows[sa:sb] - a, cols[sa:sb], pos_start[a:b] - sa,
+            n_pos[a:b], thr[a:b], bad)
+
+    n_valid = int(has.sum())
+    result = {"num_valid_queries": n_valid, "num_skipped_queries": n_q - n_valid,
+              "ap_mode": ap_mode}
+    if n_valid == 0:
+        result.update(cmc=np.full(max_rank, np.nan), mAP=float("nan"))
+        return result
+    first_rank = ranks[pos_start[has]]
+    hits = np.bincount(np.minimum(first_rank, max_rank), minlength=max_rank + 1)
+    result["cmc"] = np.cumsum(hits[:max_rank]) / n_valid
+    # Same float64 expressions, in the same order, as the sort-based reference.
+    n = n_pos[rows].astype(np.float64)
+    i = local.astype(np.float64)
+    r = ranks.astype(np.float64)
+    precision = (i + 1.0) / (r + 1.0)
+    if ap_mode == "trapezoid":
+        old_precision = np.where(r != 0, i / np.where(r != 0, r, 1.0), 1.0)
+        contrib = (1.0 / n) * (old_precision + precision) / 2.0
+        ap = np.bincount(rows, weights=contrib, minlength=n_q)[has]
+    else:
+        ap = np.bincount(rows, weights=precision, minlength=n_q)[has] / n_pos[has]
+    result["mAP"] = float(np.mean(ap))
+    return result

@@ -1,0 +1,26 @@
+"""Batched feature extraction: original and flipped image averaged, then L2-normalised."""
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+
+def extract_features(embedding, loader, ctx, flip=True, normalize=True):
+    """Features of every image of `loader` (in order) as a float32 (N, D) numpy array.
+
+    `embedding` maps an image batch to features (ReIDNet.embedding); `ctx` is a list of
+    contexts over which each batch is split. Only one host copy per batch is made."""
+    chunks = []
+    for batch in loader:
+        data = batch[0] if isinstance(batch, (list, tuple)) else batch
+        outputs = []
+        for x in gluon.utils.split_and_load(data, ctx, even_split=False):
+            feat = embedding(x)
+            if flip:  # NCHW: axis 3 is the width
+                feat = (feat + embedding(x.flip(axis=3))) * 0.5
+            if normalize:
+                feat = feat / (mx.nd.norm(feat, axis=1, keepdims=True) + 1e-12)
+            outputs.append(feat.as_in_context(mx.cpu()))
+        chunks.append(mx.nd.concat(*outputs, dim=0))
+    if not chunks:
+        raise ValueError("no images to extract features from")
+    return mx.nd.concat(*chunks, dim=0).asnumpy().astype(np.float32, copy=False)

@@ -1,0 +1,145 @@
+"""The ReID network: a GluonCV ResNet trunk, global pooling, a BatchNorm neck, a classifier.
+
+Recipe (RECIPE.md, "Network"): last stage stride 1, the pooled 2048-d vector is the feature, a
+BatchNorm on it without beta, no activation, a bias-free classifier with one output per identity.
+"""
+import os
+
+import mxnet as mx
+from gluoncv.model_zoo import get_model
+from gluoncv.model_zoo.model_store import get_model_file
+from mxnet.gluon import HybridBlock, nn
+
+BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
+             "resnet50_v1b", "resnet101_v1b", "resnet152_v1b")
+
+
+class ModelError(ValueError):
+    """The model cannot be built or its weights cannot be loaded."""
+
+
+class Embedding(HybridBlock):
+    """Image -> retrieval feature: ResNet trunk, global pooling, BatchNorm neck, optional ReLU."""
+
+    def __init__(self, trunk, feat_dim, pooling="avg", bn_beta=False, bn_gamma=True,
+                 activation="none", **kwargs):
+        super().__init__(**kwargs)
+        self._pooling = pooling
+        self._activation = activation
+        with self.name_scope():
+            self.trunk = trunk
+            self.bn = nn.BatchNorm(center=bn_beta, scale=bn_gamma, in_channels=feat_dim)
+
+    def hybrid_forward(self, F, x):
+        fmap = self.trunk(x)
+        if self._pooling == "avg":
+            feat = F.contrib.AdaptiveAvgPooling2D(fmap, output_size=1)
+        elif self._pooling == "max":
+            feat = F.Pooling(fmap, kernel=(1, 1), global_pool=True, pool_type="max")
+        else:  # avgmax: the sum keeps the feature dimension
+            feat = (F.Pooling(fmap, kernel=(1, 1), global_pool=True, pool_type="avg")
+                    + F.Pooling(fmap, kernel=(1, 1), global_pool=True, pool_type="max"))
+        feat = self.bn(F.flatten(feat))
+        if self._activation == "relu":
+            feat = F.relu(feat)
+        return feat
+
+
+class ReIDNet(HybridBlock):
+    """Returns (logits, feature) so one hybridized graph serves the softmax loss and retrieval.
+
+    `net.embedding` alone gives the feature (feature extraction, export)."""
+
+    def __init__(self, embedding, feat_dim, num_classes, classifier_bias=False, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.embedding = embedding
+            self.classifier = nn.Dense(num_classes, use_bias=classifier_bias, in_units=feat_dim)
+
+    def hybrid_forward(self, F, x):
+        feat = self.embedding(x)
+        return self.classifier(feat), feat
+
+
+def _trunk_of(net):
+    """The convolutional stages of a GluonCV ResNet classifier (no pooling, no fc)."""
+    if hasattr(net, "features"):  # resnet*_v1: features = stem, 4 stages, GlobalAvgPool2D
+        layers = list(net.features)[:-1]
+    else:  # resnet*_v1b: named children
+        layers = [net.conv1, net.bn1, net.relu, net.maxpool,
+                  net.layer1, net.layer2, net.layer3, net.layer4]
+    trunk = nn.HybridSequential(prefix="")
+    trunk.add(*layers)
+    return trunk
+
+
+def set_last_stride(trunk, stride):
+    """Set the stride of the down-sampling convolutions of the last stage's first block.
+
+    GluonCV has no option for it, so we edit the conv's stride before the graph is built."""
+    changed = 0
+    for conv in _convs(trunk[-1][0]):
+        if max(conv._kwargs["stride"]) > 1:
+            conv._kwargs["stride"] = (stride, stride)
+            changed += 1
+    if changed != 2:
+        raise ModelError("expected 2 strided convolutions in the last stage, found %d" % changed)
+
+
+def _convs(block):
+    if isinstance(block, nn.Conv2D):
+        yield block
+    for child in block._children.values():
+        yield from _convs(child)
+
+
+def _load_backbone(name, pretrained, ctx):
+    """A GluonCV ResNet classifier with ImageNet weights, weights from a file, or random ones."""
+    if name not in BACKBONES:
+        raise ModelError("MODEL.BACKBONE must be one of %s, got %r" % (BACKBONES, name))
+    net = get_model(name, pretrained=False)
+    if pretrained == "imagenet":
+        try:
+            path = get_model_file(name, root=os.path.join(mx.base.data_dir(), "models"))
+        except Exception as exc:  # no network, proxy, bad hash: all need the same advice
+            raise ModelError(
+                "could not get the ImageNet weights of %s from the GluonCV model store (%s). "
+                "Offline? On a connected machine run python -c \"import gluoncv; "
+                "gluoncv.model_zoo.get_model('%s', pretrained=True)\", copy the .params file "
+                "from ~/.mxnet/models/ here and set MODEL.PRETRAINED to its path."
+                % (name, exc, name)) from exc
+    elif pretrained:
+        path = pretrained
+        if not os.path.isfile(path):
+            raise ModelError("MODEL.PRETRAINED: no such .params file: %s" % path)
+    else:
+        net.initialize(mx.init.MSRAPrelu(), ctx=ctx)
+        return net
+    try:
+        net.load_parameters(path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError, ValueError) as exc:
+        raise ModelError("MODEL.PRETRAINED: %s is not a %s parameter file saved by GluonCV "
+                         "(net.save_parameters): %s" % (path, name, str(exc).splitlines()[0])) from exc
+    return net
+
+
+def build_model(cfg, num_classes, ctx=mx.cpu()):
+    """The ReID network of the config, initialised on `ctx` (a context or a list of them).
+
+    Head initialisation follows the reference: BatchNorm gamma 1, classifier weights N(0, 0.001)."""
+    backbone = _load_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, ctx)
+    trunk = _trunk_of(backbone)
+    set_last_stride(trunk, cfg.MODEL.LAST_STRIDE)
+    dim = feature_dim(cfg)
+    embedding = Embedding(trunk, dim, pooling=cfg.MODEL.POOLING, bn_beta=cfg.MODEL.BN_BETA,
+                          bn_gamma=cfg.MODEL.BN_GAMMA, activation=cfg.MODEL.FEAT_ACTIVATION,
+                          prefix="embedding_")
+    net = ReIDNet(embedding, dim, num_classes, classifier_bias=cfg.MODEL.CLASSIFIER_BIAS, prefix="reid_")
+    embedding.bn.initialize(ctx=ctx)
+    net.classifier.initialize(mx.init.Normal(0.001), ctx=ctx)
+    return net
+
+
+def feature_dim(cfg):
+    """Length of the retrieval feature: 512 for ResNet-18/34, 2048 for the bottleneck ResNets."""
+    return 512 if cfg.MODEL.BACKBONE in ("resnet18_v1", "resnet34_v1") else 2048

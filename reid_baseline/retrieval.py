@@ -1,0 +1,88 @@
+"""Query/gallery retrieval of a trained network: features, distances, optional re-ranking,
+and the Market-1501 metrics. One function serves the engine's periodic evaluation and
+evaluate.py."""
+import os
+
+import numpy as np
+
+from .data.loader import build_test_loader
+from .evaluation import compute_distance, evaluate_ranking
+from .features import extract_features
+
+
+
+def _split_features(cfg, net, records, ctx):
+    loader = build_test_loader(cfg, records)
+    return extract_features(net.embedding, loader, ctx, flip=cfg.TEST.FLIP_FEATURES,
+                            normalize=cfg.TEST.NORMALIZE_FEATURES)
+
+
+def evaluate_retrieval(cfg, net, dataset, ctx):
+    """Rank the gallery for every query; returns rank1/rank5/rank10/mAP in percent and more."""
+    q_feats = _split_features(cfg, net, dataset.query, ctx)
+    g_feats = _split_features(cfg, net, dataset.gallery, ctx)
+    distmat = compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
+    if cfg.TEST.RERANK:
+        from .rerank import re_ranking  # noqa: E402  (TEMP)
+        distmat = re_ranking(distmat, compute_distance(q_feats, q_feats, metric=cfg.TEST.DISTANCE),
+                             compute_distance(g_feats, g_feats, metric=cfg.TEST.DISTANCE),
+                             k1=cfg.TEST.RERANK_K1, k2=cfg.TEST.RERANK_K2,
+                             lambda_value=cfg.TEST.RERANK_LAMBDA)
+    q_pids, q_camids = _ids(dataset.query)
+    g_pids, g_camids = _ids(dataset.gallery)
+    result = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids,
+                              ap_mode=cfg.TEST.AP_MODE)
+    cmc = result["cmc"]
+    return {"rank1": 100 * float(cmc[0]), "rank5": 100 * float(cmc[4]),
+            "rank10": 100 * float(cmc[9]), "mAP": 100 * float(result["mAP"]),
+            "ap_mode": cfg.TEST.AP_MODE, "rerank": bool(cfg.TEST.RERANK),
+            "num_valid_queries": int(result["num_valid_queries"]),
+            "num_query": len(dataset.query), "num_gallery": len(dataset.gallery)}
+
+
+def _ids(records):
+    return (np.array([r.pid for r in records], dtype=np.int64),
+            np.array([r.camid for r in records], dtype=np.int64))
+
+
+def evaluate_params(cfg, params_path):
+    """Evaluate a parameter file saved by training (its classifier size is read from it)."""
+    import mxnet as mx
+
+    from .data.market1501 import load_market1501
+    from .devices import build_contexts
+    from .model import ModelError, build_model
+
+    if not os.path.isfile(params_path):
+        raise ModelError("--params: no such file: %s" % params_path)
+    saved = mx.nd.load(params_path)
+    if "classifier.weight" not in saved:
+        raise ModelError("--params: %s holds no classifier.weight; expected parameters saved "
+                         "by train.py (model_final.params or checkpoints/*/model.params)" % params_path)
+    ctx = build_contexts(cfg.GPUS)
+    # The backbone weights come from the file, so skip fetching ImageNet ones.
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = ""
+    net = build_model(cfg, saved["classifier.weight"].shape[0], ctx)
+    try:
+        net.load_parameters(params_path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError) as exc:
+        raise ModelError("--params: %s does not fit the model of this config: %s"
+                         % (params_path, str(exc).splitlines()[0])) from exc
+    if cfg.SOLVER.HYBRIDIZE:
+        net.hybridize(static_alloc=True, static_shape=True)
+    dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=cfg.DATASETS.VERIFY_COUNTS)
+    results = evaluate_retrieval(cfg, net, dataset, ctx)
+    results["params"] = os.path.abspath(params_path)
+    return results
+
+
+def format_results(results):
+    """A small table of the metrics for the console."""
+    lines = ["%-8s %6s" % ("metric", "value")]
+    lines += ["%-8s %6.2f" % (k, results[k]) for k in ("rank1", "rank5", "rank10", "mAP")]
+    lines.append("(AP: %s; re-ranking: %s; %d/%d queries with a match)"
+                 % (results["ap_mode"], "on" if results["rerank"] else "off",
+                    results["num_valid_queries"], results["num_query"]))
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""Tests for reid_baseline.evaluation (hand-computed cases + sort-based oracle)."""
+import numpy as np
+import pytest
+
+from reid_baseline.evaluation import compute_distance, evaluate_ranking
+from reference_impls import reference_evaluate
+
+
+def _eval(dist, q, g, mode, max_rank=5):
+    """q, g: lists of (pid, camid)."""
+    return evaluate_ranking(np.asarray(dist, dtype=np.float32), [p for p, _ in q],
+                            [p for p, _ in g], [c for _, c in q], [c for _, c in g],
+                            max_rank=max_rank, ap_mode=mode)
+
+
+# Query: pid 1, camera 0. Gallery as (pid, camid) and distance:
+#   g0 (2, 1) 0.10 negative
+#   g1 (1, 1) 0.20 true match
+#   g2 (-1, 1) 0.30 junk -> ignored
+#   g3 (1, 0) 0.05 same pid, same camera -> ignored
+#   g4 (1, 2) 0.40 true match
+#   g5 (0, 1) 0.35 distractor -> negative
+# Valid ranking: g0, g1, g5, g4 -> matches at 0-based ranks 1 and 3.
+Q1 = [(1, 0)]
+G1 = [(2, 1), (1, 1), (-1, 1), (1, 0), (1, 2), (0, 1)]
+D1 = [[0.10, 0.20, 0.30, 0.05, 0.40, 0.35]]
+
+
+def test_hand_case_trapezoid():
+    res = _eval(D1, Q1, G1, "trapezoid")
+    # i=0, r=1: recall step 1/2, old precision 0/1, precision 1/2 -> 1/8
+    # i=1, r=3: recall step 1/2, old precision 1/3, precision 2/4 -> 5/24
+    assert res["mAP"] == pytest.approx(1 / 8 + 5 / 24, abs=1e-15)
+    assert res["mAP"] == pytest.approx(1 / 3, abs=1e-15)
+    np.testing.assert_array_equal(res["cmc"], [0, 1, 1, 1, 1])
+    assert res["num_valid_queries"] == 1 and res["num_skipped_queries"] == 0
+    assert res["ap_mode"] == "trapezoid"
+
+
+def test_hand_case_noninterp():
+    res = _eval(D1, Q1, G1, "noninterp")
+    assert res["mAP"] == pytest.approx((1 / 2 + 2 / 4) / 2, abs=1e-15)
+    np.testing.assert_array_equal(res["cmc"], [0, 1, 1, 1, 1])
+
+
+def test_max_rank_smaller_and_larger_than_gallery():
+    np.testing.assert_array_equal(_eval(D1, Q1, G1, "trapezoid", max_rank=1)["cmc"], [0])
+    np.testing.assert_array_equal(_eval(D1, Q1, G1, "trapezoid", max_rank=2)["cmc"], [0, 1])
+    # More ranks than valid gallery items: the curve stays at 1.
+    np.testing.assert_array_equal(_eval(D1, Q1, G1, "trapezoid", max_rank=8)["cmc"],
+                                  [0, 1, 1, 1, 1, 1, 1, 1])
+
+
+def test_ties_lower_gallery_index_first():
+    # All four at distance 0.5: stable order g0, g1, g2, g3.
+    g = [(2, 1), (1, 1), (1, 2), (3, 1)]
+    res = _eval([[0.5] * 4], Q1, g, "trapezoid")
+    # matches at ranks 1, 2: 1/2*(0+1/2)/2 + 1/2*(1/2+2/3)/2 = 1/8 + 7/24 = 5/12
+    assert res["mAP"] == pytest.approx(5 / 12, abs=1e-15)
+    np.testing.assert_array_equal(res["cmc"], [0, 1, 1, 1, 1])
+    assert _eval([[0.5] * 4], Q1, g, "noninterp")["mAP"] == pytest.approx(7 / 12, abs=1e-15)
+    # Same distances, the match now has the lowest index: it ranks first.
+    g = [(1, 1), (2, 1), (3, 2), (4, 1)]
+    res = _eval([[0.5] * 4], Q1, g, "trapezoid")
+    assert res["mAP"] == 1.0
+    np.testing.assert_array_equal(res["cmc"], [1, 1, 1, 1, 1])
+    # A match tied with a negative at 0.7: the lower index (here the negative
+    # g0) comes first, match at rank 2; then with the indices swapped, rank 1.
+    g = [(1, 1), (2, 1), (3, 2)]
+    res = _eval([[0.7, 0.2, 0.7]], Q1, [(3, 2), (2, 1), (1, 1)], "noninterp")
+    assert res["mAP"] == pytest.approx(1 / 3, abs=1e-15)
+    res = _eval([[0.7, 0.2, 0.7]], Q1, g, "noninterp")
+    assert res["mAP"] == pytest.approx(1 / 2, abs=1e-15)
+
+
+def test_query_without_valid_match_is_skipped():
+    q = [(1, 0), (7, 0), (9, 1)]  # pid 7: only same-camera copies; pid 9: absent
+    g = G1 + [(7, 0), (7, 0)]
+    d = [D1[0] + [0.9, 0.9]] * 3
+    res = _eval(d, q, g, "trapezoid")
+    assert res["num_valid_queries"] == 1 and res["num_skipped_queries"] == 2
+    assert res["mAP"] == pytest.approx(1 / 3, abs=1e-15)
+    np.testing.assert_array_equal(res["cmc"], [0, 1, 1, 1, 1])
+
+
+def test_no_valid_query_gives_nan():
+    res = _eval([[0.1, 0.2]], [(5, 0)], [(5, 0), (6, 1)], "trapezoid")
+    assert res["num_valid_queries"] == 0 and res["num_skipped_queries"] == 1
+    assert np.isnan(res["mAP"]) and np.isnan(res["cmc"]).all()
+
+
+def test_input_validation():
+    d = np.zeros((2, 3), np.float32)
+    ok = dict(q_pids=[1, 2], g_pids=[1, 2, 3], q_camids=[0, 0], g_camids=[1, 1, 1])
+    with pytest.raises(ValueError, match="2-D"):
+        evaluate_ranking(np.zeros(3), [1], [1, 2, 3], [0], [1, 1, 1])
+    with pytest.raises(ValueError, match="g_pids"):
+        evaluate_ranking(d, **dict(ok, g_pids=[1, 2]))
+    with pytest.raises(ValueError, match="q_camids"):
+        evaluate_ranking(d, **dict(ok, q_camids=[0]))
+    with pytest.raises(ValueError, match="trapezoid"):
+        evaluate_ranking(d, **ok, ap_mode="interpolated")
+    with pytest.raises(ValueError, match="max_rank"):
+        evaluate_ranking(d, **ok, max_rank=0)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_ranking(np.full((2, 3), np.nan, np.float32), **ok)
+
+
+def _random_problem(rng, quantised, dtype):
+    n_q, n_g = int(rng.integers(1, 40)), int(rng.integers(1, 120))
+    n_pid = int(rng.integers(1, 12))
+    q_pids = rng.integers(-1, n_pid, n_q)
+    g_pids = rng.integers(-1, n_pid, n_g)
+    q_cams, g_cams = rng.integers(0, 3, n_q), rng.integers(0, 3, n_g)
+    if quantised:  # many exact ties, some negative values and +-0.0
+        d = rng.integers(-2, 4, (n_q, n_g)) * 0.5
+        d[d == 0] *= rng.choice([-1.0, 1.0], size=int((d == 0).sum()))
+    else:
+        d = rng.random((n_q, n_g))
+    return d.astype(dtype), q_pids, g_pids, q_cams, g_cams
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("quantised", [True, False])
+def test_matches_sort_based_oracle(dtype, quantised):
+    rng = np.random.default_rng(1234 + quantised)
+    checked = 0
+    for _ in range(150):
+        d, qp, gp, qc, gc = _random_problem(rng, quantised, dtype)
+        max_rank = int(rng.integers(1, 60))
+        for mode in ("trapezoid", "noninterp"):
+            ref = reference_evaluate(d, qp, gp, qc, gc, max_rank, mode)
+            if ref["num_valid_queries"] == 0:
+                continue
+            got = evaluate_ranking(d, qp, gp, qc, gc, max_rank, mode)
+            np.testing.assert_array_equal(got["cmc"], ref["cmc"])
+            assert abs(got["mAP"] - ref["mAP"]) <= 1e-12
+            assert got["num_valid_queries"] == ref["num_valid_queries"]
+            assert got["num_skipped_queries"] == ref["num_skipped_queries"]
+            checked += 1
+    assert checked > 100
+
+
+def test_chunking_matches_oracle(monkeypatch):
+    # Force many small query chunks so the chunk bookkeeping is exercised.
+    import reid_baseline.evaluation as ev
+    monkeypatch.setattr(ev, "_BLOCK_ENTRIES", 500)
+    rng = np.random.default_rng(7)
+    d = (rng.integers(0, 20, (97, 150)) / 4).astype(np.float32)
+    qp, gp = rng.integers(0, 15, 97), rng.integers(-1, 15, 150)
+    qc, gc = rng.integers(0, 4, 97), rng.integers(0, 4, 150)
+    for mode in ("trapezoid", "noninterp"):
+        ref = reference_evaluate(d, qp, gp, qc, gc, 20, mode)
+        got = ev.evaluate_ranking(d, qp, gp, qc, gc, 20, mode)
+        np.testing.assert_array_equal(got["cmc"], ref["cmc"])
+        assert abs(got["mAP"] - ref["mAP"]) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compute_distance_matches_naive(dtype):
+    rng = np.random.default_rng(0)
+    q = (rng.standard_normal((7, 16)) * 3).astype(dtype)
+    g = (rng.standard_normal((11, 16)) * 3).astype(dtype)
+    q64, g64 = q.astype(np.float64), g.astype(np.float64)
+    naive_euc = np.sqrt(((q64[:, None, :] - g64[None, :, :]) ** 2).sum(-1))
+    naive_cos = 1 - (q64 @ g64.T) / np.outer(np.linalg.norm(q64, axis=1),
+                                              np.linalg.norm(g64, axis=1))
+    for metric, naive in (("euclidean", naive_euc), ("cosine", naive_cos)):
+        d = compute_distance(q, g, metric=metric)
+        assert d.dtype == np.float32 and d.shape == (7, 11)
+        np.testing.assert_allclose(d, naive, rtol=1e-5, atol=1e-5)
+    # Normalised inputs, and a point against itself.
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(compute_distance(qn, qn, "cosine").diagonal(), 0, atol=1e-6)
+    np.testing.assert_allclose(compute_distance(q, q, "euclidean").diagonal(), 0, atol=1e-2)
+    assert (compute_distance(q, q, "euclidean") >= 0).all()
+
+
+def test_compute_distance_errors():
+    x = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match="cosine.*euclidean"):
+        compute_distance(x, x, metric="manhattan")
+    with pytest.raises(ValueError, match="dimensions"):
+        compute_distance(x, np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        compute_distance(np.zeros(4), x)

@@ -1,0 +1,21 @@
+"""Train the ReID baseline: python train.py --config configs/market1501.yml [--gpus 0,1] [--resume] [KEY VALUE ...]"""
+import sys
+
+from reid_baseline.cli import build_parser, config_from_args
+
+
+def main():
+    parser = build_parser(__doc__)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in OUTPUT_DIR")
+    args = parser.parse_args()
+    cfg = config_from_args(args)
+    from reid_baseline.engine import train
+    try:
+        train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
