@@ -1,10 +1,18 @@
 """reid_baseline: a strong person re-identification baseline with Gluon/MXNet and GluonCV."""
+import os
+
 from setuptools import find_packages, setup
 
+# CPU MXNet by default; REID_MXNET=mxnet-cu112 installs the CUDA 11.2 build instead (never
+# both: they are the same module). See README, "GPU install".
+MXNET = os.environ.get("REID_MXNET", "mxnet")
+if MXNET not in ("mxnet", "mxnet-cu112"):
+    raise SystemExit("REID_MXNET must be mxnet or mxnet-cu112, got %r" % MXNET)
+
 # MXNet 1.9.1 needs numpy < 1.24 (np.bool); the rest is pinned to versions tested with it on
-# Python 3.8-3.11. For NVIDIA GPUs replace "mxnet" with "mxnet-cu112" (see README).
+# Python 3.11.
 INSTALL_REQUIRES = [
-    "mxnet==1.9.1",
+    MXNET + "==1.9.1",
     "numpy==1.23.5",
     "scipy>=1.7,<1.12",
     "pandas<2.1",

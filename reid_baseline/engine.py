@@ -35,6 +35,7 @@ class TrainingDiverged(RuntimeError):
 def setup_logging(run_dir):
     """Log to `run_dir/train.log` and to the console."""
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # our handlers only, whatever a library did to the root logger
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()

@@ -8,7 +8,7 @@ import numpy as np
 from .data.loader import build_test_loader
 from .evaluation import compute_distance, evaluate_ranking
 from .features import extract_features
-
+from .rerank import re_ranking
 
 
 def _split_features(cfg, net, records, ctx):
@@ -23,7 +23,6 @@ def evaluate_retrieval(cfg, net, dataset, ctx):
     g_feats = _split_features(cfg, net, dataset.gallery, ctx)
     distmat = compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
     if cfg.TEST.RERANK:
-        from .rerank import re_ranking  # noqa: E402  (TEMP)
         distmat = re_ranking(distmat, compute_distance(q_feats, q_feats, metric=cfg.TEST.DISTANCE),
                              compute_distance(g_feats, g_feats, metric=cfg.TEST.DISTANCE),
                              k1=cfg.TEST.RERANK_K1, k2=cfg.TEST.RERANK_K2,

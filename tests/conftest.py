@@ -18,3 +18,34 @@ def toy_market(tmp_path_factory):
 def toy_market_root(toy_market):
     """Path of the toy set's Market-1501-v15.09.15/ folder (read-only, session-scoped)."""
     return toy_market["root"]
+
+
+TINY_OVERRIDES = [
+    # The recipe's network and schedule shape, shrunk to run in seconds on a CPU.
+    "MODEL.BACKBONE", "resnet18_v1", "MODEL.PRETRAINED", "",
+    "INPUT.HEIGHT", "64", "INPUT.WIDTH", "32", "INPUT.PAD", "2",
+    "DATASETS.VERIFY_COUNTS", "False", "DATALOADER.NUM_WORKERS", "0",
+    "SOLVER.BASE_LR", "0.001", "SOLVER.WARMUP_EPOCHS", "2", "SOLVER.STEPS", "[6]",
+    "SOLVER.LOG_PERIOD", "4", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.BATCH_SIZE", "64",
+]
+
+
+@pytest.fixture(scope="session")
+def make_tiny_cfg(toy_market_root):
+    """make_tiny_cfg(output_dir, *overrides): a small CPU config on the toy set."""
+    from reid_baseline.config import load_config
+
+    def make(output_dir, *overrides):
+        return load_config(None, TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root,
+                                                   "OUTPUT_DIR", str(output_dir)] + list(overrides))
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(make_tiny_cfg, tmp_path_factory):
+    """A short training run on the toy set, evaluated after every epoch: (cfg, history)."""
+    from reid_baseline.engine import train
+
+    cfg = make_tiny_cfg(tmp_path_factory.mktemp("run"), "SOLVER.MAX_EPOCHS", "8",
+                        "SOLVER.EVAL_PERIOD", "1")
+    return cfg, train(cfg)

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from reid_baseline.rerank import re_ranking
-from reference_impls import reference_re_ranking
+try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
+    from reference_impls import reference_re_ranking
+except ImportError:  # pragma: no cover
+    from tests.reference_impls import reference_re_ranking
 
 
 def _problem(rng, n_q, n_g, dim=8, dtype=np.float32, quantise=None):
@@ -85,3 +88,32 @@ def test_input_validation():
         re_ranking(q_g, q_q, g_g, k2=2.5)
     with pytest.raises(ValueError, match="lambda_value"):
         re_ranking(q_g, q_q, g_g, lambda_value=1.5)
+    g_g = g_g.copy()
+    g_g[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        re_ranking(q_g, q_q, g_g)
+
+
+@pytest.mark.parametrize("levels", [None, 7, 50])
+def test_top_k_matches_stable_argsort(levels):
+    from reid_baseline.rerank import _top_k
+    rng = np.random.default_rng(levels or 0)
+    block = rng.random((40, 3000)).astype(np.float32)
+    if levels:  # heavy ties, also at the k-th position
+        block = np.floor(block * levels).astype(np.float32)
+    block[3, :] = 0.5          # a constant row
+    block[4, ::7] = np.inf      # infinities
+    for k in (1, 5, 21, 60):
+        expected = np.argsort(block, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(_top_k(block, k), expected)
+
+
+def test_matches_reference_wide_rows():
+    # Q + G large relative to k1, so the sampled-threshold neighbour search
+    # (not only the small-problem fallback) is compared with the reference.
+    rng = np.random.default_rng(21)
+    q_g, q_q, g_g = _problem(rng, 40, 300)
+    for k1, k2 in ((3, 2), (4, 1)):
+        expected = reference_re_ranking(q_g, q_q, g_g, k1, k2, 0.3)
+        np.testing.assert_allclose(re_ranking(q_g, q_q, g_g, k1, k2, 0.3), expected,
+                                   rtol=0, atol=2e-6)

@@ -1,0 +1,316 @@
+#!/usr/bin/env python
+"""Benchmark distance computation, ranking metrics and re-ranking at Market-1501 size.
+
+Builds a synthetic Market-1501-sized problem (750 test identities, 6 cameras,
+3,368 queries, 15,913 gallery images of which 2,793 distractors with pid 0,
+2048-d L2-normalised float32 features = identity centre + camera offset +
+identity-camera offset + noise), then runs every stage in a fresh
+``spawn`` subprocess so that its peak RSS (ru_maxrss, inputs included) is its
+own. The sort-based oracle of the metrics (tests/reference_impls.py) runs too,
+and the results must agree; the dense reference re-ranking (about 9 GB and
+minutes at full size) only with --with-reference-rerank.
+
+    OMP_NUM_THREADS=2 python scripts/benchmark_eval.py --out results.json
+    python scripts/benchmark_eval.py --small
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (ROOT, os.path.join(ROOT, "tests")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+FULL = dict(n_ids=750, n_query=3368, n_gallery_ids=13120, n_distractors=2793,
+            n_cams=6, dim=2048)
+SMALL = dict(n_ids=100, n_query=450, n_gallery_ids=1750, n_distractors=370,
+             n_cams=6, dim=256)
+
+
+def make_problem(seed, n_ids, n_query, n_gallery_ids, n_distractors, n_cams, dim,
+                 cam_scale=0.7, idcam_scale=1.2, noise_scale=1.6):
+    """Synthetic features and labels with Market-1501's sizes and structure."""
+    rng = np.random.default_rng(seed)
+    unit = np.float32(1.0 / np.sqrt(dim))  # each random vector has norm ~1
+
+    def randn(n):
+        return rng.standard_normal((n, dim), dtype=np.float32) * unit
+
+    centres = randn(n_ids + 1)
+    cam_offsets = randn(n_cams)
+    # Every identity appears at least once among the queries and twice in the
+    # gallery; the rest are spread at random, as in Market-1501.
+    q_pids = np.concatenate([np.arange(1, n_ids + 1),
+                             rng.integers(1, n_ids + 1, n_query - n_ids)])
+    g_pids = np.concatenate([np.repeat(np.arange(1, n_ids + 1), 2),
+                             rng.integers(1, n_ids + 1, n_gallery_ids - 2 * n_ids),
+                             np.zeros(n_distractors, dtype=np.int64)])
+    q_cams = rng.integers(1, n_cams + 1, n_query)
+    g_cams = rng.integers(1, n_cams + 1, len(g_pids))
+    idcam = {}
+
+    def features(pids, cams):
+        x = centres[pids] + np.float32(cam_scale) * cam_offsets[cams - 1]
+        keys = pids * (n_cams + 1) + cams
+        for k in np.unique(keys):  # one appearance offset per (identity, camera)
+            if k not in idcam:
+                idcam[k] = randn(1)[0]
+        x += np.float32(idcam_scale) * np.stack([idcam[k] for k in keys])
+        x += np.float32(noise_scale) * randn(len(pids))
+        distr = pids == 0  # distractors: no shared identity centre
+        x[distr] = (1.5 * randn(int(distr.sum()))
+                    + np.float32(cam_scale) * cam_offsets[cams[distr] - 1])
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x
+
+    return (features(q_pids, q_cams), features(g_pids, g_cams),
+            q_pids, g_pids, q_cams, g_cams)
+
+
+# ----------------------------------------------------------------- stages
+# Each stage runs in its own spawned process: it loads its inputs from
+# workdir, runs, and returns seconds (best of `repeats`) and peak RSS.
+
+def _load(workdir, *names):
+    return [np.load(os.path.join(workdir, n + ".npy")) for n in names]
+
+
+def _ids(workdir):
+    z = np.load(os.path.join(workdir, "ids.npz"))
+    return z["q_pids"], z["g_pids"], z["q_cams"], z["g_cams"]
+
+
+def _timed(fn, repeats):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        out = None  # free the previous result before the next run
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def _status_mb(field):
+    """VmHWM (peak) or VmRSS (current) of this process, in MB.
+
+    VmHWM belongs to the process image started by exec, unlike ru_maxrss,
+    which Linux carries over from the forked parent image.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rss_mb():
+    return _status_mb("VmHWM")
+
+
+def _current_rss_mb():
+    return _status_mb("VmRSS")
+
+
+def stage_distance(workdir, repeats):
+    from reid_baseline.evaluation import compute_distance
+    qf, gf = _load(workdir, "qf", "gf")
+    base = _current_rss_mb()
+    sec, d = _timed(lambda: compute_distance(qf, gf, "cosine"), repeats)
+    peak = _rss_mb()
+    np.save(os.path.join(workdir, "dist_cos.npy"), d)
+    return dict(seconds=sec, peak_rss_mb=peak, rss_after_loading_mb=base,
+                input_mb=(qf.nbytes + gf.nbytes) / 2**20)
+
+
+def stage_rerank_inputs(workdir, repeats):
+    from reid_baseline.evaluation import compute_distance
+    qf, gf = _load(workdir, "qf", "gf")
+    t = time.perf_counter()
+    for name, a, b in (("q_g", qf, gf), ("q_q", qf, qf), ("g_g", gf, gf)):
+        np.save(os.path.join(workdir, name + ".npy"), compute_distance(a, b, "euclidean"))
+    return dict(seconds=time.perf_counter() - t, peak_rss_mb=_rss_mb())
+
+
+def _metrics_stage(workdir, repeats, ap_mode, oracle, dist_name="dist_cos"):
+    if oracle:
+        from reference_impls import reference_evaluate as fn
+    else:
+        from reid_baseline.evaluation import evaluate_ranking as fn
+    (dist,) = _load(workdir, dist_name)
+    ids = _ids(workdir)
+    base = _current_rss_mb()
+    sec, res = _timed(lambda: fn(dist, *ids, max_rank=50, ap_mode=ap_mode), repeats)
+    return dict(seconds=sec, peak_rss_mb=_rss_mb(), rss_after_loading_mb=base,
+                input_mb=dist.nbytes / 2**20, cmc=[float(x) for x in res["cmc"]],
+                mAP=res["mAP"], num_valid_queries=res["num_valid_queries"])
+
+
+def stage_metrics_trapezoid(workdir, repeats):
+    return _metrics_stage(workdir, repeats, "trapezoid", oracle=False)
+
+
+def stage_metrics_noninterp(workdir, repeats):
+    return _metrics_stage(workdir, repeats, "noninterp", oracle=False)
+
+
+def stage_oracle_trapezoid(workdir, repeats):
+    return _metrics_stage(workdir, 1, "trapezoid", oracle=True)
+
+
+def stage_oracle_noninterp(workdir, repeats):
+    return _metrics_stage(workdir, 1, "noninterp", oracle=True)
+
+
+def _rerank_stage(workdir, reference):
+    if reference:
+        from reference_impls import reference_re_ranking as fn
+    else:
+        from reid_baseline.rerank import re_ranking as fn
+    q_g, q_q, g_g = _load(workdir, "q_g", "q_q", "g_g")
+    base = _current_rss_mb()
+    t = time.perf_counter()
+    out = fn(q_g, q_q, g_g, k1=20, k2=6, lambda_value=0.3)
+    sec = time.perf_counter() - t
+    peak = _rss_mb()
+    name = "rerank_ref" if reference else "rerank"
+    np.save(os.path.join(workdir, name + ".npy"), out)
+    from reid_baseline.evaluation import evaluate_ranking
+    res = evaluate_ranking(out, *_ids(workdir), max_rank=50)
+    return dict(seconds=sec, peak_rss_mb=peak, rss_after_loading_mb=base,
+                input_mb=(q_g.nbytes + q_q.nbytes + g_g.nbytes) / 2**20,
+                rank1=float(res["cmc"][0]), mAP=res["mAP"])
+
+
+def stage_rerank(workdir, repeats):
+    return _rerank_stage(workdir, reference=False)
+
+
+def stage_rerank_reference(workdir, repeats):
+    return _rerank_stage(workdir, reference=True)
+
+
+def _run_in_subprocess(stage, workdir, repeats):
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(stage, (workdir, repeats))
+
+
+def machine_info():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import scipy
+    return dict(cpu=cpu, cpu_count=os.cpu_count(), mem_gb=round(mem, 1),
+                omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+                python=platform.python_version(), numpy=np.__version__,
+                scipy=scipy.__version__, platform=platform.platform())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--small", action="store_true", help="small problem, quick run")
+    ap.add_argument("--out", help="write results as JSON to this file")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed runs of the fast stages (best is reported)")
+    ap.add_argument("--skip-oracle", action="store_true",
+                    help="skip the sort-based metric oracle")
+    ap.add_argument("--with-reference-rerank", action="store_true",
+                    help="also run the dense reference re-ranking (~9 GB, minutes at full size)")
+    ap.add_argument("--idcam-scale", type=float, default=1.2,
+                    help="identity-camera appearance offset (larger: harder problem)")
+    ap.add_argument("--noise-scale", type=float, default=1.6,
+                    help="per-image noise (larger: harder; ~50 is a random model)")
+    ap.add_argument("--workdir", help="directory for intermediate .npy files (default: temp)")
+    args = ap.parse_args(argv)
+
+    sizes = SMALL if args.small else FULL
+    tmp = None
+    if args.workdir:
+        workdir = args.workdir
+        os.makedirs(workdir, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="reid_bench_")
+        workdir = tmp.name
+    qf, gf, q_pids, g_pids, q_cams, g_cams = make_problem(
+        args.seed, idcam_scale=args.idcam_scale, noise_scale=args.noise_scale, **sizes)
+    np.save(os.path.join(workdir, "qf.npy"), qf)
+    np.save(os.path.join(workdir, "gf.npy"), gf)
+    np.savez(os.path.join(workdir, "ids.npz"), q_pids=q_pids, g_pids=g_pids,
+             q_cams=q_cams, g_cams=g_cams)
+    del qf, gf
+
+    stages = [("distance (cosine, Q x G)", stage_distance),
+              ("metrics, trapezoid AP", stage_metrics_trapezoid),
+              ("metrics, non-interpolated AP", stage_metrics_noninterp)]
+    if not args.skip_oracle:
+        stages += [("oracle metrics (sort), trapezoid", stage_oracle_trapezoid),
+                   ("oracle metrics (sort), non-interp.", stage_oracle_noninterp)]
+    stages += [("re-ranking inputs (euclidean, 3 matrices)", stage_rerank_inputs),
+               ("re-ranking (k1=20, k2=6, lambda=0.3)", stage_rerank)]
+    if args.with_reference_rerank:
+        stages.append(("reference re-ranking (dense, loops)", stage_rerank_reference))
+
+    problem = dict(sizes, num_gallery=sizes["n_gallery_ids"] + sizes["n_distractors"],
+                   seed=args.seed, idcam_scale=args.idcam_scale, noise_scale=args.noise_scale)
+    results = dict(machine=machine_info(), problem=problem, stages={})
+    print("problem:", problem)
+    print("| stage | time (s) | peak RSS (MB) | inputs (MB) |")
+    print("|---|---:|---:|---:|")
+    for name, fn in stages:
+        r = _run_in_subprocess(fn, workdir, args.repeats)
+        results["stages"][name] = r
+        print("| %s | %.3f | %.0f | %s |" % (name, r["seconds"], r["peak_rss_mb"],
+                                          "%.0f" % r["input_mb"] if "input_mb" in r else "-"),
+              flush=True)
+
+    st = results["stages"]
+    checks = {}
+    for mode, fast, oracle in (("trapezoid", "metrics, trapezoid AP",
+                                "oracle metrics (sort), trapezoid"),
+                               ("noninterp", "metrics, non-interpolated AP",
+                                "oracle metrics (sort), non-interp.")):
+        print("%s: Rank-1 %.4f  Rank-5 %.4f  mAP %.4f"
+              % (mode, st[fast]["cmc"][0], st[fast]["cmc"][4], st[fast]["mAP"]))
+        if oracle in st:
+            checks[mode] = dict(cmc_identical=st[fast]["cmc"] == st[oracle]["cmc"],
+                                mAP_abs_diff=abs(st[fast]["mAP"] - st[oracle]["mAP"]))
+    rr = st["re-ranking (k1=20, k2=6, lambda=0.3)"]
+    print("after re-ranking: Rank-1 %.4f  mAP %.4f" % (rr["rank1"], rr["mAP"]))
+    if args.with_reference_rerank:
+        a = np.load(os.path.join(workdir, "rerank.npy"))
+        b = np.load(os.path.join(workdir, "rerank_ref.npy"))
+        checks["rerank_max_abs_diff"] = float(np.abs(a - b).max())
+    results["checks"] = checks
+    print("checks:", checks)
+    for c in checks.values():
+        if isinstance(c, dict) and not (c["cmc_identical"] and c["mAP_abs_diff"] <= 1e-12):
+            print("MISMATCH between fast metrics and oracle", file=sys.stderr)
+            return 1
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+        print("wrote", args.out)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

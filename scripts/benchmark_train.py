@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Time the recipe's training step and feature extraction (ResNet-50, 384x128) on this machine.
+
+Random inputs, so it measures the network and optimizer only (not data loading).
+Example: OMP_NUM_THREADS=2 python scripts/benchmark_train.py --steps 3 --out bench_train.json
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import mxnet as mx
+from mxnet import autograd, gluon
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid_baseline.cli import config_from_args  # noqa: E402
+from reid_baseline.devices import build_contexts  # noqa: E402
+from reid_baseline.model import build_model  # noqa: E402
+from reid_baseline.solver import build_trainer  # noqa: E402
+
+
+def _time_train_steps(cfg, hybridize, steps, ctx):
+    net = build_model(cfg, num_classes=751, ctx=ctx)
+    if hybridize:
+        net.hybridize(static_alloc=True, static_shape=True)
+    trainer = build_trainer(cfg, net.collect_params())
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    batch = cfg.SOLVER.BATCH_SIZE
+    data = mx.nd.random.uniform(shape=(batch, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH), ctx=ctx[0])
+    label = mx.nd.array(mx.nd.random.randint(0, 751, shape=(batch,)), ctx=ctx[0])
+
+    def step():
+        with autograd.record():
+            loss = loss_fn(net(data)[0], label)
+        loss.backward()
+        trainer.step(batch)
+
+    step()  # warm-up: graph construction and memory planning
+    mx.nd.waitall()
+    start = time.time()
+    for _ in range(steps):
+        step()
+    mx.nd.waitall()
+    return (time.time() - start) / steps, net
+
+
+def _time_extraction(cfg, net, batches, ctx):
+    data = mx.nd.random.uniform(shape=(cfg.TEST.BATCH_SIZE, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH),
+                                ctx=ctx[0])
+    net.embedding(data).wait_to_read()
+    start = time.time()
+    for _ in range(batches):
+        (net.embedding(data) + net.embedding(data.flip(axis=3))).wait_to_read()
+    return batches * cfg.TEST.BATCH_SIZE / (time.time() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--gpus", default=None)
+    parser.add_argument("--out", default=None, help="write the results as JSON")
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    # ImageNet weights do not change the timing; random ones need no download.
+    args.config, args.opts = None, ["MODEL.PRETRAINED", "", "TEST.BATCH_SIZE", "32"] + args.opts
+    cfg = config_from_args(args)
+    ctx = build_contexts(cfg.GPUS)
+    results = {"machine": "%s, %d CPUs, OMP_NUM_THREADS=%s" % (
+                   platform.processor() or platform.machine(), os.cpu_count(),
+                   os.environ.get("OMP_NUM_THREADS", "unset")),
+               "context": str(ctx), "input": [cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH],
+               "batch_size": cfg.SOLVER.BATCH_SIZE, "backbone": cfg.MODEL.BACKBONE}
+    results["train_step_s_plain"], _ = _time_train_steps(cfg, False, args.steps, ctx)
+    results["train_step_s_hybridized"], net = _time_train_steps(cfg, True, args.steps, ctx)
+    results["extract_images_per_s_with_flip"] = _time_extraction(cfg, net, args.steps, ctx)
+    for key, value in results.items():
+        print("%-32s %s" % (key, "%.3f" % value if isinstance(value, float) else value))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""End-to-end training on the generated set: it learns, logs, checkpoints, resumes, stops safely."""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import pytest
+
+from reid_baseline import engine
+from reid_baseline.checkpoint import last_checkpoint, load_checkpoint
+from reid_baseline.config import load_config
+from reid_baseline.devices import DeviceError, build_contexts
+from reid_baseline.model import build_model
+from reid_baseline.solver import build_trainer, learning_rate_at
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_training_lowers_the_loss_and_raises_rank1(trained_run):
+    cfg, history = trained_run
+    assert [r["epoch"] for r in history] == list(range(1, 9))
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    chance = 1.0 / 32 * 100  # 32 test identities
+    assert history[0]["rank1"] < 40
+    assert history[-1]["rank1"] > 60 and history[-1]["rank1"] > 10 * chance
+    assert history[-1]["mAP"] > history[0]["mAP"] + 20
+    assert [r["lr"] for r in history] == pytest.approx([learning_rate_at(cfg, e) for e in range(8)])
+
+
+def test_run_directory_holds_config_log_metrics_and_model(trained_run):
+    cfg, history = trained_run
+    run = cfg.OUTPUT_DIR
+    assert load_config(os.path.join(run, "config.yaml")) == cfg
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert records == json.loads(json.dumps(history))
+    assert {"epoch", "lr", "loss", "train_acc", "images_per_sec", "rank1", "mAP"} <= set(records[0])
+    assert "epoch 8:" in open(os.path.join(run, "train.log")).read()
+    assert os.path.isfile(os.path.join(run, "model_final.params"))
+    assert last_checkpoint(run).endswith("epoch_0008")
+
+
+def test_evaluate_cli_writes_results_json(trained_run, tmp_path):
+    cfg, history = trained_run
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "evaluate.py"), "--config",
+         os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params",
+         os.path.join(cfg.OUTPUT_DIR, "model_final.params"), "--output", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert results["ap_mode"] == "trapezoid"
+    for key in ("rank1", "rank5", "rank10", "mAP"):
+        assert results[key] == pytest.approx(history[-1][key], abs=1e-6)
+        assert key in proc.stdout
+    assert results["rank1"] <= results["rank5"] <= results["rank10"] <= 100
+
+
+def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg, tmp_path):
+    first = engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
+    # What --resume will load: exactly the epoch-2 checkpoint.
+    net = build_model(cfg, 32)
+    trainer = build_trainer(cfg, net.collect_params())
+    state = load_checkpoint(last_checkpoint(str(tmp_path)), net, trainer, [mx.cpu()])
+    assert state["epoch"] == 2 and trainer.learning_rate == pytest.approx(learning_rate_at(cfg, 1))
+    assert trainer._optimizer.num_update == 2 * (435 // 32)
+
+    resumed = engine.train(cfg, resume=True)
+    assert [r["epoch"] for r in resumed] == [3]
+    assert resumed[0]["lr"] == pytest.approx(learning_rate_at(cfg, 2))
+    assert resumed[0]["loss"] < first[0]["loss"]  # it went on from the trained weights
+    assert last_checkpoint(str(tmp_path)).endswith("epoch_0003")
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_resume_without_checkpoint_is_an_error(make_tiny_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)
+
+
+def test_interrupt_leaves_a_loadable_checkpoint_and_resume_finishes(make_tiny_cfg, tmp_path, monkeypatch):
+    real_epoch = engine._train_epoch
+
+    def interrupted_in_second_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg)
+
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.CHECKPOINT_PERIOD", "10")
+    monkeypatch.setattr(engine, "_train_epoch", interrupted_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(cfg)
+    folder = last_checkpoint(str(tmp_path))
+    net = build_model(cfg, 32)
+    state = load_checkpoint(folder, net, build_trainer(cfg, net.collect_params()), [mx.cpu()])
+    assert state["epoch"] == 1 and state["interrupted"] is True
+
+    monkeypatch.setattr(engine, "_train_epoch", real_epoch)
+    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
+
+
+def test_nan_loss_stops_without_writing_a_model(make_tiny_cfg, tmp_path, monkeypatch):
+    softmax_ce = engine.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
+
+    class NaNLoss(engine.gluon.HybridBlock):
+        def hybrid_forward(self, F, pred, label):
+            return softmax_ce(pred, label) * float("nan")
+
+    monkeypatch.setattr(engine.gluon.loss, "SoftmaxCrossEntropyLoss", NaNLoss)
+    with pytest.raises(engine.TrainingDiverged, match="nan at epoch 1, iteration 4"):
+        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
+    assert last_checkpoint(str(tmp_path)) is None
+    assert not os.path.exists(tmp_path / "model_final.params")
+
+
+def test_asking_for_a_gpu_without_cuda_says_how_to_install_it():
+    if mx.runtime.Features().is_enabled("CUDA"):
+        pytest.skip("this MXNet has CUDA")
+    with pytest.raises(DeviceError, match="mxnet-cu112"):
+        build_contexts([0])
+    assert build_contexts([]) == [mx.cpu()]
