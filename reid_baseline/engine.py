@@ -76,9 +76,24 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg):
             bar.set_postfix(loss="%.4f" % mean_loss, acc="%.3f" % (sum(c.asscalar() for c in correct) / seen),
                             lr="%.2e" % trainer.learning_rate, ips="%.1f" % (seen / (time.time() - start)))
     bar.close()
+    _average_running_stats(net, ctx)
     return {"loss": sum(l.asscalar() for l in loss_sum) / seen,
             "train_acc": sum(c.asscalar() for c in correct) / seen,
             "images_per_sec": seen / (time.time() - start)}
+
+
+def _average_running_stats(net, ctx):
+    """Average BatchNorm running statistics over the devices.
+
+    Each device updates its own copy from its part of the batch (they are not gradients, so
+    the kvstore never syncs them); without this, features would depend on the device count."""
+    if len(ctx) < 2:
+        return
+    for param in net.collect_params().values():
+        if param.grad_req == "null" and param._data is not None:
+            copies = param.list_data()
+            mean = mx.nd.add_n(*[c.as_in_context(ctx[0]) for c in copies]) / len(copies)
+            param.set_data(mean)
 
 
 def _check_finite(mean_loss, epoch, iteration):

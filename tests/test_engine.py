@@ -123,3 +123,32 @@ def test_asking_for_a_gpu_without_cuda_says_how_to_install_it():
     with pytest.raises(DeviceError, match="mxnet-cu112"):
         build_contexts([0])
     assert build_contexts([]) == [mx.cpu()]
+
+
+def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cfg, toy_market_root, tmp_path):
+    """The multi-GPU path (split_and_load, kvstore 'device'), run on two CPU contexts."""
+    import numpy as np
+    from mxnet import gluon
+
+    from reid_baseline.data.loader import build_test_loader, build_train_loader
+    from reid_baseline.data.market1501 import load_market1501
+    from reid_baseline.features import extract_features
+
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+    ctx = [mx.cpu(0), mx.cpu(1)]
+    dataset = load_market1501(toy_market_root, verify_counts=False)
+    net = build_model(cfg, dataset.num_train_pids, ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainer = build_trainer(cfg, net.collect_params())
+    stats = engine._train_epoch(net, trainer, build_train_loader(cfg, dataset.train),
+                                gluon.loss.SoftmaxCrossEntropyLoss(), ctx, 0, cfg)
+    assert np.isfinite(stats["loss"]) and trainer._optimizer.num_update == 435 // 32
+    for param in net.collect_params().values():  # weights and BatchNorm statistics
+        first, second = (d.asnumpy() for d in param.list_data())
+        np.testing.assert_array_equal(first, second)
+    loader = build_test_loader(cfg, dataset.query)
+    two = extract_features(net.embedding, loader, ctx)
+    one = extract_features(net.embedding, loader, ctx[:1])
+    assert two.shape == (136, 512)
+    np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(two, axis=1), 1, rtol=1e-5)
