@@ -181,8 +181,9 @@ def _check_choices(cfg):
     if cfg.SOLVER.BATCH_SIZE % max(len(cfg.GPUS), 1):
         raise ConfigError("SOLVER.BATCH_SIZE (%d) must be divisible by the number of GPUs (%d)"
                           % (cfg.SOLVER.BATCH_SIZE, len(cfg.GPUS)))
-    if list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
-        raise ConfigError("SOLVER.STEPS must be increasing, got %r" % (cfg.SOLVER.STEPS,))
+    steps = list(cfg.SOLVER.STEPS)
+    if steps != sorted(set(steps)) or (steps and steps[0] < 2):
+        raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= 2, got %r" % (steps,))
 
 
 def save_config(cfg, path):

@@ -13,6 +13,7 @@ def build_lr_scheduler(cfg):
     MXNet warms up over `warmup_steps` updates and decays once `num_update > step`, so the
     recipe's epochs map to warmup_steps = WARMUP_EPOCHS - 1 and step = epoch - 1."""
     warmup_steps = max(cfg.SOLVER.WARMUP_EPOCHS - 1, 0)
+    # MXNet needs at least one step; one after the last epoch never fires.
     return mx.lr_scheduler.MultiFactorScheduler(
         step=[s - 1 for s in cfg.SOLVER.STEPS] or [cfg.SOLVER.MAX_EPOCHS],
         factor=cfg.SOLVER.GAMMA,

@@ -7,7 +7,6 @@ Example: OMP_NUM_THREADS=2 python scripts/benchmark_train.py --steps 3 --out ben
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -16,6 +15,7 @@ from mxnet import autograd, gluon
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmark_eval import machine_info  # noqa: E402  (same folder)
 from reid_baseline.cli import config_from_args  # noqa: E402
 from reid_baseline.devices import build_contexts  # noqa: E402
 from reid_baseline.model import build_model  # noqa: E402
@@ -68,9 +68,7 @@ def main():
     args.config, args.opts = None, ["MODEL.PRETRAINED", "", "TEST.BATCH_SIZE", "32"] + args.opts
     cfg = config_from_args(args)
     ctx = build_contexts(cfg.GPUS)
-    results = {"machine": "%s, %d CPUs, OMP_NUM_THREADS=%s" % (
-                   platform.processor() or platform.machine(), os.cpu_count(),
-                   os.environ.get("OMP_NUM_THREADS", "unset")),
+    results = {"machine": machine_info(), "mxnet": mx.__version__,
                "context": str(ctx), "input": [cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH],
                "batch_size": cfg.SOLVER.BATCH_SIZE, "backbone": cfg.MODEL.BACKBONE}
     results["train_step_s_plain"], _ = _time_train_steps(cfg, False, args.steps, ctx)

@@ -35,6 +35,8 @@ def test_schedule_knobs():
                              "SOLVER.GAMMA", "0.5", "SOLVER.BASE_LR", "0.01"])
     assert [learning_rate_at(cfg, e) for e in (0, 19, 20, 39, 40)] == pytest.approx(
         [0.01, 0.01, 0.005, 0.005, 0.0025])
+    cfg = load_config(None, ["SOLVER.WARMUP_EPOCHS", "0", "SOLVER.STEPS", "[]"])
+    assert {learning_rate_at(cfg, e) for e in range(80)} == {3.5e-4}
     cfg = load_config(None, ["SOLVER.WARMUP_EPOCHS", "5", "SOLVER.WARMUP_FACTOR", "0.1"])
     assert [learning_rate_at(cfg, e) for e in range(6)] == pytest.approx(
         [3.5e-5, 3.5e-5 + 0.25 * 3.15e-4, 3.5e-5 + 0.5 * 3.15e-4, 3.5e-5 + 0.75 * 3.15e-4,
