@@ -117,8 +117,12 @@ def _coerce(default, value, key, source):
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-        value = list(value) if ok else value
+        # Every list knob holds numbers: ints (GPUS, STEPS) or floats (PIXEL_MEAN/STD).
+        item = type(default[0]) if default else int
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float) if item is float else int) and not isinstance(v, bool)
+            for v in value)
+        value = [item(v) for v in value] if ok else value
     else:
         ok = isinstance(value, type(default))
     if not ok:

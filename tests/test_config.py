@@ -85,6 +85,10 @@ def test_bad_overrides():
         load_config(None, ["SOLVER.BASE_LR", "fast"])
     with pytest.raises(ConfigError, match="divisible"):
         load_config(None, ["GPUS", "[0,1,2]"])
+    with pytest.raises(ConfigError, match="GPUS expects a list"):
+        load_config(None, ["GPUS", "['0']"])
+    with pytest.raises(ConfigError, match="SOLVER.STEPS expects a list"):
+        load_config(None, ["SOLVER.STEPS", "[35.5]"])
     with pytest.raises(ConfigError, match="SOLVER.STEPS must be strictly increasing"):
         load_config(None, ["SOLVER.STEPS", "[60, 35]"])
     with pytest.raises(ConfigError, match="not found"):

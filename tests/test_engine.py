@@ -58,6 +58,22 @@ def test_evaluate_cli_writes_results_json(trained_run, tmp_path):
     assert results["rank1"] <= results["rank5"] <= results["rank10"] <= 100
 
 
+def test_evaluation_options_reach_the_metrics(trained_run):
+    """Re-ranking, euclidean distance and the non-interpolated AP through evaluate_params."""
+    from reid_baseline.retrieval import evaluate_params
+
+    cfg, history = trained_run
+    params = os.path.join(cfg.OUTPUT_DIR, "model_final.params")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.RERANK, cfg.TEST.AP_MODE = True, "noninterp"
+    reranked = evaluate_params(cfg, params)
+    assert reranked["rerank"] is True and reranked["ap_mode"] == "noninterp"
+    assert reranked["rank1"] > 60 and reranked["mAP"] != pytest.approx(history[-1]["mAP"])
+    cfg.TEST.RERANK, cfg.TEST.DISTANCE, cfg.TEST.NORMALIZE_FEATURES = False, "euclidean", False
+    assert evaluate_params(cfg, params)["rank1"] > 60
+
+
 def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg, tmp_path):
     first = engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
