@@ -140,6 +140,33 @@ def build_model(cfg, num_classes, ctx=mx.cpu()):
     return net
 
 
+def load_trained_model(cfg, params_path, ctx=mx.cpu()):
+    """The network of `cfg` with the parameters train.py saved (model_final.params or a
+    checkpoint's model.params), hybridized per config; the classifier size is read from the file."""
+    if not os.path.isfile(params_path):
+        raise ModelError("--params: no such file: %s" % params_path)
+    try:
+        saved = mx.nd.load(params_path)
+    except mx.base.MXNetError as exc:
+        raise ModelError("--params: %s is not an MXNet parameter file" % params_path) from exc
+    if not isinstance(saved, dict) or "classifier.weight" not in saved:
+        raise ModelError("--params: %s holds no classifier.weight; expected parameters saved "
+                         "by train.py (model_final.params or checkpoints/*/model.params)" % params_path)
+    # The backbone weights come from the file: no ImageNet download.
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = ""
+    net = build_model(cfg, saved["classifier.weight"].shape[0], ctx)
+    try:
+        net.load_parameters(params_path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError) as exc:
+        raise ModelError("--params: %s does not fit the model of this config: %s"
+                         % (params_path, str(exc).splitlines()[0])) from exc
+    if cfg.SOLVER.HYBRIDIZE:
+        net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
 def feature_dim(cfg):
     """Length of the retrieval feature: 512 for ResNet-18/34, 2048 for the bottleneck ResNets."""
     return 512 if cfg.MODEL.BACKBONE in ("resnet18_v1", "resnet34_v1") else 2048

@@ -45,32 +45,13 @@ def _ids(records):
 
 
 def evaluate_params(cfg, params_path):
-    """Evaluate a parameter file saved by training (its classifier size is read from it)."""
-    import mxnet as mx
-
+    """Evaluate a parameter file saved by training on the configured query/gallery."""
     from .data.market1501 import load_market1501
     from .devices import build_contexts
-    from .model import ModelError, build_model
+    from .model import load_trained_model
 
-    if not os.path.isfile(params_path):
-        raise ModelError("--params: no such file: %s" % params_path)
-    saved = mx.nd.load(params_path)
-    if "classifier.weight" not in saved:
-        raise ModelError("--params: %s holds no classifier.weight; expected parameters saved "
-                         "by train.py (model_final.params or checkpoints/*/model.params)" % params_path)
     ctx = build_contexts(cfg.GPUS)
-    # The backbone weights come from the file, so skip fetching ImageNet ones.
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.PRETRAINED = ""
-    net = build_model(cfg, saved["classifier.weight"].shape[0], ctx)
-    try:
-        net.load_parameters(params_path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError) as exc:
-        raise ModelError("--params: %s does not fit the model of this config: %s"
-                         % (params_path, str(exc).splitlines()[0])) from exc
-    if cfg.SOLVER.HYBRIDIZE:
-        net.hybridize(static_alloc=True, static_shape=True)
+    net = load_trained_model(cfg, params_path, ctx)
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=cfg.DATASETS.VERIFY_COUNTS)
     results = evaluate_retrieval(cfg, net, dataset, ctx)
     results["params"] = os.path.abspath(params_path)

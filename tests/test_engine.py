@@ -168,3 +168,38 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
     assert two.shape == (136, 512)
     np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(two, axis=1), 1, rtol=1e-5)
+
+
+def test_exported_embedding_gives_the_same_features(trained_run, tmp_path):
+    import numpy as np
+
+    from reid_baseline.model import load_trained_model
+
+    cfg, _ = trained_run
+    params = os.path.join(cfg.OUTPUT_DIR, "model_final.params")
+    prefix = str(tmp_path / "reid")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "export_model.py"), "--config",
+         os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params", params, "--prefix", prefix],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    exported = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+    x = mx.nd.random.uniform(shape=(3, 3, 64, 32))
+    expected = load_trained_model(cfg, params).embedding(x)
+    np.testing.assert_allclose(exported(x).asnumpy(), expected.asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_params_files_for_evaluation(trained_run, tmp_path):
+    from reid_baseline.model import ModelError, load_trained_model
+
+    cfg, _ = trained_run
+    with pytest.raises(ModelError, match="no such file"):
+        load_trained_model(cfg, str(tmp_path / "missing.params"))
+    junk = tmp_path / "junk.params"
+    junk.write_bytes(b"not a params file")
+    with pytest.raises(ModelError, match="junk.params is not an MXNet parameter file"):
+        load_trained_model(cfg, str(junk))
+    other = tmp_path / "other.params"
+    mx.nd.save(str(other), {"classifier.weight": mx.nd.zeros((32, 512))})
+    with pytest.raises(ModelError, match="does not fit the model"):
+        load_trained_model(cfg, str(other))
