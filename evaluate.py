@@ -2,7 +2,7 @@
 import json
 import os
 
-from reid_baseline.cli import build_parser, config_from_args
+from reid_baseline.cli import build_parser, config_from_args, run
 
 
 def main():
@@ -23,4 +23,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,20 +9,20 @@ MXNET = os.environ.get("REID_MXNET", "mxnet")
 if MXNET not in ("mxnet", "mxnet-cu112"):
     raise SystemExit("REID_MXNET must be mxnet or mxnet-cu112, got %r" % MXNET)
 
-# MXNet 1.9.1 needs numpy < 1.24 (np.bool); the rest is pinned to versions tested with it on
-# Python 3.11.
+# MXNet 1.9.1 needs numpy < 1.24 (np.bool). Every dependency is pinned to the version the
+# test suite passes with on Python 3.11 (the CI machine).
 INSTALL_REQUIRES = [
     MXNET + "==1.9.1",
     "numpy==1.23.5",
-    "scipy>=1.7,<1.12",
-    "pandas<2.1",
-    "matplotlib<3.9",
+    "scipy==1.11.4",
+    "pandas==2.0.3",  # gluoncv imports it
+    "matplotlib==3.8.4",  # gluoncv imports it
     "gluoncv==0.10.5.post0",
-    "opencv-python-headless>=4.5,<4.12",
-    "Pillow>=9,<14",
-    "tqdm>=4.60",
-    "PyYAML>=5.4",
-    "yacs>=0.1.8",
+    "opencv-python-headless==4.11.0.86",
+    "Pillow==13.0.0",
+    "tqdm==4.70.1",
+    "PyYAML==6.0.4",
+    "yacs==0.1.8",
 ]
 
 setup(
@@ -30,7 +30,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["reid_baseline", "reid_baseline.*"]),
-    python_requires=">=3.8,<3.12",
+    python_requires=">=3.10,<3.12",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7,<10"]},
+    extras_require={"test": ["pytest==9.2.0"]},
 )

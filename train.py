@@ -1,7 +1,5 @@
 """Train the ReID baseline: python train.py --config configs/market1501.yml [--gpus 0,1] [--resume] [KEY VALUE ...]"""
-import sys
-
-from reid_baseline.cli import build_parser, config_from_args
+from reid_baseline.cli import build_parser, config_from_args, run
 
 
 def main():
@@ -11,11 +9,8 @@ def main():
     args = parser.parse_args()
     cfg = config_from_args(args)
     from reid_baseline.engine import train
-    try:
-        train(cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    train(cfg, resume=args.resume)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

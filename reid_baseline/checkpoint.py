@@ -33,11 +33,24 @@ def _optimizer_arrays(trainer):
             arrays["%s:%d" % (idx, j)] = part
     optimizer = trainer._optimizer
     counts = {str(k): v for k, v in optimizer._index_update_count.items()}
-    return arrays, {"layout": layout, "index_update_count": counts, "num_update": optimizer.num_update}
+    return arrays, {"name": type(optimizer).__name__, "layout": layout,
+                    "index_update_count": counts, "num_update": optimizer.num_update}
 
 
-def _restore_optimizer(trainer, arrays, meta):
-    """Put saved optimizer states on every device's updater and restore the update counts."""
+def _restore_optimizer(trainer, arrays, meta, folder):
+    """Put saved optimizer states on every device's updater and restore the update counts.
+
+    Uses Trainer/Optimizer internals (_updaters, _all_index_update_counts) of MXNet 1.9, which
+    has no public non-pickle API for them; tests/test_checkpoint.py guards the round trip."""
+    current = type(trainer._optimizer).__name__
+    if meta["name"] != current:
+        raise CheckpointError("checkpoint %s holds %s optimizer state, but this config trains "
+                              "with %s (SOLVER.OPTIMIZER)" % (folder, meta["name"], current))
+    for key, array in arrays.items():
+        idx = int(key.split(":")[0])
+        if idx >= len(trainer._params) or array.shape != trainer._params[idx].shape:
+            raise CheckpointError("checkpoint %s: optimizer state %s does not fit this model's "
+                                  "parameters" % (folder, key))
     for updater, ctx in zip(trainer._updaters, trainer._contexts):
         for idx, (kind, num_parts) in meta["layout"].items():
             parts = [arrays["%s:%d" % (idx, j)].as_in_context(ctx) for j in range(num_parts)]
@@ -52,10 +65,13 @@ def _restore_optimizer(trainer, arrays, meta):
     optimizer.num_update = meta["num_update"]
 
 
-def save_checkpoint(run_dir, net, trainer, epoch, extra=None):
-    """Save the state after `epoch` finished epochs; returns the checkpoint folder."""
+def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False):
+    """Save the state after `epoch` finished epochs; returns the checkpoint folder.
+
+    An interrupted run's state (mid-epoch weights) gets its own folder, so it never replaces
+    the clean checkpoint of the same epoch."""
     root = os.path.join(run_dir, "checkpoints")
-    name = "epoch_%04d" % epoch
+    name = "epoch_%04d" % epoch + ("_interrupted" if interrupted else "")
     final = os.path.join(root, name)
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -63,8 +79,8 @@ def save_checkpoint(run_dir, net, trainer, epoch, extra=None):
     net.save_parameters(os.path.join(tmp, PARAMS_FILE))
     arrays, optimizer_meta = _optimizer_arrays(trainer)
     mx.nd.save(os.path.join(tmp, OPTIMIZER_FILE), arrays)
-    state = {"epoch": epoch, "learning_rate": trainer.learning_rate, "optimizer": optimizer_meta}
-    state.update(extra or {})
+    state = {"epoch": epoch, "interrupted": interrupted, "learning_rate": trainer.learning_rate,
+             "optimizer": optimizer_meta}
     with open(os.path.join(tmp, STATE_FILE), "w") as f:
         json.dump(state, f, indent=1)
     shutil.rmtree(final, ignore_errors=True)
@@ -97,6 +113,7 @@ def load_checkpoint(folder, net, trainer, ctx):
                               % (folder, str(exc).splitlines()[0])) from exc
     with open(os.path.join(folder, STATE_FILE)) as f:
         state = json.load(f)
-    _restore_optimizer(trainer, mx.nd.load(os.path.join(folder, OPTIMIZER_FILE)), state["optimizer"])
+    _restore_optimizer(trainer, mx.nd.load(os.path.join(folder, OPTIMIZER_FILE)),
+                       state["optimizer"], folder)
     trainer.set_learning_rate(state["learning_rate"])
     return state

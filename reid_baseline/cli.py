@@ -1,5 +1,6 @@
-"""Argument handling shared by train.py and evaluate.py."""
+"""Argument handling and error reporting shared by the command lines."""
 import argparse
+import sys
 
 
 def build_parser(description):
@@ -21,3 +22,23 @@ def config_from_args(args):
         ids = [g for g in args.gpus.split(",") if g.strip()]
         overrides += ["GPUS", "[%s]" % ",".join(ids)]
     return load_config(args.config, overrides)
+
+
+def run(main):
+    """Run a command line's main(): a user error (bad config, data, weights, devices, run
+    folder, diverged training) prints one line and exits 2; Ctrl-C exits 130."""
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data.market1501 import DatasetError
+    from .devices import DeviceError
+    from .engine import RunDirError, TrainingDiverged
+    from .model import ModelError
+
+    try:
+        main()
+    except (ConfigError, DatasetError, ModelError, CheckpointError, DeviceError, RunDirError,
+            TrainingDiverged) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

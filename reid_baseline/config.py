@@ -185,9 +185,16 @@ def _check_choices(cfg):
     if cfg.SOLVER.BATCH_SIZE % max(len(cfg.GPUS), 1):
         raise ConfigError("SOLVER.BATCH_SIZE (%d) must be divisible by the number of GPUs (%d)"
                           % (cfg.SOLVER.BATCH_SIZE, len(cfg.GPUS)))
-    steps = list(cfg.SOLVER.STEPS)
-    if steps != sorted(set(steps)) or (steps and steps[0] < 2):
-        raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= 2, got %r" % (steps,))
+    steps, first = list(cfg.SOLVER.STEPS), max(2, cfg.SOLVER.WARMUP_EPOCHS)
+    if steps != sorted(set(steps)) or (steps and steps[0] < first):
+        raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= %d (after the "
+                          "warm-up; MXNet's scheduler cannot decay at epoch 1), got %r"
+                          % (first, steps))
+    for key in ("SOLVER.MAX_EPOCHS", "SOLVER.BATCH_SIZE", "SOLVER.LOG_PERIOD",
+                "SOLVER.CHECKPOINT_PERIOD", "TEST.BATCH_SIZE"):
+        section, name = key.split(".")
+        if cfg[section][name] < 1:
+            raise ConfigError("%s must be >= 1, got %r" % (key, cfg[section][name]))
 
 
 def save_config(cfg, path):

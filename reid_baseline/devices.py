@@ -2,9 +2,9 @@
 import mxnet as mx
 
 GPU_INSTALL_HINT = (
-    "Install MXNet's CUDA build instead of the CPU one: pip uninstall -y mxnet && "
-    "pip install mxnet-cu112==1.9.1 (needs CUDA 11.2 and cuDNN 8 on the system; its kernels "
-    "cover GPUs of compute capability 5.0 to 8.6, i.e. Maxwell to Ampere; Hopper is not supported).")
+    "Install MXNet's CUDA build in a fresh virtualenv (never beside the CPU mxnet): "
+    "REID_MXNET=mxnet-cu112 pip install -e . (needs CUDA 11.2 and cuDNN 8 on the system; its "
+    "kernels cover GPUs of compute capability 5.0 to 8.6, Maxwell to Ampere; not Ada or Hopper).")
 
 
 class DeviceError(RuntimeError):

@@ -32,6 +32,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing from the diverged state is saved."""
 
 
+class RunDirError(RuntimeError):
+    """OUTPUT_DIR does not fit the request: a new run over an old one, or --resume without one."""
+
+
 def setup_logging(run_dir):
     """Log to `run_dir/train.log` and to the console."""
     logger.setLevel(logging.INFO)
@@ -107,6 +111,9 @@ def _check_finite(mean_loss, epoch, iteration):
 def train(cfg, resume=False):
     """Train the configured model; returns the list of per-epoch records (metrics.jsonl)."""
     run_dir = cfg.OUTPUT_DIR
+    if not resume and (last_checkpoint(run_dir) or os.path.exists(os.path.join(run_dir, "metrics.jsonl"))):
+        raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
+                          "train into another OUTPUT_DIR" % run_dir)
     os.makedirs(run_dir, exist_ok=True)
     setup_logging(run_dir)
     save_config(cfg, os.path.join(run_dir, "config.yaml"))
@@ -123,30 +130,33 @@ def train(cfg, resume=False):
     if resume:
         folder = last_checkpoint(run_dir)
         if folder is None:
-            raise FileNotFoundError("--resume: no checkpoint in %s/checkpoints" % run_dir)
+            raise RunDirError("--resume: no checkpoint in %s" % os.path.join(run_dir, "checkpoints"))
         start_epoch = load_checkpoint(folder, net, trainer, ctx)["epoch"]
         logger.info("resumed from %s at epoch %d", folder, start_epoch + 1)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     history = []
-    epoch = start_epoch
+    completed = start_epoch
     try:
         for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCHS):
             trainer.set_learning_rate(learning_rate_at(cfg, epoch))
             record = {"epoch": epoch + 1, "lr": trainer.learning_rate}
             record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg))
-            if cfg.SOLVER.EVAL_PERIOD and (epoch + 1) % cfg.SOLVER.EVAL_PERIOD == 0:
+            completed = epoch + 1
+            if cfg.SOLVER.EVAL_PERIOD and completed % cfg.SOLVER.EVAL_PERIOD == 0:
                 record.update(evaluate_retrieval(cfg, net, dataset, ctx))
             history.append(record)
-            logger.info("epoch %d: %s", epoch + 1, ", ".join(
+            logger.info("epoch %d: %s", completed, ", ".join(
                 "%s %.4g" % (k, v) for k, v in record.items() if isinstance(v, float)))
             with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
-            if (epoch + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.MAX_EPOCHS:
-                save_checkpoint(run_dir, net, trainer, epoch + 1)
+            if completed % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or completed == cfg.SOLVER.MAX_EPOCHS:
+                save_checkpoint(run_dir, net, trainer, completed)
     except KeyboardInterrupt:
-        # Weights are mid-epoch; resuming repeats the interrupted epoch from them.
-        folder = save_checkpoint(run_dir, net, trainer, epoch, extra={"interrupted": True})
-        logger.info("interrupted during epoch %d: saved %s; continue with --resume", epoch + 1, folder)
+        # Mid-epoch weights are kept; --resume restarts the unfinished epoch from them.
+        _average_running_stats(net, ctx)
+        folder = save_checkpoint(run_dir, net, trainer, completed, interrupted=True)
+        logger.info("interrupted after %d finished epochs: saved %s; continue with --resume",
+                    completed, folder)
         raise
     final = os.path.join(run_dir, "model_final.params")
     net.save_parameters(final + ".tmp")

@@ -12,7 +12,7 @@ weak model), the block's rows are sorted instead (numpy's SIMD float sort).
 """
 import numpy as np
 
-__all__ = ["compute_distance", "evaluate_ranking", "AP_MODES", "METRICS"]
+__all__ = ["compute_distance", "evaluate_ranking", "chance_rank1", "AP_MODES", "METRICS"]
 
 METRICS = ("cosine", "euclidean")
 AP_MODES = ("trapezoid", "noninterp")
@@ -275,3 +275,15 @@ def evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
         ap = np.bincount(rows, weights=precision, minlength=n_q)[has] / n_pos[has]
     result["mAP"] = float(np.mean(ap))
     return result
+
+
+def chance_rank1(q_pids, g_pids, q_camids, g_camids):
+    """Expected Rank-1 of a random gallery order under the same protocol as evaluate_ranking:
+    the mean, over queries with a valid match, of (true matches) / (valid gallery items)."""
+    q_pids, q_cams = np.asarray(q_pids)[:, None], np.asarray(q_camids)[:, None]
+    g_pids, g_cams = np.asarray(g_pids)[None], np.asarray(g_camids)[None]
+    same_pid = q_pids == g_pids
+    valid = ~(same_pid & (q_cams == g_cams)) & (g_pids != -1)
+    matches = (same_pid & valid).sum(axis=1)
+    has_match = matches > 0
+    return float(np.mean(matches[has_match] / valid.sum(axis=1)[has_match]))

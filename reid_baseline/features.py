@@ -18,7 +18,7 @@ def extract_features(embedding, loader, ctx, flip=True, normalize=True):
             if flip:  # NCHW: axis 3 is the width
                 feat = (feat + embedding(x.flip(axis=3))) * 0.5
             if normalize:
-                feat = feat / (mx.nd.norm(feat, axis=1, keepdims=True) + 1e-12)
+                feat = mx.nd.L2Normalization(feat, mode="instance")
             outputs.append(feat.as_in_context(mx.cpu()))
         chunks.append(mx.nd.concat(*outputs, dim=0))
     if not chunks:

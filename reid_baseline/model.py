@@ -24,21 +24,21 @@ class Embedding(HybridBlock):
     def __init__(self, trunk, feat_dim, pooling="avg", bn_beta=False, bn_gamma=True,
                  activation="none", **kwargs):
         super().__init__(**kwargs)
-        self._pooling = pooling
         self._activation = activation
         with self.name_scope():
             self.trunk = trunk
+            self.avgpool = nn.GlobalAvgPool2D() if pooling in ("avg", "avgmax") else None
+            self.maxpool = nn.GlobalMaxPool2D() if pooling in ("max", "avgmax") else None
             self.bn = nn.BatchNorm(center=bn_beta, scale=bn_gamma, in_channels=feat_dim)
 
     def hybrid_forward(self, F, x):
         fmap = self.trunk(x)
-        if self._pooling == "avg":
-            feat = F.contrib.AdaptiveAvgPooling2D(fmap, output_size=1)
-        elif self._pooling == "max":
-            feat = F.Pooling(fmap, kernel=(1, 1), global_pool=True, pool_type="max")
+        if self.maxpool is None:
+            feat = self.avgpool(fmap)
+        elif self.avgpool is None:
+            feat = self.maxpool(fmap)
         else:  # avgmax: the sum keeps the feature dimension
-            feat = (F.Pooling(fmap, kernel=(1, 1), global_pool=True, pool_type="avg")
-                    + F.Pooling(fmap, kernel=(1, 1), global_pool=True, pool_type="max"))
+            feat = self.avgpool(fmap) + self.maxpool(fmap)
         feat = self.bn(F.flatten(feat))
         if self._activation == "relu":
             feat = F.relu(feat)

@@ -13,7 +13,8 @@ import mxnet as mx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import build_parser, config_from_args  # noqa: E402
+from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
+from reid_baseline.devices import build_contexts  # noqa: E402
 from reid_baseline.model import load_trained_model  # noqa: E402
 
 
@@ -23,15 +24,15 @@ def main():
     parser.add_argument("--prefix", required=True, help="output path prefix")
     args = parser.parse_args()
     cfg = config_from_args(args)
-    net = load_trained_model(cfg, args.params)
-    embedding = net.embedding
+    ctx = build_contexts(cfg.GPUS)
+    embedding = load_trained_model(cfg, args.params, ctx).embedding
     embedding.hybridize()
     # One forward pass builds the graph that export writes.
-    embedding(mx.nd.zeros((1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)))
+    embedding(mx.nd.zeros((1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH), ctx=ctx[0]))
     embedding.export(args.prefix)
     print("wrote %s-symbol.json and %s-0000.params (input: 1x3x%dx%d normalised RGB)"
           % (args.prefix, args.prefix, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,11 +13,14 @@ from reid_baseline.config import load_config
 from reid_baseline.solver import build_trainer
 
 
-def _net_and_trainer(optimizer="adam"):
+def _net_and_trainer(optimizer="adam", ctx=(mx.cpu(),), batchnorm=True):
     net = gluon.nn.HybridSequential()
-    net.add(gluon.nn.Dense(8, in_units=6, activation="relu"), gluon.nn.BatchNorm(in_channels=8),
-            gluon.nn.Dense(3, in_units=8, use_bias=False))
-    net.initialize(mx.init.Xavier())
+    net.add(gluon.nn.Dense(8, in_units=6, activation="relu"))
+    if batchnorm:
+        net.add(gluon.nn.BatchNorm(in_channels=8))
+    net.add(gluon.nn.Dense(3, in_units=8, use_bias=False))
+    mx.random.seed(0)
+    net.initialize(mx.init.Xavier(), ctx=list(ctx))
     cfg = load_config(None, ["SOLVER.OPTIMIZER", optimizer])
     return net, build_trainer(cfg, net.collect_params())
 
@@ -88,3 +91,35 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     other.initialize()
     with pytest.raises(CheckpointError, match="does not fit the model"):
         load_checkpoint(folder, other, build_trainer(load_config(), other.collect_params()), [mx.cpu()])
+
+
+def test_single_device_checkpoint_resumes_on_two_devices(tmp_path):
+    """What --resume --gpus 0,1 does with a checkpoint written on one GPU, on CPU contexts."""
+    # No BatchNorm: its batch statistics differ when a batch is split, by design.
+    net, trainer = _net_and_trainer(batchnorm=False)
+    for seed in range(2):
+        _step(net, trainer, seed)
+    folder = save_checkpoint(str(tmp_path), net, trainer, epoch=1)
+    _step(net, trainer, 5)
+
+    ctx = [mx.cpu(0), mx.cpu(1)]
+    net2, trainer2 = _net_and_trainer(ctx=ctx, batchnorm=False)
+    load_checkpoint(folder, net2, trainer2, ctx)
+    rng = np.random.RandomState(5)  # the batch of _step(..., 5), split over the two devices
+    x, y = mx.nd.array(rng.randn(4, 6)), mx.nd.array(rng.randint(0, 3, 4))
+    with autograd.record():
+        losses = [gluon.loss.SoftmaxCrossEntropyLoss()(net2(xs), ys) for xs, ys in
+                  zip(gluon.utils.split_and_load(x, ctx), gluon.utils.split_and_load(y, ctx))]
+    autograd.backward(losses)
+    trainer2.step(4)
+    for (key, value), param in zip(_params(net).items(), net2.collect_params().values()):
+        for copy in param.list_data():
+            np.testing.assert_allclose(copy.asnumpy(), value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_checkpoint_of_another_optimizer_is_a_clear_error(tmp_path):
+    net, trainer = _net_and_trainer("sgd")
+    _step(net, trainer, 0)
+    folder = save_checkpoint(str(tmp_path), net, trainer, epoch=1)
+    with pytest.raises(CheckpointError, match="holds SGD optimizer state, but this config trains with Adam"):
+        load_checkpoint(folder, *_net_and_trainer("adam"), [mx.cpu()])

@@ -52,9 +52,11 @@ def test_evaluate_cli_writes_results_json(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert results["ap_mode"] == "trapezoid"
-    for key in ("rank1", "rank5", "rank10", "mAP"):
+    for key in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp"):
         assert results[key] == pytest.approx(history[-1][key], abs=1e-6)
-        assert key in proc.stdout
+    assert results["mAP"] == results["mAP_trapezoid"] != results["mAP_noninterp"]
+    for label in ("rank1", "mAP (trapezoid AP", "mAP (non-interpolated"):
+        assert label in proc.stdout
     assert results["rank1"] <= results["rank5"] <= results["rank10"] <= 100
 
 
@@ -69,7 +71,8 @@ def test_evaluation_options_reach_the_metrics(trained_run):
     cfg.TEST.RERANK, cfg.TEST.AP_MODE = True, "noninterp"
     reranked = evaluate_params(cfg, params)
     assert reranked["rerank"] is True and reranked["ap_mode"] == "noninterp"
-    assert reranked["rank1"] > 60 and reranked["mAP"] != pytest.approx(history[-1]["mAP"])
+    assert reranked["rank1"] > 60 and reranked["mAP"] == reranked["mAP_noninterp"]
+    assert reranked["mAP_noninterp"] != pytest.approx(history[-1]["mAP_noninterp"])
     cfg.TEST.RERANK, cfg.TEST.DISTANCE, cfg.TEST.NORMALIZE_FEATURES = False, "euclidean", False
     assert evaluate_params(cfg, params)["rank1"] > 60
 
@@ -94,28 +97,51 @@ def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg,
 
 
 def test_resume_without_checkpoint_is_an_error(make_tiny_cfg, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(engine.RunDirError, match="no checkpoint"):
         engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)
 
 
-def test_interrupt_leaves_a_loadable_checkpoint_and_resume_finishes(make_tiny_cfg, tmp_path, monkeypatch):
-    real_epoch = engine._train_epoch
+def test_a_new_run_never_mixes_with_an_old_one(trained_run):
+    cfg, _ = trained_run
+    with pytest.raises(engine.RunDirError, match="already holds a run: continue it with --resume"):
+        engine.train(cfg)
 
-    def interrupted_in_second_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg)
 
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.CHECKPOINT_PERIOD", "10")
-    monkeypatch.setattr(engine, "_train_epoch", interrupted_in_second_epoch)
+def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
+        make_tiny_cfg, tmp_path, monkeypatch):
+    real_build = engine.build_train_loader
+
+    class InterruptedLoader:
+        """The real loader, with Ctrl-C three batches into the second epoch."""
+
+        def __init__(self, loader):
+            self.loader, self.batches = loader, 0
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            for batch in self.loader:
+                self.batches += 1
+                if self.batches == len(self.loader) + 3:
+                    raise KeyboardInterrupt
+                yield batch
+
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")  # a checkpoint every epoch
+    monkeypatch.setattr(engine, "build_train_loader", lambda *a: InterruptedLoader(real_build(*a)))
     with pytest.raises(KeyboardInterrupt):
         engine.train(cfg)
     folder = last_checkpoint(str(tmp_path))
+    assert folder.endswith("epoch_0001_interrupted")
     net = build_model(cfg, 32)
-    state = load_checkpoint(folder, net, build_trainer(cfg, net.collect_params()), [mx.cpu()])
+    trainer = build_trainer(cfg, net.collect_params())
+    state = load_checkpoint(folder, net, trainer, [mx.cpu()])
     assert state["epoch"] == 1 and state["interrupted"] is True
+    assert trainer._optimizer.num_update == 435 // 32 + 2  # the steps done before Ctrl-C
+    clean = tmp_path / "checkpoints" / "epoch_0001" / "state.json"
+    assert json.loads(clean.read_text())["interrupted"] is False
 
-    monkeypatch.setattr(engine, "_train_epoch", real_epoch)
+    monkeypatch.setattr(engine, "build_train_loader", real_build)
     assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
 
 
@@ -203,3 +229,28 @@ def test_bad_params_files_for_evaluation(trained_run, tmp_path):
     mx.nd.save(str(other), {"classifier.weight": mx.nd.zeros((32, 512))})
     with pytest.raises(ModelError, match="does not fit the model"):
         load_trained_model(cfg, str(other))
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + list(args),
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_train_cli_runs_resumes_and_reports_user_errors_in_one_line(make_tiny_cfg, tmp_path):
+    from reid_baseline.config import save_config
+
+    config = str(tmp_path / "tiny.yml")
+    save_config(make_tiny_cfg(tmp_path / "run", "SOLVER.MAX_EPOCHS", "1"), config)
+    assert _cli("--config", config).returncode == 0
+    resumed = _cli("--config", config, "--resume", "SOLVER.MAX_EPOCHS", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+    other = ["OUTPUT_DIR", str(tmp_path / "other")]
+    for args, message in ((["--config", config], "already holds a run"),
+                          (["--config", config, "SOLVER.BASE_RT", "0.1"], "unknown config key 'SOLVER.BASE_RT'"),
+                          (["--config", config, "--gpus", "0"] + other, "mxnet-cu112"),
+                          (["--config", config, "DATASETS.ROOT", str(tmp_path / "none")] + other, "none")):
+        proc = _cli(*args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

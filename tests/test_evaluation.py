@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from reid_baseline.evaluation import compute_distance, evaluate_ranking
+from reid_baseline.evaluation import chance_rank1, compute_distance, evaluate_ranking
 try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
     from reference_impls import reference_evaluate
 except ImportError:  # pragma: no cover
@@ -206,3 +206,14 @@ def test_compute_distance_errors():
         compute_distance(x, np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match="2-D"):
         compute_distance(np.zeros(4), x)
+
+
+def test_chance_rank1_by_hand():
+    # Query 0 (pid 1, cam 0): gallery [1/cam0 ignored, 1/cam1 match, 2/cam1, 0/cam2, -1 junk]
+    #   -> 1 match among 3 valid items = 1/3.
+    # Query 1 (pid 2, cam 1): its only same-pid item is in its camera -> no match, skipped.
+    # Query 2 (pid 3, cam 0): no such identity in the gallery -> skipped.
+    g_pids, g_cams = [1, 1, 2, 0, -1], [0, 1, 1, 2, 0]
+    assert chance_rank1([1, 2, 3], g_pids, [0, 1, 0], g_cams) == pytest.approx(1 / 3)
+    # Two queries: 1/3 and (pid 2 from cam 0: matches 2/cam1 among 4 valid) 1/4.
+    assert chance_rank1([1, 2], g_pids, [0, 0], g_cams) == pytest.approx((1 / 3 + 1 / 4) / 2)
