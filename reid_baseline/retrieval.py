@@ -63,10 +63,10 @@ def evaluate_params(cfg, params_path):
 
 def format_results(results):
     """A small table of the metrics for the console."""
-    lines = ["%-32s %6s" % ("metric", "value")]
-    lines += ["%-32s %6.2f" % (k, results[k]) for k in ("rank1", "rank5", "rank10")]
-    lines += ["%-32s %6.2f" % ("mAP (trapezoid AP, Market-1501)", results["mAP_trapezoid"]),
-              "%-32s %6.2f" % ("mAP (non-interpolated, torchreid)", results["mAP_noninterp"])]
+    lines = ["%-34s %6s" % ("metric", "value")]
+    lines += ["%-34s %6.2f" % (k, results[k]) for k in ("rank1", "rank5", "rank10")]
+    lines += ["%-34s %6.2f" % ("mAP (trapezoid AP, Market-1501)", results["mAP_trapezoid"]),
+              "%-34s %6.2f" % ("mAP (non-interpolated, torchreid)", results["mAP_noninterp"])]
     lines.append("(\"mAP\" in results.json: %s; re-ranking %s; %d/%d queries with a match)"
                  % (results["ap_mode"], "on" if results["rerank"] else "off",
                     results["num_valid_queries"], results["num_query"]))
