@@ -65,10 +65,10 @@ _C.TEST.FLIP_FEATURES = True  # average the features of the image and of its hor
 _C.TEST.NORMALIZE_FEATURES = True  # L2-normalise features before the distance
 _C.TEST.DISTANCE = "cosine"  # cosine | euclidean
 _C.TEST.AP_MODE = "trapezoid"  # trapezoid (official Market-1501 code) | noninterp (torchreid)
-_C.TEST.RERANK = False  # k-reciprocal re-ranking (Zhong et al. 2017)
-_C.TEST.RERANK_K1 = 20
-_C.TEST.RERANK_K2 = 6
-_C.TEST.RERANK_LAMBDA = 0.3
+_C.TEST.RERANK = False  # k-reciprocal re-ranking (Zhong et al. 2017), on euclidean distances
+_C.TEST.RERANK_K1 = 20  # size of the k-reciprocal neighbourhood
+_C.TEST.RERANK_K2 = 6  # neighbours averaged in the local query expansion (1: none)
+_C.TEST.RERANK_LAMBDA = 0.3  # weight of the original distance against the Jaccard distance
 
 # ---------------------------------------------------------------------------- run
 _C.GPUS = []  # device ids, e.g. [0, 1]; empty: CPU

@@ -21,12 +21,15 @@ def evaluate_retrieval(cfg, net, dataset, ctx):
     """Rank the gallery for every query; returns rank1/rank5/rank10/mAP in percent and more."""
     q_feats = _split_features(cfg, net, dataset.query, ctx)
     g_feats = _split_features(cfg, net, dataset.gallery, ctx)
-    distmat = compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
     if cfg.TEST.RERANK:
-        distmat = re_ranking(distmat, compute_distance(q_feats, q_feats, metric=cfg.TEST.DISTANCE),
-                             compute_distance(g_feats, g_feats, metric=cfg.TEST.DISTANCE),
+        # Euclidean distances, as the authors' re-ranking code computes them from features.
+        distmat = re_ranking(compute_distance(q_feats, g_feats, metric="euclidean"),
+                             compute_distance(q_feats, q_feats, metric="euclidean"),
+                             compute_distance(g_feats, g_feats, metric="euclidean"),
                              k1=cfg.TEST.RERANK_K1, k2=cfg.TEST.RERANK_K2,
                              lambda_value=cfg.TEST.RERANK_LAMBDA)
+    else:
+        distmat = compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
     q_pids, q_camids = _ids(dataset.query)
     g_pids, g_camids = _ids(dataset.gallery)
     # Both AP definitions are reported (0.05 s each at Market-1501 size); "mAP" is TEST.AP_MODE's.
