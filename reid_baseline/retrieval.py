@@ -30,8 +30,8 @@ def evaluate_retrieval(cfg, net, dataset, ctx):
                              lambda_value=cfg.TEST.RERANK_LAMBDA)
     else:
         distmat = compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
-    q_pids, q_camids = _ids(dataset.query)
-    g_pids, g_camids = _ids(dataset.gallery)
+    q_pids, q_camids = record_ids(dataset.query)
+    g_pids, g_camids = record_ids(dataset.gallery)
     # Both AP definitions are reported (0.05 s each at Market-1501 size); "mAP" is TEST.AP_MODE's.
     ranked = {mode: evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
               for mode in AP_MODES}
@@ -45,7 +45,8 @@ def evaluate_retrieval(cfg, net, dataset, ctx):
             "num_query": len(dataset.query), "num_gallery": len(dataset.gallery)}
 
 
-def _ids(records):
+def record_ids(records):
+    """(pids, camids) of records as int64 arrays, as evaluate_ranking takes them."""
     return (np.array([r.pid for r in records], dtype=np.int64),
             np.array([r.camid for r in records], dtype=np.int64))
 

@@ -10,8 +10,6 @@ import os
 import shutil
 import sys
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -20,7 +18,7 @@ from reid_baseline.data.market1501 import load_market1501  # noqa: E402
 from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
 from reid_baseline.engine import train  # noqa: E402
 from reid_baseline.evaluation import chance_rank1  # noqa: E402
-from reid_baseline.retrieval import evaluate_params, format_results  # noqa: E402
+from reid_baseline.retrieval import evaluate_params, format_results, record_ids  # noqa: E402
 
 
 def main(argv=None):
@@ -44,9 +42,9 @@ def main(argv=None):
     print("trained %d epochs: loss %.3f -> %.3f" % (len(history), history[0]["loss"], history[-1]["loss"]))
     print(format_results(results))
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=False)
-    ids = [np.array([[r.pid, r.camid] for r in split]).T for split in (dataset.query, dataset.gallery)]
+    (q_pids, q_camids), (g_pids, g_camids) = record_ids(dataset.query), record_ids(dataset.gallery)
     print("a random ranking would score Rank-1 %.1f%%; results in %s"
-          % (100 * chance_rank1(ids[0][0], ids[1][0], ids[0][1], ids[1][1]),
+          % (100 * chance_rank1(q_pids, g_pids, q_camids, g_camids),
              os.path.join(cfg.OUTPUT_DIR, "results.json")))
 
 

@@ -6,7 +6,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon.data import DataLoader, Dataset
 
-from .market1501 import read_image
+from .market1501 import DatasetError, read_image
 from .transforms import build_test_transform, build_train_transform
 
 
@@ -40,8 +40,8 @@ def build_train_loader(cfg, records):
     """Shuffled batches of SOLVER.BATCH_SIZE; the last incomplete batch is dropped as in the
     reference (a batch of 1 would also break BatchNorm)."""
     if len(records) < cfg.SOLVER.BATCH_SIZE:
-        raise ValueError("the training split has %d images, fewer than SOLVER.BATCH_SIZE=%d"
-                         % (len(records), cfg.SOLVER.BATCH_SIZE))
+        raise DatasetError("the training split has %d images, fewer than SOLVER.BATCH_SIZE=%d"
+                           % (len(records), cfg.SOLVER.BATCH_SIZE))
     dataset = ReIDImageDataset(records, build_train_transform(cfg), seed=cfg.SOLVER.SEED)
     return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE, shuffle=True,
                       last_batch="discard", num_workers=cfg.DATALOADER.NUM_WORKERS)
