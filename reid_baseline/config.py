@@ -55,7 +55,12 @@ _C.SOLVER.GAMMA = 0.1  # learning-rate decay factor
 _C.SOLVER.SEED = 613  # random seed (the reference's)
 _C.SOLVER.LOG_PERIOD = 20  # iterations between reads of loss/accuracy from the device
 _C.SOLVER.CHECKPOINT_PERIOD = 10  # epochs between checkpoints (the last epoch is always saved)
+_C.SOLVER.KEEP_CHECKPOINTS = 2  # newest checkpoints kept on disk (older ones deleted; 0 keeps all)
 _C.SOLVER.EVAL_PERIOD = 0  # epochs between query/gallery evaluations (0: only via evaluate.py)
+# Collapse guard: stop (like the NaN guard) when the running mean loss exceeds this many times an
+# untrained classifier's loss ln(num_classes); 0 disables. The write-up warns the recipe "can
+# suddenly collapse"; a healthy run stays below ln(num_classes) after its first iterations.
+_C.SOLVER.COLLAPSE_FACTOR = 3.0
 _C.SOLVER.HYBRIDIZE = True  # hybridize with static_alloc/static_shape
 
 # ---------------------------------------------------------------------------- test
