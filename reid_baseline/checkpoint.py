@@ -2,12 +2,17 @@
 
 A checkpoint is a folder `checkpoints/epoch_XXXX/` with `model.params`, `optimizer.nd` and
 `state.json`. It is written under a temporary name and renamed, then the `last` pointer is
-replaced, so an interrupted write never leaves a half checkpoint behind `last`.
+replaced, so an interrupted write never leaves a half checkpoint behind `last`. `state.json`
+records the size and SHA-256 of the two array files: a damaged checkpoint (truncated copy, full
+disk, bad sector) is recognised when it is loaded, and resuming falls back to the newest intact
+one. Parameters that are not finite are never written.
 Optimizer state is stored as NDArrays plus JSON (not `Trainer.save_states`, which pickles):
 loading a checkpoint never unpickles anything.
 """
+import hashlib
 import json
 import os
+import re
 import shutil
 
 import mxnet as mx
@@ -17,8 +22,15 @@ PARAMS_FILE = "model.params"
 OPTIMIZER_FILE = "optimizer.nd"
 
 
+_NAME_RE = re.compile(r"^epoch_(\d{4,})(_interrupted)?$")
+
+
 class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete or does not fit the model."""
+    """A checkpoint is missing, damaged, cannot be written or does not fit the model."""
+
+
+class NonFiniteParameters(CheckpointError):
+    """The parameters hold NaN or infinity: nothing is written."""
 
 
 def _optimizer_arrays(trainer):
@@ -65,55 +77,194 @@ def _restore_optimizer(trainer, arrays, meta, folder):
     optimizer.num_update = meta["num_update"]
 
 
-def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False):
+def non_finite_parameters(net):
+    """Names of the parameters of `net` holding NaN or infinity (on any device), [] if none.
+
+    One fused MXNet op (multi_all_finite, as AMP uses) per array and a single host read."""
+    names, flags = [], []
+    for name, param in net._collect_params_with_prefix().items():
+        if param._data is None:
+            continue
+        for copy in param.list_data():
+            names.append(name)
+            flags.append(mx.nd.multi_all_finite(copy, num_arrays=1).as_in_context(mx.cpu()))
+    if not flags:
+        return []
+    ok = mx.nd.concat(*flags, dim=0).asnumpy()
+    return sorted({name for name, good in zip(names, ok) if not good})
+
+
+def _check_finite(net, what):
+    bad = non_finite_parameters(net)
+    if bad:
+        raise NonFiniteParameters("not writing %s: %d parameters hold NaN or infinity (%s%s)"
+                                  % (what, len(bad), ", ".join(bad[:3]), ", ..." if len(bad) > 3 else ""))
+
+
+def _file_digest(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            sha.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": sha.hexdigest()}
+
+
+def save_parameters(net, path):
+    """Write `net`'s parameters to `path` atomically, refusing non-finite values
+    (NonFiniteParameters) and turning a failed write into a CheckpointError."""
+    _check_finite(net, path)
+    tmp = path + ".tmp"
+    try:
+        net.save_parameters(tmp)
+        os.replace(tmp, path)
+    except (OSError, mx.base.MXNetError) as exc:
+        _remove(tmp)
+        raise CheckpointError("could not write %s: %s" % (path, _reason(exc))) from exc
+
+
+def _reason(exc):
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
     """Save the state after `epoch` finished epochs; returns the checkpoint folder.
 
     An interrupted run's state (mid-epoch weights) gets its own folder, so it never replaces
-    the clean checkpoint of the same epoch."""
+    the clean checkpoint of the same epoch. Non-finite parameters raise NonFiniteParameters
+    and a failed write a CheckpointError; either way the previous checkpoints and `last` are
+    untouched and no temporary folder remains. `keep` > 0 then deletes all but the newest
+    `keep` clean checkpoints (and interrupted ones they supersede)."""
     root = os.path.join(run_dir, "checkpoints")
     name = "epoch_%04d" % epoch + ("_interrupted" if interrupted else "")
     final = os.path.join(root, name)
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    net.save_parameters(os.path.join(tmp, PARAMS_FILE))
-    arrays, optimizer_meta = _optimizer_arrays(trainer)
-    mx.nd.save(os.path.join(tmp, OPTIMIZER_FILE), arrays)
-    state = {"epoch": epoch, "interrupted": interrupted, "learning_rate": trainer.learning_rate,
-             "optimizer": optimizer_meta}
-    with open(os.path.join(tmp, STATE_FILE), "w") as f:
-        json.dump(state, f, indent=1)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    pointer_tmp = os.path.join(root, "last.tmp")
-    with open(pointer_tmp, "w") as f:
-        f.write(name + "\n")
-    os.replace(pointer_tmp, os.path.join(root, "last"))
+    _check_finite(net, "checkpoint " + final)
+    tmp, old = final + ".tmp", final + ".old"
+    try:
+        _remove(tmp)
+        os.makedirs(tmp)
+        net.save_parameters(os.path.join(tmp, PARAMS_FILE))
+        arrays, optimizer_meta = _optimizer_arrays(trainer)
+        mx.nd.save(os.path.join(tmp, OPTIMIZER_FILE), arrays)
+        state = {"epoch": epoch, "interrupted": interrupted, "learning_rate": trainer.learning_rate,
+                 "optimizer": optimizer_meta,
+                 "files": {f: _file_digest(os.path.join(tmp, f)) for f in (PARAMS_FILE, OPTIMIZER_FILE)}}
+        with open(os.path.join(tmp, STATE_FILE), "w") as f:
+            json.dump(state, f, indent=1)
+        # A same-named earlier folder (a re-run epoch) is moved aside, not deleted, until the
+        # new one is in place.
+        _remove(old)
+        if os.path.exists(final):
+            os.replace(final, old)
+        os.replace(tmp, final)
+        pointer_tmp = os.path.join(root, "last.tmp")
+        with open(pointer_tmp, "w") as f:
+            f.write(name + "\n")
+        os.replace(pointer_tmp, os.path.join(root, "last"))
+    except (OSError, mx.base.MXNetError) as exc:
+        _remove(tmp)
+        if os.path.exists(old) and not os.path.exists(final):
+            os.replace(old, final)
+        raise CheckpointError("could not write checkpoint %s (%s); the earlier checkpoints are "
+                              "intact" % (final, _reason(exc))) from exc
+    _remove(old)
+    if keep > 0 and not interrupted:
+        _prune(root, epoch, keep)
     return final
 
 
+def _prune(root, epoch, keep):
+    """Delete clean checkpoints older than the newest `keep`, and interrupted ones older than
+    `epoch` (their mid-epoch weights are superseded by the clean checkpoint just written)."""
+    names = list_checkpoints(os.path.dirname(root))
+    clean = [n for n in names if not n.endswith("_interrupted")]
+    stale = clean[:-keep] + [n for n in names if n.endswith("_interrupted")
+                             and int(_NAME_RE.match(n).group(1)) < epoch]
+    for name in stale:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def list_checkpoints(run_dir):
+    """Names of a run's checkpoint folders, oldest first (epoch_0001 < epoch_0001_interrupted
+    < epoch_0002: an interrupted checkpoint holds weights from inside the next epoch)."""
+    root = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    return sorted((n for n in os.listdir(root) if _NAME_RE.match(n)),
+                  key=lambda n: (int(_NAME_RE.match(n).group(1)), n))
+
+
 def last_checkpoint(run_dir):
-    """The folder of the newest complete checkpoint of a run, or None if it has none."""
+    """The folder of the newest checkpoint of a run (the `last` pointer, else the newest
+    folder), or None if it has none."""
     pointer = os.path.join(run_dir, "checkpoints", "last")
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        return os.path.join(run_dir, "checkpoints", f.read().strip())
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            folder = os.path.join(run_dir, "checkpoints", f.read().strip())
+        if os.path.isdir(folder):
+            return folder
+    names = list_checkpoints(run_dir)
+    return os.path.join(run_dir, "checkpoints", names[-1]) if names else None
 
 
-def load_checkpoint(folder, net, trainer, ctx):
-    """Load parameters and optimizer state into `net`/`trainer`; returns the state dict."""
+def verify_checkpoint(folder):
+    """The state dict of a checkpoint whose files are all present and intact; else
+    CheckpointError saying what is missing or damaged."""
     for fname in (PARAMS_FILE, OPTIMIZER_FILE, STATE_FILE):
         if not os.path.isfile(os.path.join(folder, fname)):
             raise CheckpointError("checkpoint %s is incomplete: %s is missing" % (folder, fname))
     try:
+        with open(os.path.join(folder, STATE_FILE)) as f:
+            state = json.load(f)
+        if not isinstance(state["epoch"], int) or "layout" not in state["optimizer"]:
+            raise ValueError("no epoch or optimizer layout")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError("checkpoint %s is damaged: %s is not a complete state file (%s)"
+                              % (folder, STATE_FILE, _reason(exc))) from exc
+    for fname, expected in state.get("files", {}).items():  # older checkpoints have no digests
+        found = _file_digest(os.path.join(folder, fname))
+        if found != expected:
+            raise CheckpointError("checkpoint %s is damaged: %s has %d bytes%s, expected %d"
+                                  % (folder, fname, found["bytes"],
+                                     " and another SHA-256" if found["bytes"] == expected["bytes"]
+                                     else "", expected["bytes"]))
+    return state
+
+
+def find_resumable(run_dir):
+    """(folder, state) of the newest intact checkpoint of a run and the list of (folder,
+    reason) of newer damaged ones it passed over; (None, None, damaged) when none is intact."""
+    damaged = []
+    for name in reversed(list_checkpoints(run_dir)):
+        folder = os.path.join(run_dir, "checkpoints", name)
+        try:
+            return folder, verify_checkpoint(folder), damaged
+        except CheckpointError as exc:
+            damaged.append((folder, str(exc)))
+    return None, None, damaged
+
+
+def load_checkpoint(folder, net, trainer, ctx):
+    """Verify a checkpoint, then load its parameters and optimizer state into `net`/`trainer`;
+    returns the state dict."""
+    state = verify_checkpoint(folder)
+    try:
         net.load_parameters(os.path.join(folder, PARAMS_FILE), ctx=ctx)
-    except (AssertionError, mx.base.MXNetError) as exc:
-        raise CheckpointError("checkpoint %s does not fit the model of this config: %s"
-                              % (folder, str(exc).splitlines()[0])) from exc
-    with open(os.path.join(folder, STATE_FILE)) as f:
-        state = json.load(f)
-    _restore_optimizer(trainer, mx.nd.load(os.path.join(folder, OPTIMIZER_FILE)),
-                       state["optimizer"], folder)
+    except (AssertionError, mx.base.MXNetError, ValueError) as exc:
+        raise CheckpointError("checkpoint %s does not fit the model of this config (was it "
+                              "trained with other MODEL.* settings?): %s"
+                              % (folder, _reason(exc))) from exc
+    try:
+        arrays = mx.nd.load(os.path.join(folder, OPTIMIZER_FILE))
+    except mx.base.MXNetError as exc:
+        raise CheckpointError("checkpoint %s is damaged: %s cannot be read (%s)"
+                              % (folder, OPTIMIZER_FILE, _reason(exc))) from exc
+    _restore_optimizer(trainer, arrays, state["optimizer"], folder)
     trainer.set_learning_rate(state["learning_rate"])
     return state

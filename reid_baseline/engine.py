@@ -1,8 +1,9 @@
 """The training loop: softmax cross-entropy on the identity classifier, epoch by epoch.
 
-Per epoch: set the recipe's learning rate, run the batches (split over the devices), log,
-optionally evaluate, checkpoint. Loss and accuracy are summed on the devices and read every
-SOLVER.LOG_PERIOD iterations only, so the async engine is never stalled per step.
+Per epoch: set the recipe's learning rate, run the batches (split over the devices), save the
+checkpoint when due, evaluate when due, log. Loss and accuracy are summed on the devices and
+read every SOLVER.LOG_PERIOD iterations only, so the async engine is never stalled per step;
+each read also checks that training has not diverged. Nothing non-finite is ever saved.
 """
 import json
 import logging
@@ -16,7 +17,8 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, NonFiniteParameters, find_resumable, last_checkpoint, load_checkpoint,
+                         save_checkpoint, save_parameters)
 from .config import save_config
 from .data.loader import build_train_loader
 from .data.market1501 import load_market1501
@@ -27,13 +29,17 @@ from .solver import build_trainer, learning_rate_at
 
 logger = logging.getLogger("reid_baseline")
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; nothing from the diverged state is saved."""
+    """The loss became NaN, infinite or exploded, or the weights did; nothing from the
+    diverged state is saved."""
 
 
 class RunDirError(RuntimeError):
-    """OUTPUT_DIR does not fit the request: a new run over an old one, or --resume without one."""
+    """OUTPUT_DIR does not fit the request (a new run over an old one, --resume without one)
+    or cannot be written."""
 
 
 def setup_logging(run_dir):
@@ -55,11 +61,38 @@ def seed_everything(seed):
     mx.random.seed(seed)
 
 
-def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg):
+class DivergenceGuard(object):
+    """Stops training whose running mean loss is not finite or exceeds SOLVER.COLLAPSE_FACTOR
+    times an untrained classifier's loss, ln(num_classes) (the recipe "can suddenly collapse")."""
+
+    def __init__(self, cfg, num_classes, run_dir):
+        factor = cfg.SOLVER.COLLAPSE_FACTOR
+        self.limit = factor * math.log(max(num_classes, 2)) if factor > 0 else math.inf
+        self.run_dir = run_dir
+
+    def check(self, mean_loss, epoch, iteration):
+        if not math.isfinite(mean_loss):
+            self.stop("training loss became %s at epoch %d, iteration %d"
+                      % (mean_loss, epoch + 1, iteration))
+        if mean_loss > self.limit:
+            self.stop("training collapsed: mean loss %.4g at epoch %d, iteration %d exceeds "
+                      "SOLVER.COLLAPSE_FACTOR x ln(classes) = %.3g"
+                      % (mean_loss, epoch + 1, iteration, self.limit))
+
+    def stop(self, what):
+        folder = last_checkpoint(self.run_dir)
+        resume = ("resume from %s with --resume" % folder if folder else
+                  "no checkpoint was saved yet, so --resume restarts from epoch 1")
+        raise TrainingDiverged("%s; stopping without saving the diverged model (lower "
+                               "SOLVER.BASE_LR or check the data; %s)" % (what, resume))
+
+
+def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard):
     """One pass over `loader`; returns the epoch's mean loss, accuracy and images/s."""
     loss_sum = [mx.nd.zeros(1, ctx=c) for c in ctx]
     correct = [mx.nd.zeros(1, ctx=c) for c in ctx]
     seen, start = 0, time.time()
+    loader.set_epoch(epoch)
     bar = tqdm(loader, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS), leave=False,
                dynamic_ncols=True, disable=None)
     for it, (data, label) in enumerate(bar, 1):
@@ -76,7 +109,7 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg):
         seen += data.shape[0]
         if it % cfg.SOLVER.LOG_PERIOD == 0 or it == len(loader):
             mean_loss = sum(l.asscalar() for l in loss_sum) / seen  # the only host sync
-            _check_finite(mean_loss, epoch, it)
+            guard.check(mean_loss, epoch, it)
             bar.set_postfix(loss="%.4f" % mean_loss, acc="%.3f" % (sum(c.asscalar() for c in correct) / seen),
                             lr="%.2e" % trainer.learning_rate, ips="%.1f" % (seen / (time.time() - start)))
     bar.close()
@@ -100,23 +133,82 @@ def _average_running_stats(net, ctx):
             param.set_data(mean)
 
 
-def _check_finite(mean_loss, epoch, iteration):
-    if not math.isfinite(mean_loss):
-        raise TrainingDiverged(
-            "training loss became %s at epoch %d, iteration %d; stopping without saving the "
-            "diverged model (lower SOLVER.BASE_LR or check the data; resume from the last "
-            "checkpoint with --resume)" % (mean_loss, epoch + 1, iteration))
+def read_metrics(run_dir):
+    """The per-epoch records of metrics.jsonl ([] if none); a line cut short by a hard stop
+    (kill -9 during the write) is skipped."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return [r for r in records if isinstance(r, dict) and "epoch" in r]
+
+
+def _keep_metrics_until(run_dir, epoch):
+    """Rewrite metrics.jsonl atomically with the records of epochs <= `epoch` only, so a
+    resumed run does not repeat the rows of the epochs it trains again."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in read_metrics(run_dir) if r["epoch"] <= epoch)
+    os.replace(path + ".tmp", path)
+
+
+def _open_run_dir(cfg, resume):
+    """Check OUTPUT_DIR against the request, create it, start logging and save the config."""
+    run_dir = cfg.OUTPUT_DIR
+    started = last_checkpoint(run_dir) or read_metrics(run_dir)
+    if not resume and started:
+        raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
+                          "train into another OUTPUT_DIR" % run_dir)
+    if resume and not started and not os.path.isfile(os.path.join(run_dir, "config.yaml")):
+        raise RunDirError("--resume: no run in %s (no checkpoint, no metrics.jsonl, no "
+                          "config.yaml); train without --resume to start one" % run_dir)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        setup_logging(run_dir)
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    except OSError as exc:
+        raise RunDirError("OUTPUT_DIR %s cannot be written: %s" % (run_dir, exc.strerror or exc)) from exc
+
+
+def _resume(run_dir, net, trainer, ctx):
+    """Load the newest intact checkpoint; returns the number of finished epochs it holds, 0 if
+    the run has none yet. Damaged newer ones are renamed *.damaged (kept, never loaded again),
+    each with a log line."""
+    folder, _, damaged = find_resumable(run_dir)
+    for bad, reason in damaged:
+        logger.info("%s; moved aside to %s.damaged", reason, bad)
+        os.replace(bad, bad + ".damaged")
+    if folder is None and damaged:
+        raise CheckpointError("--resume: every checkpoint in %s is damaged (renamed *.damaged); "
+                              "train without --resume into a new OUTPUT_DIR to start over"
+                              % os.path.join(run_dir, "checkpoints"))
+    if folder is None:
+        logger.info("no checkpoint in %s yet: restarting from epoch 1",
+                    os.path.join(run_dir, "checkpoints"))
+        return 0
+    epoch = load_checkpoint(folder, net, trainer, ctx)["epoch"]
+    logger.info("resumed from %s at epoch %d", folder, epoch + 1)
+    return epoch
+
+
+def _save(run_dir, net, trainer, epoch, cfg, guard, interrupted=False):
+    try:
+        return save_checkpoint(run_dir, net, trainer, epoch, interrupted=interrupted,
+                               keep=cfg.SOLVER.KEEP_CHECKPOINTS)
+    except NonFiniteParameters as exc:
+        guard.stop("the weights became non-finite after %d epochs (%s)" % (epoch, exc))
 
 
 def train(cfg, resume=False):
-    """Train the configured model; returns the list of per-epoch records (metrics.jsonl)."""
+    """Train the configured model; returns the list of this call's per-epoch records."""
     run_dir = cfg.OUTPUT_DIR
-    if not resume and (last_checkpoint(run_dir) or os.path.exists(os.path.join(run_dir, "metrics.jsonl"))):
-        raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
-                          "train into another OUTPUT_DIR" % run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    setup_logging(run_dir)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    _open_run_dir(cfg, resume)
     seed_everything(cfg.SOLVER.SEED)
     ctx = build_contexts(cfg.GPUS)
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=cfg.DATASETS.VERIFY_COUNTS)
@@ -126,40 +218,44 @@ def train(cfg, resume=False):
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
     trainer = build_trainer(cfg, net.collect_params())
-    start_epoch = 0
-    if resume:
-        folder = last_checkpoint(run_dir)
-        if folder is None:
-            raise RunDirError("--resume: no checkpoint in %s" % os.path.join(run_dir, "checkpoints"))
-        start_epoch = load_checkpoint(folder, net, trainer, ctx)["epoch"]
-        logger.info("resumed from %s at epoch %d", folder, start_epoch + 1)
+    completed = _resume(run_dir, net, trainer, ctx) if resume else 0
+    _keep_metrics_until(run_dir, completed)
+    guard = DivergenceGuard(cfg, dataset.num_train_pids, run_dir)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     history = []
-    completed = start_epoch
     try:
-        for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCHS):
+        for epoch in range(completed, cfg.SOLVER.MAX_EPOCHS):
             trainer.set_learning_rate(learning_rate_at(cfg, epoch))
             record = {"epoch": epoch + 1, "lr": trainer.learning_rate}
-            record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg))
+            record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard))
             completed = epoch + 1
-            if cfg.SOLVER.EVAL_PERIOD and completed % cfg.SOLVER.EVAL_PERIOD == 0:
-                record.update(evaluate_retrieval(cfg, net, dataset, ctx))
-            history.append(record)
-            logger.info("epoch %d: %s", completed, ", ".join(
-                "%s %.4g" % (k, v) for k, v in record.items() if isinstance(v, float)))
-            with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            # Saved before evaluating: an evaluation error never costs the epoch's checkpoint.
             if completed % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or completed == cfg.SOLVER.MAX_EPOCHS:
-                save_checkpoint(run_dir, net, trainer, completed)
+                _save(run_dir, net, trainer, completed, cfg, guard)
+            try:
+                if cfg.SOLVER.EVAL_PERIOD and completed % cfg.SOLVER.EVAL_PERIOD == 0:
+                    record.update(evaluate_retrieval(cfg, net, dataset, ctx))
+            finally:  # the training figures are logged even when the evaluation fails
+                _log_epoch(run_dir, record)
+            history.append(record)
     except KeyboardInterrupt:
         # Mid-epoch weights are kept; --resume restarts the unfinished epoch from them.
         _average_running_stats(net, ctx)
-        folder = save_checkpoint(run_dir, net, trainer, completed, interrupted=True)
+        folder = _save(run_dir, net, trainer, completed, cfg, guard, interrupted=True)
         logger.info("interrupted after %d finished epochs: saved %s; continue with --resume",
                     completed, folder)
         raise
     final = os.path.join(run_dir, "model_final.params")
-    net.save_parameters(final + ".tmp")
-    os.replace(final + ".tmp", final)
+    try:
+        save_parameters(net, final)
+    except NonFiniteParameters as exc:
+        guard.stop(str(exc))
     logger.info("saved %s", final)
     return history
+
+
+def _log_epoch(run_dir, record):
+    logger.info("epoch %d: %s", record["epoch"], ", ".join(
+        "%s %.4g" % (k, v) for k, v in record.items() if isinstance(v, float)))
+    with open(os.path.join(run_dir, METRICS_FILE), "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -96,8 +96,8 @@ def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg,
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
 
 
-def test_resume_without_checkpoint_is_an_error(make_tiny_cfg, tmp_path):
-    with pytest.raises(engine.RunDirError, match="no checkpoint"):
+def test_resume_without_any_run_is_an_error(make_tiny_cfg, tmp_path):
+    with pytest.raises(engine.RunDirError, match="no run in"):
         engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)
 
 
@@ -119,6 +119,9 @@ def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
 
         def __len__(self):
             return len(self.loader)
+
+        def set_epoch(self, epoch):
+            self.loader.set_epoch(epoch)
 
         def __iter__(self):
             for batch in self.loader:
@@ -183,7 +186,8 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = build_trainer(cfg, net.collect_params())
     stats = engine._train_epoch(net, trainer, build_train_loader(cfg, dataset.train),
-                                gluon.loss.SoftmaxCrossEntropyLoss(), ctx, 0, cfg)
+                                gluon.loss.SoftmaxCrossEntropyLoss(), ctx, 0, cfg,
+                                engine.DivergenceGuard(cfg, dataset.num_train_pids, str(tmp_path)))
     assert np.isfinite(stats["loss"]) and trainer._optimizer.num_update == 435 // 32
     for param in net.collect_params().values():  # weights and BatchNorm statistics
         first, second = (d.asnumpy() for d in param.list_data())
