@@ -1,14 +1,17 @@
 """Checkpoints restore parameters and optimizer state exactly, and are written atomically."""
 import json
 import os
+import re
 
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from reid_baseline.checkpoint import (CheckpointError, last_checkpoint, load_checkpoint,
-                                      save_checkpoint)
+from reid_baseline.checkpoint import (CheckpointError, NonFiniteParameters, find_resumable,
+                                      last_checkpoint, list_checkpoints, load_checkpoint,
+                                      non_finite_parameters, save_checkpoint, save_parameters,
+                                      verify_checkpoint)
 from reid_baseline.config import load_config
 from reid_baseline.solver import build_trainer
 
@@ -123,3 +126,94 @@ def test_checkpoint_of_another_optimizer_is_a_clear_error(tmp_path):
     folder = save_checkpoint(str(tmp_path), net, trainer, epoch=1)
     with pytest.raises(CheckpointError, match="holds SGD optimizer state, but this config trains with Adam"):
         load_checkpoint(folder, *_net_and_trainer("adam"), [mx.cpu()])
+
+
+def _saved(tmp_path, epochs=(1, 2), keep=0):
+    net, trainer = _net_and_trainer()
+    for epoch in epochs:
+        _step(net, trainer, epoch)
+        save_checkpoint(str(tmp_path), net, trainer, epoch=epoch, keep=keep)
+    return net, trainer
+
+
+def _truncate(path, keep_bytes=None):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2 if keep_bytes is None else keep_bytes])
+
+
+@pytest.mark.parametrize("damaged, message", [
+    ("model.params", r"is damaged: model.params has \d+ bytes, expected \d+"),
+    ("optimizer.nd", r"is damaged: optimizer.nd has \d+ bytes, expected \d+"),
+    ("state.json", "is damaged: state.json is not a complete state file"),
+])
+def test_a_damaged_last_checkpoint_is_named_and_the_previous_one_is_taken(tmp_path, damaged, message):
+    _saved(tmp_path)
+    last = last_checkpoint(str(tmp_path))
+    _truncate(os.path.join(last, damaged))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(last, *_net_and_trainer(), [mx.cpu()])
+    folder, state, passed = find_resumable(str(tmp_path))
+    assert folder.endswith("epoch_0001") and state["epoch"] == 1
+    assert [f for f, _ in passed] == [last] and re.search(message, passed[0][1])
+    net, trainer = _net_and_trainer()
+    assert load_checkpoint(folder, net, trainer, [mx.cpu()])["epoch"] == 1
+
+
+def test_same_size_corruption_is_found_by_the_digest(tmp_path):
+    _saved(tmp_path, epochs=(1,))
+    path = os.path.join(last_checkpoint(str(tmp_path)), "model.params")
+    data = bytearray(open(path, "rb").read())
+    data[-5] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CheckpointError, match="model.params has %d bytes and another SHA-256" % len(data)):
+        verify_checkpoint(last_checkpoint(str(tmp_path)))
+    assert find_resumable(str(tmp_path))[0] is None
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    net, trainer = _saved(tmp_path, epochs=(1,))
+    net[0].weight.data()[0, 0] = float("nan")
+    net[-1].weight.data()[1, 2] = float("-inf")
+    assert non_finite_parameters(net) == ["0.weight", "2.weight"]
+    with pytest.raises(NonFiniteParameters, match="2 parameters hold NaN or infinity"):
+        save_checkpoint(str(tmp_path), net, trainer, epoch=2)
+    with pytest.raises(NonFiniteParameters):
+        save_parameters(net, str(tmp_path / "model_final.params"))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_0001", "last"]
+    assert last_checkpoint(str(tmp_path)).endswith("epoch_0001")
+
+
+@pytest.mark.parametrize("epoch", [1, 2])  # a new epoch, and the same epoch written again
+def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temporary_files(
+        tmp_path, monkeypatch, epoch):
+    net, trainer = _saved(tmp_path)
+    before = {n: verify_checkpoint(str(tmp_path / "checkpoints" / n)) for n in ("epoch_0001", "epoch_0002")}
+    real_save = mx.nd.save
+
+    def disk_full(path, data):  # what MXNet says when the disk fills up mid-write
+        real_save(path, data)
+        _truncate(path, 100)
+        raise mx.base.MXNetError("[12:00:00] src/io/local_filesys.cc:166: Check failed: "
+                                 "FileStream.Write incomplete")
+
+    monkeypatch.setattr(mx.nd, "save", disk_full)
+    with pytest.raises(CheckpointError, match=r"could not write checkpoint .*epoch_000%d "
+                       r"\(.*FileStream.Write incomplete\); the earlier checkpoints are intact" % epoch):
+        save_checkpoint(str(tmp_path), net, trainer, epoch=epoch)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_0001", "epoch_0002", "last"]
+    assert last_checkpoint(str(tmp_path)).endswith("epoch_0002")
+    for name, state in before.items():
+        assert verify_checkpoint(str(tmp_path / "checkpoints" / name)) == state
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    net, trainer = _saved(tmp_path, epochs=(1, 2))
+    save_checkpoint(str(tmp_path), net, trainer, epoch=2, interrupted=True)
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002", "epoch_0002_interrupted"]
+    for epoch in (3, 4):
+        save_checkpoint(str(tmp_path), net, trainer, epoch=epoch, keep=2)
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0003", "epoch_0004"]
+    save_checkpoint(str(tmp_path), net, trainer, epoch=5, keep=0)
+    assert len(list_checkpoints(str(tmp_path))) == 3

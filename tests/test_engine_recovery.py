@@ -1,0 +1,153 @@
+"""Training never loses finished work and never saves a broken model (issue 7)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from reid_baseline import engine
+from reid_baseline.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS_PER_EPOCH = 435 // 32  # the toy training split at batch 32
+
+
+def _epochs(run_dir):
+    return [r["epoch"] for r in engine.read_metrics(str(run_dir))]
+
+
+def _params(path):
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_figures(
+        make_tiny_cfg, tmp_path, monkeypatch):
+    def broken_evaluation(*args):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(engine, "evaluate_retrieval", broken_evaluation)
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        engine.train(cfg)
+    assert last_checkpoint(str(tmp_path)).endswith("epoch_0001")
+    assert engine.read_metrics(str(tmp_path))[0]["loss"] > 0
+    monkeypatch.undo()
+    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
+    assert _epochs(tmp_path) == [1, 2] and "rank1" in engine.read_metrics(str(tmp_path))[1]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tiny_cfg, tmp_path):
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+    engine.train(cfg)
+    for name in list_checkpoints(str(tmp_path)) + ["last"]:  # as if killed before the first save
+        path = tmp_path / "checkpoints" / name
+        os.system("rm -rf '%s'" % path)
+    os.remove(tmp_path / "model_final.params")
+    with pytest.raises(engine.RunDirError, match="already holds a run: continue it with --resume"):
+        engine.train(cfg)
+    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [1]
+    assert _epochs(tmp_path) == [1]  # the earlier row was replaced, not repeated
+    assert "no checkpoint in" in (tmp_path / "train.log").read_text()
+
+
+def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_rows(
+        make_tiny_cfg, tmp_path):
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3", "SOLVER.KEEP_CHECKPOINTS", "0")
+    engine.train(cfg)
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002", "epoch_0003"]
+    damaged = tmp_path / "checkpoints" / "epoch_0003" / "model.params"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 4, "lo')  # a row cut short by kill -9
+    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [3]
+    assert _epochs(tmp_path) == [1, 2, 3]
+    log = (tmp_path / "train.log").read_text()
+    assert "epoch_0003 is damaged: model.params has 1000 bytes" in log
+    assert "resumed from %s at epoch 3" % (tmp_path / "checkpoints" / "epoch_0002") in log
+    assert os.path.isdir(tmp_path / "checkpoints" / "epoch_0003.damaged")  # kept for the user
+    assert list_checkpoints(str(tmp_path))[-1] == "epoch_0003"
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg, tmp_path):
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+    engine.train(cfg)
+    (tmp_path / "checkpoints" / "epoch_0001" / "state.json").write_text('{"epoch": 1, "opti')
+    with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged"):
+        engine.train(cfg, resume=True)
+
+
+def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path, monkeypatch):
+    real_average = engine._average_running_stats
+    epochs_done = []
+
+    def break_weights_in_epoch_2(net, ctx):  # runs after an epoch's last optimizer step
+        real_average(net, ctx)
+        epochs_done.append(1)
+        if len(epochs_done) == 2:
+            net.classifier.weight.data()[0, 0] = float("nan")
+
+    monkeypatch.setattr(engine, "_average_running_stats", break_weights_in_epoch_2)
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
+    first = os.path.join(str(tmp_path), "checkpoints", "epoch_0001")
+    with pytest.raises(engine.TrainingDiverged, match="weights became non-finite after 2 epochs.*"
+                       "classifier.weight.*resume from %s with --resume" % first):
+        engine.train(cfg)
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0001"]
+    assert not os.path.exists(tmp_path / "model_final.params")
+
+
+def test_an_exploding_loss_stops_the_run_before_anything_is_saved(make_tiny_cfg, tmp_path):
+    # Adam at 1e6: the loss reaches ~1e14 without becoming NaN.
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.BASE_LR", "1e6")
+    with pytest.raises(engine.TrainingDiverged, match="training collapsed: mean loss .* at epoch 1, "
+                       "iteration 4 exceeds SOLVER.COLLAPSE_FACTOR x ln.classes. = 10.4.*no "
+                       "checkpoint was saved yet"):
+        engine.train(cfg)
+    assert list_checkpoints(str(tmp_path)) == []
+    assert not os.path.exists(tmp_path / "model_final.params")
+
+
+def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
+    guard = engine.DivergenceGuard(make_tiny_cfg(tmp_path), 32, str(tmp_path))
+    limit = 3 * math.log(32)  # 10.397
+    guard.check(limit - 0.01, 0, 1)
+    for bad in (limit + 0.01, float("inf"), float("nan")):
+        with pytest.raises(engine.TrainingDiverged):
+            guard.check(bad, 0, 1)
+    off = engine.DivergenceGuard(make_tiny_cfg(tmp_path, "SOLVER.COLLAPSE_FACTOR", "0"), 32, str(tmp_path))
+    off.check(1e30, 0, 1)
+    with pytest.raises(engine.TrainingDiverged, match="became nan"):
+        off.check(float("nan"), 0, 1)
+
+
+def test_the_same_config_gives_the_same_run_with_workers_and_after_resume(make_tiny_cfg, tmp_path):
+    """Shuffle and augmentation depend on (seed, epoch, image) only."""
+    straight = make_tiny_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
+    engine.train(straight)
+    split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "1")
+    engine.train(split)
+    split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "2")
+    engine.train(split, resume=True)
+    a, b = _params(tmp_path / "a" / "model_final.params"), _params(tmp_path / "b" / "model_final.params")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert engine.read_metrics(str(tmp_path / "a"))[1]["loss"] == engine.read_metrics(str(tmp_path / "b"))[1]["loss"]
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cfg = make_tiny_cfg(blocker / "run", "SOLVER.MAX_EPOCHS", "1")
+    with pytest.raises(engine.RunDirError, match="OUTPUT_DIR .*a_file/run cannot be written"):
+        engine.train(cfg)
+    config = tmp_path / "tiny.yml"
+    config.write_text(cfg.dump())
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "cannot be written" in proc.stderr
