@@ -217,3 +217,17 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     assert list_checkpoints(str(tmp_path)) == ["epoch_0003", "epoch_0004"]
     save_checkpoint(str(tmp_path), net, trainer, epoch=5, keep=0)
     assert len(list_checkpoints(str(tmp_path))) == 3
+
+
+def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path):
+    """E.g. a run trained with MODEL.CLASSIFIER_BIAS true resumed with a config without it."""
+    def classifier(bias):
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Dense(3, in_units=6, use_bias=bias))
+        net.initialize()
+        return net, build_trainer(load_config(), net.collect_params())
+
+    net, trainer = classifier(bias=True)
+    folder = save_checkpoint(str(tmp_path), net, trainer, epoch=1)
+    with pytest.raises(CheckpointError, match="does not fit the model of this config .*MODEL"):
+        load_checkpoint(folder, *classifier(bias=False), [mx.cpu()])
