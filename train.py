@@ -1,4 +1,4 @@
-"""Train the ReID baseline: python train.py --config configs/market1501.yml [--gpus 0,1] [--resume] [KEY VALUE ...]"""
+"""Train the ReID baseline: python train.py --config configs/market1501.yml [--ablation FILE] [--gpus 0,1] [--resume] [KEY VALUE ...]"""
 from reid_baseline.cli import build_parser, config_from_args, run
 
 

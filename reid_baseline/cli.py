@@ -3,30 +3,55 @@ import argparse
 import sys
 
 
-def build_parser(description):
-    """A parser with --config, --gpus and trailing KEY VALUE config overrides."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default=None, help="YAML experiment file (default: the recipe)")
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose leftover words are the KEY VALUE overrides (args.opts), so the
+    options may come before, between or after them."""
+
+    def parse_args(self, args=None, namespace=None):
+        """Parse the options; every other word, in order, goes to args.opts."""
+        args, rest = self.parse_known_args(args, namespace)
+        for word in rest:
+            # Override keys never start with "-" and values like -1 are numbers, so a leftover
+            # "--word" is a mistyped option, which must not reach the config as a key.
+            if word.startswith("--"):
+                self.error("unknown option %s" % word)
+        args.opts = rest
+        return args
+
+
+def build_parser(description, default_config=None):
+    """A parser with --config (default: `default_config`, else the recipe), --ablation, --gpus
+    and KEY VALUE config overrides, which may come before, between or after the options
+    (parse_args puts them in args.opts)."""
+    parser = _Parser(description=description, usage="%(prog)s [options] [KEY VALUE ...]",
+                     epilog="KEY VALUE ...: config overrides, e.g. SOLVER.MAX_EPOCHS 40")
+    parser.add_argument("--config", default=default_config,
+                        help="YAML experiment file (default: %s)"
+                        % (default_config or "the recipe"))
+    parser.add_argument("--ablation", default=None, metavar="FILE",
+                        help="apply only the knobs this ablation file sets (e.g. "
+                        "configs/ablations/no_pad_crop.yml) to --config; OUTPUT_DIR becomes "
+                        "<OUTPUT_DIR>_ablations/<file name> unless overridden")
     parser.add_argument("--gpus", default=None,
                         help="comma-separated GPU ids, e.g. 0,1 (overrides GPUS; empty: CPU)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="config overrides, e.g. SOLVER.MAX_EPOCHS 40")
     return parser
 
 
 def config_from_args(args):
-    """The frozen config: defaults, --config file, KEY VALUE overrides, then --gpus."""
+    """The frozen config: defaults, --config file, --ablation knobs, KEY VALUE overrides, then
+    --gpus."""
     from .config import load_config  # imported late so --help stays fast
     overrides = list(args.opts)
     if args.gpus is not None:
         ids = [g for g in args.gpus.split(",") if g.strip()]
         overrides += ["GPUS", "[%s]" % ",".join(ids)]
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, ablation=getattr(args, "ablation", None))
 
 
 def run(main):
     """Run a command line's main(): a user error (bad config, data, weights, devices, run
-    folder, diverged training) prints one line and exits 2; Ctrl-C exits 130."""
+    folder, diverged training) or a failed file operation (OSError) prints one line and exits
+    2; Ctrl-C exits 130."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data.market1501 import DatasetError
@@ -42,3 +67,9 @@ def run(main):
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # Last resort (permission denied, disk full, a missing folder): whatever file operation
+        # failed, the user gets one line naming the path, never a traceback.
+        where = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+        print("error: %s" % ": ".join([exc.strerror or str(exc)] + where), file=sys.stderr)
+        sys.exit(2)

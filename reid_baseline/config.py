@@ -5,6 +5,7 @@ Rank-1 93.1 / mAP 80.3). An experiment is a YAML file that overrides some of the
 is a YAML file that changes exactly one.
 """
 import ast
+import math
 import os
 
 import yaml
@@ -88,6 +89,41 @@ _CHOICES = {
     "TEST.AP_MODE": ("trapezoid", "noninterp"),
 }
 
+# The range of every numeric knob: key -> (test, what the value must be). A bad value fails
+# here with the key's name, not later as a traceback from inside the network or a worker.
+_RANGES = {
+    # The backbone halves the input five times; 16 px still leaves a 1x1 feature map.
+    "INPUT.HEIGHT": (lambda v: v >= 16, ">= 16"),
+    "INPUT.WIDTH": (lambda v: v >= 16, ">= 16"),
+    "INPUT.FLIP_PROB": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "INPUT.PAD": (lambda v: v >= 0, ">= 0"),
+    "INPUT.ERASING_PROB": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "INPUT.PIXEL_MEAN": (lambda v: len(v) == 3 and all(0 <= x <= 1 for x in v),
+                         "3 numbers (R, G, B) in [0, 1]"),
+    "INPUT.PIXEL_STD": (lambda v: len(v) == 3 and all(x > 0 for x in v), "3 numbers (R, G, B) > 0"),
+    "DATALOADER.NUM_WORKERS": (lambda v: v >= 0, ">= 0"),
+    "SOLVER.BASE_LR": (lambda v: v > 0, "> 0"),
+    "SOLVER.WEIGHT_DECAY": (lambda v: v >= 0, ">= 0"),
+    "SOLVER.MOMENTUM": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "SOLVER.BATCH_SIZE": (lambda v: v >= 1, ">= 1"),
+    "SOLVER.MAX_EPOCHS": (lambda v: v >= 1, ">= 1"),
+    "SOLVER.WARMUP_EPOCHS": (lambda v: v >= 0, ">= 0"),
+    "SOLVER.WARMUP_FACTOR": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "SOLVER.GAMMA": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "SOLVER.SEED": (lambda v: 0 <= v < 2 ** 32, "in [0, 2**32) (NumPy's seed range)"),
+    "SOLVER.LOG_PERIOD": (lambda v: v >= 1, ">= 1"),
+    "SOLVER.CHECKPOINT_PERIOD": (lambda v: v >= 1, ">= 1"),
+    "SOLVER.KEEP_CHECKPOINTS": (lambda v: v >= 0, ">= 0"),
+    "SOLVER.EVAL_PERIOD": (lambda v: v >= 0, ">= 0"),
+    "SOLVER.COLLAPSE_FACTOR": (lambda v: v == 0 or v > 1, "0 (off) or > 1"),
+    "TEST.BATCH_SIZE": (lambda v: v >= 1, ">= 1"),
+    "TEST.RERANK_K1": (lambda v: v >= 1, ">= 1"),
+    "TEST.RERANK_K2": (lambda v: v >= 1, ">= 1"),
+    "TEST.RERANK_LAMBDA": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "GPUS": (lambda v: all(i >= 0 for i in v) and len(set(v)) == len(v),
+             "distinct device ids >= 0"),
+}
+
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or gives a wrong value."""
@@ -144,49 +180,120 @@ def _parse_override(text):
         return text
 
 
-def _merge_file(cfg, path, seen=()):
-    """Merge a YAML file, after the file its `_BASE_` key names (relative to it), if any."""
+def _read_yaml(path):
+    """The mapping a YAML config file holds; any problem with the file is a ConfigError."""
+    if os.path.isdir(path):
+        raise ConfigError("%s: is a folder; expected a YAML config file" % path)
     if not os.path.isfile(path):
         raise ConfigError("config file not found: %s" % path)
-    if os.path.abspath(path) in seen:
-        raise ConfigError("%s: _BASE_ chain loops back to itself" % path)
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError("%s: not valid YAML: %s" % (path, exc)) from exc
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise ConfigError("%s: not UTF-8 text; expected a YAML config file" % path) from exc
+    except OSError as exc:
+        raise ConfigError("%s: cannot be read: %s" % (path, exc.strerror or exc)) from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)  # PyYAML's own text spans several lines
+        where = " (line %d)" % (mark.line + 1) if mark else ""
+        raise ConfigError("%s: not valid YAML%s: %s"
+                          % (path, where, getattr(exc, "problem", None) or exc)) from exc
     if not isinstance(data, dict):
         raise ConfigError("%s: expected a mapping of config sections" % path)
+    return data
+
+
+def _merge_file(cfg, path, seen=()):
+    """Merge a YAML file, after the file its `_BASE_` key names (relative to it), if any."""
+    if os.path.abspath(path) in seen:
+        raise ConfigError("%s: _BASE_ chain loops back to itself" % path)
+    data = _read_yaml(path)
     base = data.pop("_BASE_", None)
     if base:
         _merge_file(cfg, os.path.join(os.path.dirname(path), base), seen + (os.path.abspath(path),))
     _merge(cfg, data, path)
 
 
-def load_config(path=None, overrides=()):
-    """Defaults, then the YAML file at `path` (and its `_BASE_` file), then `KEY VALUE`
-    overrides; checked and frozen. Unknown keys and wrong types raise ConfigError."""
+def _nest(key, value):
+    """{"A": {"B": value}} for the key "A.B"."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def _flatten(mapping, prefix=""):
+    """{"SECTION.KEY": value} for a (nested) config mapping."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix + key + "."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def ablation_changes(path):
+    """The knobs the ablation file at `path` changes, as {"SECTION.KEY": value}: only the keys
+    the file itself sets (not its `_BASE_` chain, not its OUTPUT_DIR), checked like any config.
+    A file that changes nothing is a ConfigError."""
+    data = _read_yaml(path)
+    data.pop("_BASE_", None)
+    data.pop("OUTPUT_DIR", None)
+    cfg = get_defaults()
+    _merge(cfg, data, path)  # names unknown keys and wrong types; coerces ints to floats
+    flat = _flatten(cfg)
+    changes = {key: flat[key] for key in _flatten(data)}
+    if not changes:
+        raise ConfigError("%s: changes no config knob (_BASE_ and OUTPUT_DIR do not count)" % path)
+    _check_values(changes, path + ": ")
+    return changes
+
+
+def load_config(path=None, overrides=(), ablation=None):
+    """Defaults, then the YAML file at `path` (and its `_BASE_` file), then the knobs the
+    `ablation` file changes (see ablation_changes) with OUTPUT_DIR moved to
+    <OUTPUT_DIR>_ablations/<ablation file name>, then `KEY VALUE` overrides; checked and
+    frozen. Unknown keys, wrong types and values out of range raise ConfigError."""
     cfg = get_defaults()
     if path:
         _merge_file(cfg, path)
+    if ablation:
+        changes = ablation_changes(ablation)
+        # Each ablation gets its own run folder beside (not inside: the demo may replace the
+        # base run) the base run, so runs never mix.
+        stem = os.path.splitext(os.path.basename(ablation))[0]
+        changes["OUTPUT_DIR"] = os.path.join(cfg.OUTPUT_DIR.rstrip("/\\") + "_ablations", stem)
+        for key, value in changes.items():
+            _merge(cfg, _nest(key, value), ablation)
     overrides = list(overrides)
     if len(overrides) % 2:
         raise ConfigError("overrides come in KEY VALUE pairs; got %r" % (overrides,))
     for key, text in zip(overrides[0::2], overrides[1::2]):
-        nested = _parse_override(text)
-        for part in reversed(key.split(".")):
-            nested = {part: nested}
-        _merge(cfg, nested, "command line")
-    _check_choices(cfg)
+        _merge(cfg, _nest(key, _parse_override(text)), "command line")
+    _check(cfg)
     cfg.freeze()
     return cfg
 
 
-def _check_choices(cfg):
-    for key, allowed in _CHOICES.items():
-        section, name = key.split(".")
-        if cfg[section][name] not in allowed:
-            raise ConfigError("%s must be one of %s, got %r" % (key, allowed, cfg[section][name]))
+def _check_values(flat, prefix=""):
+    """Check each {"SECTION.KEY": value} on its own: finite numbers, choices and ranges."""
+    for key, value in flat.items():
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+            raise ConfigError("%s%s must be %s, got %r" % (prefix, key, "finite numbers" if
+                              isinstance(value, list) else "a finite number", value))
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError("%s%s must be one of %s, got %r"
+                              % (prefix, key, _CHOICES[key], value))
+        if key in _RANGES and not _RANGES[key][0](value):
+            raise ConfigError("%s%s must be %s, got %r" % (prefix, key, _RANGES[key][1], value))
+
+
+def _check(cfg):
+    """Check every knob, then the knobs that depend on each other."""
+    _check_values(_flatten(cfg))
     if cfg.SOLVER.BATCH_SIZE % max(len(cfg.GPUS), 1):
         raise ConfigError("SOLVER.BATCH_SIZE (%d) must be divisible by the number of GPUs (%d)"
                           % (cfg.SOLVER.BATCH_SIZE, len(cfg.GPUS)))
@@ -195,11 +302,6 @@ def _check_choices(cfg):
         raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= %d (after the "
                           "warm-up; MXNet's scheduler cannot decay at epoch 1), got %r"
                           % (first, steps))
-    for key in ("SOLVER.MAX_EPOCHS", "SOLVER.BATCH_SIZE", "SOLVER.LOG_PERIOD",
-                "SOLVER.CHECKPOINT_PERIOD", "TEST.BATCH_SIZE"):
-        section, name = key.split(".")
-        if cfg[section][name] < 1:
-            raise ConfigError("%s must be >= 1, got %r" % (key, cfg[section][name]))
 
 
 def save_config(cfg, path):

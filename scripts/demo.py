@@ -2,9 +2,8 @@
 """The CPU demo: generate the toy Market-1501 set, train the recipe's network on it with
 configs/demo_toy.yml, evaluate the final model and print Rank-1/mAP.
 
-Example: OMP_NUM_THREADS=2 python scripts/demo.py [KEY VALUE ...]
+Example: OMP_NUM_THREADS=2 python scripts/demo.py [--ablation FILE] [KEY VALUE ...]
 """
-import argparse
 import json
 import os
 import shutil
@@ -13,28 +12,44 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from reid_baseline.config import load_config  # noqa: E402
+from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
 from reid_baseline.data.market1501 import load_market1501  # noqa: E402
 from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
-from reid_baseline.engine import train  # noqa: E402
+from reid_baseline.engine import RunDirError, train  # noqa: E402
 from reid_baseline.evaluation import chance_rank1  # noqa: E402
 from reid_baseline.retrieval import evaluate_params, format_results, record_ids  # noqa: E402
 
+# Written into OUTPUT_DIR before training: the only proof that a folder is an earlier demo run,
+# and so the only folder the demo may delete.
+MARKER = ".reid_demo_run"
+
+
+def claim_output_dir(path):
+    """Make `path` a folder holding only the demo's marker: create it, or delete and recreate
+    it if it holds an earlier demo run (the marker). Any other non-empty folder raises
+    RunDirError and is left untouched: the demo never deletes what it did not write."""
+    if os.path.isdir(path) and os.listdir(path):
+        if not os.path.isfile(os.path.join(path, MARKER)):
+            raise RunDirError("OUTPUT_DIR %s is not empty and is not an earlier demo run: pick "
+                              "another OUTPUT_DIR or remove it by hand" % path)
+        print("replacing the previous demo run in %s" % path)
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, MARKER), "w") as f:
+        f.write("written by scripts/demo.py: the next demo run may delete this folder\n")
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo_toy.yml"))
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    """Generate the toy set if needed, then train, evaluate and report (see the module doc)."""
+    parser = build_parser(__doc__.splitlines()[0],
+                          default_config=os.path.join(ROOT, "configs", "demo_toy.yml"))
+    cfg = config_from_args(parser.parse_args(argv))
+    claim_output_dir(cfg.OUTPUT_DIR)  # first, so a refused folder costs no work
     if not os.path.isdir(cfg.DATASETS.ROOT):
         summary = make_toy_market1501(cfg.DATASETS.ROOT)
         print("generated the toy set: %d train / %d query / %d gallery images in %s"
               % (summary["train_images"], summary["query_images"], summary["gallery_images"],
                  summary["root"]))
-    if os.path.isdir(cfg.OUTPUT_DIR):  # the demo starts over; train.py would refuse
-        print("replacing the previous demo run in %s" % cfg.OUTPUT_DIR)
-        shutil.rmtree(cfg.OUTPUT_DIR)
     history = train(cfg)
     results = evaluate_params(cfg, os.path.join(cfg.OUTPUT_DIR, "model_final.params"))
     with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
@@ -49,4 +64,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

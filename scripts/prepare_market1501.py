@@ -11,12 +11,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.data.market1501 import DatasetError  # noqa: E402
+from reid_baseline.cli import run  # noqa: E402
 from reid_baseline.data.prepare import (MARKET1501_MD5, MARKET1501_URL,  # noqa: E402
                                         prepare_market1501)
 
 
 def main(argv=None):
+    """Prepare the data set; bad input raises DatasetError (run() prints it and exits 2)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
@@ -30,15 +31,10 @@ def main(argv=None):
                         help="do not require the official image/identity counts")
     args = parser.parse_args(argv)
     md5 = None if args.md5.lower() == "none" else args.md5
-    try:
-        dataset = prepare_market1501(args.out, zip_path=args.zip, url=args.url, md5=md5,
-                                     verify_counts=not args.no_verify_counts)
-    except DatasetError as err:
-        print("error: %s" % err, file=sys.stderr)
-        return 1
+    dataset = prepare_market1501(args.out, zip_path=args.zip, url=args.url, md5=md5,
+                                 verify_counts=not args.no_verify_counts)
     print(dataset.summary())
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

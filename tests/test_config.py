@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from reid_baseline.config import ConfigError, get_defaults, load_config, save_config
+from reid_baseline.config import (ConfigError, ablation_changes, get_defaults, load_config,
+                                  save_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "market1501.yml")
@@ -137,3 +138,137 @@ def test_each_ablation_changes_exactly_one_knob_and_builds(path):
     build_train_transform(cfg)
     logits, feat = net(mx.nd.zeros((2, 3, 64, 32)))
     assert logits.shape == (2, 5) and feat.shape == (2, 512)
+
+
+def test_config_that_is_not_utf8_text_names_the_file(tmp_path):
+    path = tmp_path / "binary.yml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8 text") as err:
+        load_config(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_config_path_that_is_a_folder_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder") as err:
+        load_config(str(tmp_path))
+    assert str(tmp_path) in str(err.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_config_names_the_file(tmp_path):
+    path = tmp_path / "secret.yml"
+    path.write_text("SOLVER:\n  BASE_LR: 0.1\n")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="cannot be read") as err:
+        load_config(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_invalid_yaml_is_reported_in_one_line(tmp_path):
+    path = tmp_path / "bad.yml"
+    path.write_text("SOLVER: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "\n" not in str(err.value) and "line 2" in str(err.value)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("INPUT.HEIGHT", "0", "INPUT.HEIGHT must be >= 16, got 0"),
+    ("INPUT.WIDTH", "8", "INPUT.WIDTH must be >= 16, got 8"),
+    ("INPUT.FLIP_PROB", "1.5", "INPUT.FLIP_PROB must be in [0, 1], got 1.5"),
+    ("INPUT.ERASING_PROB", "-0.1", "INPUT.ERASING_PROB must be in [0, 1], got -0.1"),
+    ("INPUT.PAD", "-3", "INPUT.PAD must be >= 0, got -3"),
+    ("INPUT.PIXEL_MEAN", "[0.5, 0.5]", "INPUT.PIXEL_MEAN must be 3 numbers (R, G, B) in [0, 1]"),
+    ("INPUT.PIXEL_MEAN", "[124, 116, 104]", "INPUT.PIXEL_MEAN must be 3 numbers (R, G, B) in"),
+    ("INPUT.PIXEL_STD", "[0.2, 0, 0.2]", "INPUT.PIXEL_STD must be 3 numbers (R, G, B) > 0"),
+    ("DATALOADER.NUM_WORKERS", "-1", "DATALOADER.NUM_WORKERS must be >= 0, got -1"),
+    ("SOLVER.BASE_LR", "-1", "SOLVER.BASE_LR must be > 0, got -1.0"),
+    ("SOLVER.BASE_LR", "0", "SOLVER.BASE_LR must be > 0, got 0.0"),
+    ("SOLVER.BASE_LR", "1e999", "SOLVER.BASE_LR must be a finite number, got inf"),
+    ("SOLVER.WEIGHT_DECAY", "-1e-4", "SOLVER.WEIGHT_DECAY must be >= 0, got -0.0001"),
+    ("SOLVER.MOMENTUM", "1", "SOLVER.MOMENTUM must be in [0, 1), got 1.0"),
+    ("SOLVER.BATCH_SIZE", "0", "SOLVER.BATCH_SIZE must be >= 1, got 0"),
+    ("SOLVER.MAX_EPOCHS", "0", "SOLVER.MAX_EPOCHS must be >= 1, got 0"),
+    ("SOLVER.WARMUP_EPOCHS", "-1", "SOLVER.WARMUP_EPOCHS must be >= 0, got -1"),
+    ("SOLVER.WARMUP_FACTOR", "0", "SOLVER.WARMUP_FACTOR must be in (0, 1], got 0.0"),
+    ("SOLVER.GAMMA", "2", "SOLVER.GAMMA must be in (0, 1], got 2.0"),
+    ("SOLVER.SEED", "-1", "SOLVER.SEED must be in [0, 2**32)"),
+    ("SOLVER.LOG_PERIOD", "0", "SOLVER.LOG_PERIOD must be >= 1, got 0"),
+    ("SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD must be >= 1, got 0"),
+    ("SOLVER.KEEP_CHECKPOINTS", "-1", "SOLVER.KEEP_CHECKPOINTS must be >= 0, got -1"),
+    ("SOLVER.EVAL_PERIOD", "-1", "SOLVER.EVAL_PERIOD must be >= 0, got -1"),
+    ("SOLVER.COLLAPSE_FACTOR", "0.5", "SOLVER.COLLAPSE_FACTOR must be 0 (off) or > 1, got 0.5"),
+    ("TEST.BATCH_SIZE", "0", "TEST.BATCH_SIZE must be >= 1, got 0"),
+    ("TEST.RERANK_K1", "0", "TEST.RERANK_K1 must be >= 1, got 0"),
+    ("TEST.RERANK_K2", "0", "TEST.RERANK_K2 must be >= 1, got 0"),
+    ("TEST.RERANK_LAMBDA", "1.5", "TEST.RERANK_LAMBDA must be in [0, 1], got 1.5"),
+    ("GPUS", "[-1]", "GPUS must be distinct device ids >= 0, got [-1]"),
+    ("GPUS", "[0, 0]", "GPUS must be distinct device ids >= 0, got [0, 0]"),
+])
+def test_value_out_of_range_names_the_key_and_the_range(key, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [key, value])
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("text", ["SOLVER:\n  GAMMA: .nan\n",
+                                  "INPUT:\n  PIXEL_STD: [0.2, .inf, 0.2]\n"])
+def test_nan_and_inf_in_a_file_are_rejected(tmp_path, text):
+    path = tmp_path / "nan.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="must be (a finite number|finite numbers)"):
+        load_config(str(path))
+
+
+def test_range_edges_that_are_allowed():
+    cfg = load_config(None, ["INPUT.PAD", "0", "INPUT.FLIP_PROB", "0", "SOLVER.WARMUP_EPOCHS", "0",
+                             "SOLVER.COLLAPSE_FACTOR", "0", "SOLVER.KEEP_CHECKPOINTS", "0",
+                             "DATALOADER.NUM_WORKERS", "0", "SOLVER.GAMMA", "1", "GPUS", "[1, 0]",
+                             "INPUT.HEIGHT", "64", "INPUT.WIDTH", "32"])
+    assert cfg.INPUT.PAD == 0 and cfg.SOLVER.COLLAPSE_FACTOR == 0 and cfg.GPUS == [1, 0]
+
+
+def test_defaults_and_every_shipped_config_pass_the_checks():
+    load_config()
+    for path in glob.glob(os.path.join(ROOT, "configs", "*.yml")) + ABLATIONS:
+        load_config(path)
+        load_config(os.path.join(ROOT, "configs", "demo_toy.yml"), ablation=path)
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=os.path.basename)
+def test_every_ablation_file_changes_some_knob_but_not_output_dir(path):
+    changes = ablation_changes(path)
+    assert changes and "OUTPUT_DIR" not in changes
+    assert all(_flat(load_config(path))[key] == value for key, value in changes.items())
+
+
+def test_ablation_on_the_toy_config_changes_only_its_knob():
+    toy = os.path.join(ROOT, "configs", "demo_toy.yml")
+    ablation = os.path.join(ROOT, "configs", "ablations", "no_pad_crop.yml")
+    cfg, base = _flat(load_config(toy, ablation=ablation)), _flat(load_config(toy))
+    assert cfg["INPUT.PAD"] == 0
+    assert cfg["OUTPUT_DIR"] == os.path.join("runs/demo_toy_ablations", "no_pad_crop")
+    assert {k for k in base if base[k] != cfg[k]} == {"INPUT.PAD", "OUTPUT_DIR"}
+    # The toy config's own values survive (the ablation's _BASE_, the recipe, is not applied).
+    assert cfg["INPUT.HEIGHT"] == 128 and cfg["DATASETS.ROOT"] == "data/toy_market1501"
+
+
+def test_ablation_then_overrides_and_an_explicit_output_dir():
+    sgd = os.path.join(ROOT, "configs", "ablations", "sgd.yml")
+    cfg = load_config(None, ["SOLVER.BASE_LR", "0.05", "OUTPUT_DIR", "elsewhere"], ablation=sgd)
+    assert cfg.SOLVER.OPTIMIZER == "sgd" and cfg.SOLVER.BASE_LR == 0.05
+    assert cfg.OUTPUT_DIR == "elsewhere"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("_BASE_: ../market1501.yml\nOUTPUT_DIR: runs/x\n", "changes no config knob"),
+    ("INPUT:\n  PADD: 0\n", "unknown config key 'INPUT.PADD'"),
+    ("INPUT:\n  PAD: -1\n", "INPUT.PAD must be >= 0, got -1"),
+    ("MODEL:\n  POOLING: mean\n", "MODEL.POOLING must be one of"),
+])
+def test_bad_ablation_file_names_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "ablation.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        ablation_changes(str(path))
+    assert str(err.value).startswith(str(path) + ": ") and message in str(err.value)
