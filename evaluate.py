@@ -1,5 +1,4 @@
 """Evaluate trained parameters on query/gallery: python evaluate.py --config CFG --params FILE"""
-import json
 import os
 
 from reid_baseline.cli import build_parser, config_from_args, run
@@ -9,16 +8,18 @@ def main():
     parser = build_parser(__doc__)
     parser.add_argument("--params", required=True, help="parameters saved by train.py")
     parser.add_argument("--output", default=None,
-                        help="results JSON (default: results.json beside --params)")
+                        help="results JSON (default beside --params: results.json, or "
+                             "results_rerank.json with TEST.RERANK True)")
     args = parser.parse_args()
     cfg = config_from_args(args)
-    from reid_baseline.retrieval import evaluate_params, format_results
+    from reid_baseline.retrieval import evaluate_params, format_results, results_path, save_results
+    output = args.output or results_path(cfg, os.path.dirname(os.path.abspath(args.params)))
+    folder = os.path.dirname(os.path.abspath(output))
+    if args.output and not os.path.isdir(folder):  # found before the evaluation, not after
+        raise FileNotFoundError("--output: folder %s does not exist" % folder)
     results = evaluate_params(cfg, args.params)
     print(format_results(results))
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.params)), "results.json")
-    with open(output + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(output + ".tmp", output)
+    save_results(results, output)
     print("wrote %s" % output)
 
 

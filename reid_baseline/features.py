@@ -2,15 +2,18 @@
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
+from tqdm import tqdm
 
 
-def extract_features(embedding, loader, ctx, flip=True, normalize=True):
+def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="features"):
     """Features of every image of `loader` (in order) as a float32 (N, D) numpy array.
 
     `embedding` maps an image batch to features (ReIDNet.embedding); `ctx` is a list of
-    contexts over which each batch is split. Only one host copy per batch is made."""
+    contexts over which each batch is split. Only one host copy per batch is made. A progress
+    bar labelled `desc` shows on a terminal (and nowhere else)."""
     chunks = []
-    for batch in loader:
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                      disable=None):
         data = batch[0] if isinstance(batch, (list, tuple)) else batch
         outputs = []
         for x in gluon.utils.split_and_load(data, ctx, even_split=False):

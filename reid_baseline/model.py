@@ -4,6 +4,7 @@ Recipe (RECIPE.md, "Network"): last stage stride 1, the pooled 2048-d vector is 
 BatchNorm on it without beta, no activation, a bias-free classifier with one output per identity.
 """
 import os
+import sys
 
 import mxnet as mx
 from gluoncv.model_zoo import get_model
@@ -141,30 +142,64 @@ def build_model(cfg, num_classes, ctx=mx.cpu()):
 
 
 def load_trained_model(cfg, params_path, ctx=mx.cpu()):
-    """The network of `cfg` with the parameters train.py saved (model_final.params or a
-    checkpoint's model.params), hybridized per config; the classifier size is read from the file."""
+    """The network of `cfg` with the embedding parameters train.py saved (model_final.params
+    or a checkpoint's model.params), hybridized per config, for features and export.
+
+    Only `net.embedding` is loaded: the classifier is not needed for features, so a file
+    trained with another MODEL.CLASSIFIER_BIAS (or another number of identities) loads; its
+    classifier parameters are ignored and `net.classifier` is an untrained placeholder. A
+    line on stderr names the ignored parameters when they are not what this config's
+    classifier would have. Every embedding parameter must be in the file with its shape."""
     if not os.path.isfile(params_path):
         raise ModelError("--params: no such file: %s" % params_path)
     try:
         saved = mx.nd.load(params_path)
     except mx.base.MXNetError as exc:
         raise ModelError("--params: %s is not an MXNet parameter file" % params_path) from exc
-    if not isinstance(saved, dict) or "classifier.weight" not in saved:
-        raise ModelError("--params: %s holds no classifier.weight; expected parameters saved "
-                         "by train.py (model_final.params or checkpoints/*/model.params)" % params_path)
+    if not isinstance(saved, dict):
+        raise ModelError("--params: %s holds unnamed arrays; expected parameters saved by "
+                         "train.py (model_final.params or checkpoints/*/model.params)"
+                         % params_path)
     # The backbone weights come from the file: no ImageNet download.
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.PRETRAINED = ""
-    net = build_model(cfg, saved["classifier.weight"].shape[0], ctx)
-    try:
-        net.load_parameters(params_path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError) as exc:
-        raise ModelError("--params: %s does not fit the model of this config: %s"
-                         % (params_path, str(exc).splitlines()[0])) from exc
+    net = build_model(cfg, 1, ctx)
+    # Gluon 1.x has no public load-from-dict with structural names: these two private calls
+    # are what Block.load_parameters does (and _load_init completes deferred shapes).
+    wanted = net.embedding._collect_params_with_prefix("embedding")
+    model = ("this config builds MODEL.BACKBONE %s with MODEL.POOLING %s, MODEL.BN_BETA %s, "
+             "MODEL.BN_GAMMA %s; evaluate with the config.yaml saved in the training run"
+             % (cfg.MODEL.BACKBONE, cfg.MODEL.POOLING, cfg.MODEL.BN_BETA, cfg.MODEL.BN_GAMMA))
+    for name, param in wanted.items():
+        found = saved.get(name)
+        if found is None or not _shape_fits(param.shape, found.shape):
+            problem = ("has no parameter %s" % name if found is None else "has %s with shape %s, "
+                       "the model expects %s" % (name, found.shape, param.shape))
+            raise ModelError("--params: %s does not fit the model of this config: the file %s (%s)"
+                             % (params_path, problem, model))
+    extra = sorted(n for n in saved if n.startswith("embedding.") and n not in wanted)
+    if extra:
+        raise ModelError("--params: %s does not fit the model of this config: the file has "
+                         "%d embedding parameters the model lacks, e.g. %s (%s)"
+                         % (params_path, len(extra), extra[0], model))
+    for name, param in wanted.items():
+        param._load_init(saved[name], ctx)
+    ignored = [n for n in saved if n not in wanted]
+    own_classifier = {"classifier.weight"} | ({"classifier.bias"} if cfg.MODEL.CLASSIFIER_BIAS
+                                              else set())
+    if set(ignored) - own_classifier:
+        print("note: ignored %d parameter%s of %s not needed for features: %s"
+              % (len(ignored), "s" if len(ignored) > 1 else "", params_path, ", ".join(ignored)),
+              file=sys.stderr)
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def _shape_fits(expected, found):
+    # 0 is a dimension Gluon infers at the first forward pass (deferred initialisation)
+    return len(expected) == len(found) and all(e in (0, f) for e, f in zip(expected, found))
 
 
 def feature_dim(cfg):

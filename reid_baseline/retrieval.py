@@ -1,6 +1,7 @@
 """Query/gallery retrieval of a trained network: features, distances, optional re-ranking,
 and the Market-1501 metrics. One function serves the engine's periodic evaluation and
 evaluate.py."""
+import json
 import os
 
 import numpy as np
@@ -11,16 +12,16 @@ from .features import extract_features
 from .rerank import re_ranking
 
 
-def _split_features(cfg, net, records, ctx):
+def _split_features(cfg, net, records, ctx, split):
     loader = build_test_loader(cfg, records)
     return extract_features(net.embedding, loader, ctx, flip=cfg.TEST.FLIP_FEATURES,
-                            normalize=cfg.TEST.NORMALIZE_FEATURES)
+                            normalize=cfg.TEST.NORMALIZE_FEATURES, desc="features " + split)
 
 
 def evaluate_retrieval(cfg, net, dataset, ctx):
     """Rank the gallery for every query; returns rank1/rank5/rank10/mAP in percent and more."""
-    q_feats = _split_features(cfg, net, dataset.query, ctx)
-    g_feats = _split_features(cfg, net, dataset.gallery, ctx)
+    q_feats = _split_features(cfg, net, dataset.query, ctx, "query")
+    g_feats = _split_features(cfg, net, dataset.gallery, ctx, "gallery")
     if cfg.TEST.RERANK:
         # Euclidean distances, as the authors' re-ranking code computes them from features.
         distmat = re_ranking(compute_distance(q_feats, g_feats, metric="euclidean"),
@@ -65,13 +66,35 @@ def evaluate_params(cfg, params_path):
     return results
 
 
+def results_path(cfg, folder):
+    """Default results file in `folder` for the config's settings: results.json, or
+    results_rerank.json with TEST.RERANK so a re-ranked evaluation keeps the plain one."""
+    return os.path.join(folder, "results_rerank.json" if cfg.TEST.RERANK else "results.json")
+
+
+def save_results(results, path):
+    """Write `results` as JSON atomically (a .tmp file, then os.replace): never a half file.
+
+    Raises OSError with a one-line message naming `path` when it cannot be written."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError("cannot write the results to %s: %s" % (path, exc.strerror or exc)) from exc
+    finally:
+        if os.path.isfile(tmp):  # a failed write leaves nothing behind
+            os.remove(tmp)
+
+
 def format_results(results):
     """A small table of the metrics for the console."""
     lines = ["%-34s %6s" % ("metric", "value")]
     lines += ["%-34s %6.2f" % (k, results[k]) for k in ("rank1", "rank5", "rank10")]
     lines += ["%-34s %6.2f" % ("mAP (trapezoid AP, Market-1501)", results["mAP_trapezoid"]),
               "%-34s %6.2f" % ("mAP (non-interpolated, torchreid)", results["mAP_noninterp"])]
-    lines.append("(\"mAP\" in results.json: %s; re-ranking %s; %d/%d queries with a match)"
+    lines.append("(\"mAP\" in the results JSON: %s; re-ranking %s; %d/%d queries with a match)"
                  % (results["ap_mode"], "on" if results["rerank"] else "off",
                     results["num_valid_queries"], results["num_query"]))
     return "\n".join(lines)

@@ -24,6 +24,9 @@ def main():
     parser.add_argument("--prefix", required=True, help="output path prefix")
     args = parser.parse_args()
     cfg = config_from_args(args)
+    folder = os.path.dirname(os.path.abspath(args.prefix))
+    if not os.path.isdir(folder):  # found before the model is loaded
+        raise FileNotFoundError("--prefix: folder %s does not exist" % folder)
     ctx = build_contexts(cfg.GPUS)
     embedding = load_trained_model(cfg, args.params, ctx).embedding
     embedding.hybridize()

@@ -167,6 +167,35 @@ def test_query_id_missing_from_gallery(tmp_path):
         load_market1501(root, verify_counts=False)
 
 
+def test_damaged_images_of_all_splits_are_reported_together_at_load(tmp_path):
+    root = small_toy(tmp_path)
+    damaged = []
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        folder = os.path.join(root, split)
+        kept = [n for n in names_in(folder) if not n.startswith("-1_")]
+        for i, name in enumerate(kept[:4]):
+            path = os.path.join(folder, name)
+            data = open(path, "rb").read()
+            # truncated, empty, not a JPEG, truncated at the start marker
+            open(path, "wb").write([data[:len(data) // 2], b"", b"GIF89a" + data[2:],
+                                    data[:2]][i])
+            damaged.append(split + "/" + name)
+    with open(os.path.join(root, "bounding_box_test", names_in(
+            os.path.join(root, "bounding_box_test"))[-1]), "ab") as f:
+        f.write(b"\0" * 300)  # zero padding after the end marker is fine
+    junk = [n for n in names_in(os.path.join(root, "bounding_box_test")) if n.startswith("-1_")]
+    open(os.path.join(root, "bounding_box_test", junk[0]), "wb").close()  # dropped: not checked
+    with pytest.raises(DatasetError) as info:
+        load_market1501(root, verify_counts=False)
+    msg = str(info.value)
+    assert msg.startswith(root + ": 12 damaged image files")
+    shown = [name for name in damaged if name in msg]
+    assert len(shown) == 10 and shown == damaged[:10]  # the first ten, in split order
+    # shown: train T E N T, query T E N T, gallery T E (T: truncated, E: empty, N: not JPEG)
+    assert msg.count("truncated JPEG") == 5 and msg.count("empty file") == 3
+    assert msg.count("not a JPEG") == 2 and junk[0] not in msg
+
+
 # ---------------------------------------------------------------- read_image
 def test_read_image_rgb(tmp_path):
     path = str(tmp_path / "red.jpg")
@@ -204,7 +233,7 @@ def test_read_image_truncated(toy_market_root, tmp_path):
 
 
 @pytest.mark.parametrize("content, what", [
-    (b"this is not an image at all" * 10, "not a decodable image"),
+    (b"this is not an image at all" * 10, "not a JPEG.*FFD8"),
     (b"", "empty"),
     (b"\xff\xd8\xff\xe0garbage but ends like a jpeg\xff\xd9", "not a decodable image"),
 ])

@@ -6,7 +6,7 @@ from gluoncv.model_zoo import get_model
 
 from reid_baseline import model as model_module
 from reid_baseline.config import load_config
-from reid_baseline.model import ModelError, build_model
+from reid_baseline.model import ModelError, build_model, load_trained_model
 
 
 def _cfg(*overrides):
@@ -133,3 +133,55 @@ def test_offline_imagenet_download_says_how_to_supply_the_file(monkeypatch):
 def test_unknown_backbone_is_an_error():
     with pytest.raises(ModelError, match="MODEL.BACKBONE must be one of"):
         build_model(_cfg("MODEL.BACKBONE", "vgg16"), num_classes=3)
+
+
+# ---------------------------------------------------------------- load_trained_model
+TINY = ["MODEL.BACKBONE", "resnet18_v1", "INPUT.HEIGHT", "64", "INPUT.WIDTH", "32"]
+
+
+def _saved_tiny_model(path, *overrides):
+    """A tiny model with every embedding parameter random, saved as train.py saves it."""
+    net = build_model(_cfg(*TINY + list(overrides)), num_classes=5)
+    # completes the deferred shapes; a batch of 1 here has made MXNet 1.9's oneDNN build
+    # crash at the next save when another ResNet ran earlier in the process
+    net(mx.nd.zeros((2, 3, 64, 32)))
+    bn = net.embedding.bn  # a trained-looking neck, so loading it is visible in the features
+    for param in (bn.gamma, bn.beta, bn.running_mean, bn.running_var):
+        param.set_data(mx.nd.random.uniform(0.5, 1.5, shape=param.shape))
+    net.save_parameters(str(path))
+    return net
+
+
+@pytest.mark.parametrize("saved_bias", [True, False])
+def test_trained_features_load_whatever_the_classifier_bias(tmp_path, capsys, saved_bias):
+    path = tmp_path / "model_final.params"
+    source = _saved_tiny_model(path, "MODEL.CLASSIFIER_BIAS", str(saved_bias))
+    x = mx.nd.random.uniform(shape=(2, 3, 64, 32))
+    expected = source.embedding(x).asnumpy()
+    for bias in (saved_bias, not saved_bias):
+        net = load_trained_model(_cfg(*TINY + ["MODEL.CLASSIFIER_BIAS", str(bias)]), str(path))
+        np.testing.assert_allclose(net.embedding(x).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+        note = capsys.readouterr().err
+        if saved_bias and not bias:  # the file holds more than this config's classifier
+            assert note.strip().endswith(
+                "ignored 2 parameters of %s not needed for features: classifier.weight, "
+                "classifier.bias" % path)
+        else:
+            assert note == ""
+
+
+def test_trained_params_missing_or_misshapen_embedding_parameter(tmp_path):
+    path = tmp_path / "model_final.params"
+    _saved_tiny_model(path)
+    saved = mx.nd.load(str(path))
+    del saved["embedding.bn.gamma"]
+    mx.nd.save(str(path), saved)
+    with pytest.raises(ModelError, match=r"model_final.params does not fit the model of this "
+                                         r"config: the file has no parameter embedding.bn.gamma "
+                                         r"\(.*MODEL.BN_GAMMA True"):
+        load_trained_model(_cfg(*TINY), str(path))
+    saved["embedding.bn.gamma"] = mx.nd.ones(2048)
+    mx.nd.save(str(path), saved)
+    with pytest.raises(ModelError, match=r"embedding.bn.gamma with shape \(2048,\), the model "
+                                         r"expects \(512,\) \(.*MODEL.BACKBONE resnet18_v1"):
+        load_trained_model(_cfg(*TINY), str(path))

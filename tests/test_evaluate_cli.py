@@ -1,0 +1,130 @@
+"""evaluate.py and export_model.py outputs: results file names, unwritable outputs, progress."""
+import json
+import os
+import runpy
+import shutil
+import sys
+
+import pytest
+
+from reid_baseline import features
+from reid_baseline.retrieval import results_path, save_results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_script(monkeypatch, capsys, script, *args):
+    """Run a command line in this process (MXNet is already imported): (exit code, out, err)."""
+    monkeypatch.setattr(sys, "argv", [script] + [str(a) for a in args])
+    try:
+        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def saved_model(make_tiny_cfg, tmp_path_factory):
+    """(config.yaml, model_final.params) of an untrained tiny model, saved as train.py saves
+    them: what evaluate.py writes does not depend on training."""
+    import mxnet as mx
+
+    from reid_baseline.config import save_config
+    from reid_baseline.model import build_model
+
+    folder = tmp_path_factory.mktemp("saved_model")
+    cfg = make_tiny_cfg(folder)
+    net = build_model(cfg, 32)
+    net(mx.nd.zeros((2, 3, 64, 32)))  # completes the deferred shapes (batch 2: see test_model)
+    net.save_parameters(str(folder / "model_final.params"))
+    save_config(cfg, str(folder / "config.yaml"))
+    return str(folder / "config.yaml"), str(folder / "model_final.params")
+
+
+@pytest.fixture
+def run_copy(saved_model, tmp_path):
+    """saved_model with the params copied into tmp_path, where the default results land."""
+    config, params = saved_model
+    shutil.copy(params, str(tmp_path))
+    return config, str(tmp_path / "model_final.params")
+
+
+def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch, capsys):
+    config, params = run_copy
+    missing = tmp_path / "nope" / "results.json"
+    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params, "--output", missing)
+    # a missing folder is found before the evaluation
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["error: --output: folder %s does not exist" % missing.parent]
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params, "--output", folder)
+    assert code == 2
+    assert "rank1" in out and "mAP (trapezoid AP" in out  # the metrics are not lost
+    assert err.splitlines() == ["error: cannot write the results to %s: Is a directory" % folder]
+    assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == ["a_folder",
+                                                                         "model_final.params"]
+
+
+def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, monkeypatch,
+                                                          capsys):
+    config, params = run_copy
+    (tmp_path / "results.json").write_text('{"rank1": 12.5}')
+    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params, "TEST.RERANK", "True")
+    assert code == 0, err
+    assert json.loads((tmp_path / "results.json").read_text()) == {"rank1": 12.5}
+    reranked = json.loads((tmp_path / "results_rerank.json").read_text())
+    assert reranked["rerank"] is True and reranked["num_query"] == 136
+    assert "wrote %s" % (tmp_path / "results_rerank.json") in out
+
+
+def test_results_path_and_save_results(make_tiny_cfg, tmp_path):
+    assert results_path(make_tiny_cfg(tmp_path), "runs/x") == os.path.join("runs/x", "results.json")
+    assert results_path(make_tiny_cfg(tmp_path, "TEST.RERANK", "True"), "runs/x") == \
+        os.path.join("runs/x", "results_rerank.json")
+    path = str(tmp_path / "results.json")
+    save_results({"rank1": 50.0}, path)
+    with pytest.raises(TypeError):  # not JSON: the previous file stays whole, no .tmp left
+        save_results({"rank1": object()}, path)
+    assert json.loads(open(path).read()) == {"rank1": 50.0}
+    assert os.listdir(tmp_path) == ["results.json"]
+    with pytest.raises(OSError, match="cannot write the results to .*nope.results.json: No such"):
+        save_results({}, str(tmp_path / "nope" / "results.json"))
+
+
+def test_export_to_a_missing_folder_fails_before_loading(tmp_path, monkeypatch, capsys):
+    prefix = tmp_path / "nope" / "reid"
+    # --params does not exist either: loading first would report that instead
+    code, out, err = _run_script(monkeypatch, capsys, "scripts/export_model.py", "--params",
+                                 tmp_path / "missing.params", "--prefix", prefix)
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["error: --prefix: folder %s does not exist" % prefix.parent]
+
+
+def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_market_root,
+                                                           tmp_path, monkeypatch):
+    import mxnet as mx
+
+    from reid_baseline.data.market1501 import load_market1501
+    from reid_baseline.model import build_model
+    from reid_baseline.retrieval import evaluate_retrieval
+
+    bars = []
+
+    def recording_tqdm(iterable, **kwargs):
+        bars.append(dict(kwargs, batches=len(iterable)))
+        return iterable
+
+    monkeypatch.setattr(features, "tqdm", recording_tqdm)
+    cfg = make_tiny_cfg(tmp_path)
+    evaluate_retrieval(cfg, build_model(cfg, 32), load_market1501(toy_market_root, False),
+                       [mx.cpu()])
+    # 136 query and 456 gallery images in batches of 64; silent when not on a terminal
+    assert [(b["desc"], b["batches"]) for b in bars] == [("features query", 3),
+                                                         ("features gallery", 8)]
+    assert all(b["leave"] is False and b["disable"] is None for b in bars)
