@@ -183,6 +183,14 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
         raise ModelError("--params: %s does not fit the model of this config: the file has "
                          "%d embedding parameters the model lacks, e.g. %s (%s)"
                          % (params_path, len(extra), extra[0], model))
+    # A BatchNorm without scale (or shift) ignores the value of its gamma (beta): a trained one
+    # in the file would be dropped silently and give other features.
+    for name, knob, fixed in (("embedding.bn.gamma", "MODEL.BN_GAMMA", 1.0),
+                              ("embedding.bn.beta", "MODEL.BN_BETA", 0.0)):
+        if not cfg.MODEL[knob.split(".")[1]] and (saved[name] != fixed).sum().asscalar():
+            raise ModelError("--params: %s was trained with %s True (its %s is not all %g), but "
+                             "this config has %s False (%s)" % (params_path, knob, name, fixed,
+                                                                knob, model))
     for name, param in wanted.items():
         param._load_init(saved[name], ctx)
     ignored = [n for n in saved if n not in wanted]

@@ -146,7 +146,8 @@ def _saved_tiny_model(path, *overrides):
     # crash at the next save when another ResNet ran earlier in the process
     net(mx.nd.zeros((2, 3, 64, 32)))
     bn = net.embedding.bn  # a trained-looking neck, so loading it is visible in the features
-    for param in (bn.gamma, bn.beta, bn.running_mean, bn.running_var):
+    trained = [p for p in (bn.gamma, bn.beta) if p.grad_req != "null"]  # frozen ones stay 1 / 0
+    for param in trained + [bn.running_mean, bn.running_var]:
         param.set_data(mx.nd.random.uniform(0.5, 1.5, shape=param.shape))
     net.save_parameters(str(path))
     return net
@@ -185,3 +186,16 @@ def test_trained_params_missing_or_misshapen_embedding_parameter(tmp_path):
     with pytest.raises(ModelError, match=r"embedding.bn.gamma with shape \(2048,\), the model "
                                          r"expects \(512,\) \(.*MODEL.BACKBONE resnet18_v1"):
         load_trained_model(_cfg(*TINY), str(path))
+
+
+@pytest.mark.parametrize("knob, param", [("MODEL.BN_GAMMA", "gamma"), ("MODEL.BN_BETA", "beta")])
+def test_a_trained_bn_scale_or_shift_is_never_dropped_silently(tmp_path, knob, param):
+    path = tmp_path / "model_final.params"
+    _saved_tiny_model(path, knob, "True")
+    saved = mx.nd.load(str(path))
+    saved["embedding.bn." + param][:] = 0.5  # as training would leave it
+    mx.nd.save(str(path), saved)
+    load_trained_model(_cfg(*TINY + [knob, "True"]), str(path))
+    with pytest.raises(ModelError, match=r"trained with %s True \(its embedding.bn.%s is not all "
+                                         r"[01]\), but this config has %s False" % (knob, param, knob)):
+        load_trained_model(_cfg(*TINY + [knob, "False"]), str(path))
