@@ -4,7 +4,6 @@ configs/demo_toy.yml, evaluate the final model and print Rank-1/mAP.
 
 Example: OMP_NUM_THREADS=2 python scripts/demo.py [--ablation FILE] [KEY VALUE ...]
 """
-import json
 import os
 import shutil
 import sys
@@ -17,7 +16,8 @@ from reid_baseline.data.market1501 import load_market1501  # noqa: E402
 from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
 from reid_baseline.engine import RunDirError, train  # noqa: E402
 from reid_baseline.evaluation import chance_rank1  # noqa: E402
-from reid_baseline.retrieval import evaluate_params, format_results, record_ids  # noqa: E402
+from reid_baseline.retrieval import (evaluate_params, format_results, record_ids,  # noqa: E402
+                                     results_path, save_results)
 
 # Written into OUTPUT_DIR before training: the only proof that a folder is an earlier demo run,
 # and so the only folder the demo may delete.
@@ -52,15 +52,15 @@ def main(argv=None):
                  summary["root"]))
     history = train(cfg)
     results = evaluate_params(cfg, os.path.join(cfg.OUTPUT_DIR, "model_final.params"))
-    with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    output = results_path(cfg, cfg.OUTPUT_DIR)
+    save_results(results, output)
     print("trained %d epochs: loss %.3f -> %.3f" % (len(history), history[0]["loss"], history[-1]["loss"]))
     print(format_results(results))
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=False)
     (q_pids, q_camids), (g_pids, g_camids) = record_ids(dataset.query), record_ids(dataset.gallery)
     print("a random ranking would score Rank-1 %.1f%%; results in %s"
           % (100 * chance_rank1(q_pids, g_pids, q_camids, g_camids),
-             os.path.join(cfg.OUTPUT_DIR, "results.json")))
+             output))
 
 
 if __name__ == "__main__":
