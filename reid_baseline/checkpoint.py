@@ -17,6 +17,8 @@ import shutil
 
 import mxnet as mx
 
+from .errors import error_line
+
 STATE_FILE = "state.json"
 PARAMS_FILE = "model.params"
 OPTIMIZER_FILE = "optimizer.nd"
@@ -77,27 +79,28 @@ def _restore_optimizer(trainer, arrays, meta, folder):
     optimizer.num_update = meta["num_update"]
 
 
-def non_finite_parameters(net):
-    """Names of the parameters of `net` holding NaN or infinity (on any device), [] if none.
+def non_finite_arrays(named_arrays):
+    """Names of the (name, NDArray) pairs holding NaN or infinity, [] if none.
 
     One fused MXNet op (multi_all_finite, as AMP uses) per array and a single host read."""
-    names, flags = [], []
-    for name, param in net._collect_params_with_prefix().items():
-        if param._data is None:
-            continue
-        for copy in param.list_data():
-            names.append(name)
-            flags.append(mx.nd.multi_all_finite(copy, num_arrays=1).as_in_context(mx.cpu()))
-    if not flags:
+    named_arrays = list(named_arrays)
+    if not named_arrays:
         return []
+    flags = [mx.nd.multi_all_finite(array, num_arrays=1).as_in_context(mx.cpu())
+             for _, array in named_arrays]
     ok = mx.nd.concat(*flags, dim=0).asnumpy()
-    return sorted({name for name, good in zip(names, ok) if not good})
+    return sorted({name for (name, _), good in zip(named_arrays, ok) if not good})
 
 
-def _check_finite(net, what):
-    bad = non_finite_parameters(net)
+def non_finite_parameters(net):
+    """Names of the parameters of `net` holding NaN or infinity (on any device), [] if none."""
+    return non_finite_arrays((name, copy) for name, param in net._collect_params_with_prefix().items()
+                             if param._data is not None for copy in param.list_data())
+
+
+def _refuse_non_finite(bad, what):
     if bad:
-        raise NonFiniteParameters("not writing %s: %d parameters hold NaN or infinity (%s%s)"
+        raise NonFiniteParameters("not writing %s: %d arrays hold NaN or infinity (%s%s)"
                                   % (what, len(bad), ", ".join(bad[:3]), ", ..." if len(bad) > 3 else ""))
 
 
@@ -112,18 +115,14 @@ def _file_digest(path):
 def save_parameters(net, path):
     """Write `net`'s parameters to `path` atomically, refusing non-finite values
     (NonFiniteParameters) and turning a failed write into a CheckpointError."""
-    _check_finite(net, path)
+    _refuse_non_finite(non_finite_parameters(net), path)
     tmp = path + ".tmp"
     try:
         net.save_parameters(tmp)
         os.replace(tmp, path)
     except (OSError, mx.base.MXNetError) as exc:
         _remove(tmp)
-        raise CheckpointError("could not write %s: %s" % (path, _reason(exc))) from exc
-
-
-def _reason(exc):
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError("could not write %s: %s" % (path, error_line(exc))) from exc
 
 
 def _remove(path):
@@ -144,35 +143,39 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
     root = os.path.join(run_dir, "checkpoints")
     name = "epoch_%04d" % epoch + ("_interrupted" if interrupted else "")
     final = os.path.join(root, name)
-    _check_finite(net, "checkpoint " + final)
-    tmp, old = final + ".tmp", final + ".old"
+    arrays, optimizer_meta = _optimizer_arrays(trainer)
+    # Adam's second moment can overflow while the weights stay finite: check both.
+    _refuse_non_finite(non_finite_parameters(net) + non_finite_arrays(
+        ("optimizer state " + key, array) for key, array in arrays.items()), "checkpoint " + final)
+    tmp, old, pointer_tmp = final + ".tmp", final + ".old", os.path.join(root, "last.tmp")
+    placed = False
     try:
         _remove(tmp)
         os.makedirs(tmp)
         net.save_parameters(os.path.join(tmp, PARAMS_FILE))
-        arrays, optimizer_meta = _optimizer_arrays(trainer)
         mx.nd.save(os.path.join(tmp, OPTIMIZER_FILE), arrays)
         state = {"epoch": epoch, "interrupted": interrupted, "learning_rate": trainer.learning_rate,
                  "optimizer": optimizer_meta,
                  "files": {f: _file_digest(os.path.join(tmp, f)) for f in (PARAMS_FILE, OPTIMIZER_FILE)}}
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
             json.dump(state, f, indent=1)
+        with open(pointer_tmp, "w") as f:
+            f.write(name + "\n")
         # A same-named earlier folder (a re-run epoch) is moved aside, not deleted, until the
-        # new one is in place.
+        # new one and the pointer are in place.
         _remove(old)
         if os.path.exists(final):
             os.replace(final, old)
         os.replace(tmp, final)
-        pointer_tmp = os.path.join(root, "last.tmp")
-        with open(pointer_tmp, "w") as f:
-            f.write(name + "\n")
+        placed = True
         os.replace(pointer_tmp, os.path.join(root, "last"))
     except (OSError, mx.base.MXNetError) as exc:
-        _remove(tmp)
-        if os.path.exists(old) and not os.path.exists(final):
+        for path in (tmp, pointer_tmp) + ((final,) if placed else ()):
+            _remove(path)
+        if os.path.exists(old):  # put the earlier folder back
             os.replace(old, final)
         raise CheckpointError("could not write checkpoint %s (%s); the earlier checkpoints are "
-                              "intact" % (final, _reason(exc))) from exc
+                              "intact" % (final, error_line(exc))) from exc
     _remove(old)
     if keep > 0 and not interrupted:
         _prune(root, epoch, keep)
@@ -226,8 +229,15 @@ def verify_checkpoint(folder):
             raise ValueError("no epoch or optimizer layout")
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError("checkpoint %s is damaged: %s is not a complete state file (%s)"
-                              % (folder, STATE_FILE, _reason(exc))) from exc
-    for fname, expected in state.get("files", {}).items():  # older checkpoints have no digests
+                              % (folder, STATE_FILE, error_line(exc))) from exc
+    if "files" not in state:  # written before digests were recorded: the files must load
+        for fname in (PARAMS_FILE, OPTIMIZER_FILE):
+            try:
+                mx.nd.load(os.path.join(folder, fname))
+            except mx.base.MXNetError as exc:
+                raise CheckpointError("checkpoint %s is damaged: %s cannot be read (%s)"
+                                      % (folder, fname, error_line(exc))) from exc
+    for fname, expected in state.get("files", {}).items():
         found = _file_digest(os.path.join(folder, fname))
         if found != expected:
             raise CheckpointError("checkpoint %s is damaged: %s has %d bytes%s, expected %d"
@@ -250,21 +260,21 @@ def find_resumable(run_dir):
     return None, None, damaged
 
 
-def load_checkpoint(folder, net, trainer, ctx):
-    """Verify a checkpoint, then load its parameters and optimizer state into `net`/`trainer`;
-    returns the state dict."""
-    state = verify_checkpoint(folder)
+def load_checkpoint(folder, net, trainer, ctx, state=None):
+    """Load a checkpoint's parameters and optimizer state into `net`/`trainer`, after verifying
+    it (unless `state`, what verify_checkpoint returned for it, is given); returns the state."""
+    state = state or verify_checkpoint(folder)
     try:
         net.load_parameters(os.path.join(folder, PARAMS_FILE), ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError) as exc:
         raise CheckpointError("checkpoint %s does not fit the model of this config (was it "
                               "trained with other MODEL.* settings?): %s"
-                              % (folder, _reason(exc))) from exc
+                              % (folder, error_line(exc))) from exc
     try:
         arrays = mx.nd.load(os.path.join(folder, OPTIMIZER_FILE))
     except mx.base.MXNetError as exc:
         raise CheckpointError("checkpoint %s is damaged: %s cannot be read (%s)"
-                              % (folder, OPTIMIZER_FILE, _reason(exc))) from exc
+                              % (folder, OPTIMIZER_FILE, error_line(exc))) from exc
     _restore_optimizer(trainer, arrays, state["optimizer"], folder)
     trainer.set_learning_rate(state["learning_rate"])
     return state

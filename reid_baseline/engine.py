@@ -5,11 +5,13 @@ checkpoint when due, evaluate when due, log. Loss and accuracy are summed on the
 read every SOLVER.LOG_PERIOD iterations only, so the async engine is never stalled per step;
 each read also checks that training has not diverged. Nothing non-finite is ever saved.
 """
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import sys
 import time
 
 import mxnet as mx
@@ -42,6 +44,14 @@ class RunDirError(RuntimeError):
     or cannot be written."""
 
 
+class _LogFileHandler(logging.FileHandler):
+    """A FileHandler whose failed write (full disk) stops the run with one line; the logging
+    module's default prints a traceback per message and goes on."""
+
+    def handleError(self, record):
+        raise RunDirError("cannot write %s: %s" % (self.baseFilename, sys.exc_info()[1]))
+
+
 def setup_logging(run_dir):
     """Log to `run_dir/train.log` and to the console."""
     logger.setLevel(logging.INFO)
@@ -50,7 +60,7 @@ def setup_logging(run_dir):
         logger.removeHandler(handler)
         handler.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in (logging.FileHandler(os.path.join(run_dir, "train.log")), logging.StreamHandler()):
+    for handler in (_LogFileHandler(os.path.join(run_dir, "train.log")), logging.StreamHandler()):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
 
@@ -62,7 +72,7 @@ def seed_everything(seed):
 
 
 class DivergenceGuard(object):
-    """Stops training whose running mean loss is not finite or exceeds SOLVER.COLLAPSE_FACTOR
+    """Stops training whose recent mean loss is not finite or exceeds SOLVER.COLLAPSE_FACTOR
     times an untrained classifier's loss, ln(num_classes) (the recipe "can suddenly collapse")."""
 
     def __init__(self, cfg, num_classes, run_dir):
@@ -92,6 +102,7 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard):
     loss_sum = [mx.nd.zeros(1, ctx=c) for c in ctx]
     correct = [mx.nd.zeros(1, ctx=c) for c in ctx]
     seen, start = 0, time.time()
+    read_loss, read_seen = 0.0, 0  # at the previous read
     loader.set_epoch(epoch)
     bar = tqdm(loader, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS), leave=False,
                dynamic_ncols=True, disable=None)
@@ -108,9 +119,12 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard):
         trainer.step(data.shape[0])
         seen += data.shape[0]
         if it % cfg.SOLVER.LOG_PERIOD == 0 or it == len(loader):
-            mean_loss = sum(l.asscalar() for l in loss_sum) / seen  # the only host sync
-            guard.check(mean_loss, epoch, it)
-            bar.set_postfix(loss="%.4f" % mean_loss, acc="%.3f" % (sum(c.asscalar() for c in correct) / seen),
+            total_loss = sum(l.asscalar() for l in loss_sum)  # the only host sync
+            # The guard sees the iterations since the previous read: a late collapse is not
+            # diluted by the epoch's earlier, healthy iterations.
+            guard.check((total_loss - read_loss) / (seen - read_seen), epoch, it)
+            read_loss, read_seen = total_loss, seen
+            bar.set_postfix(loss="%.4f" % (total_loss / seen), acc="%.3f" % (sum(c.asscalar() for c in correct) / seen),
                             lr="%.2e" % trainer.learning_rate, ips="%.1f" % (seen / (time.time() - start)))
     bar.close()
     _average_running_stats(net, ctx)
@@ -152,10 +166,21 @@ def read_metrics(run_dir):
 def _keep_metrics_until(run_dir, epoch):
     """Rewrite metrics.jsonl atomically with the records of epochs <= `epoch` only, so a
     resumed run does not repeat the rows of the epochs it trains again."""
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
     path = os.path.join(run_dir, METRICS_FILE)
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in read_metrics(run_dir) if r["epoch"] <= epoch)
+    with _writing(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
     os.replace(path + ".tmp", path)
+
+
+@contextlib.contextmanager
+def _writing(path, mode):
+    """open(path, mode) for writing; any failure (full disk) is a RunDirError naming the file."""
+    try:
+        with open(path, mode) as f:
+            yield f
+    except OSError as exc:
+        raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
 
 
 def _open_run_dir(cfg, resume):
@@ -180,10 +205,15 @@ def _resume(run_dir, net, trainer, ctx):
     """Load the newest intact checkpoint; returns the number of finished epochs it holds, 0 if
     the run has none yet. Damaged newer ones are renamed *.damaged (kept, never loaded again),
     each with a log line."""
-    folder, _, damaged = find_resumable(run_dir)
+    folder, state, damaged = find_resumable(run_dir)
     for bad, reason in damaged:
-        logger.info("%s; moved aside to %s.damaged", reason, bad)
-        os.replace(bad, bad + ".damaged")
+        aside = bad + ".damaged"
+        for n in range(2, 1000):  # an earlier resume may have moved one aside already
+            if not os.path.exists(aside):
+                break
+            aside = "%s.damaged%d" % (bad, n)
+        logger.info("%s; moved aside to %s", reason, aside)
+        os.replace(bad, aside)
     if folder is None and damaged:
         raise CheckpointError("--resume: every checkpoint in %s is damaged (renamed *.damaged); "
                               "train without --resume into a new OUTPUT_DIR to start over"
@@ -192,7 +222,7 @@ def _resume(run_dir, net, trainer, ctx):
         logger.info("no checkpoint in %s yet: restarting from epoch 1",
                     os.path.join(run_dir, "checkpoints"))
         return 0
-    epoch = load_checkpoint(folder, net, trainer, ctx)["epoch"]
+    epoch = load_checkpoint(folder, net, trainer, ctx, state=state)["epoch"]
     logger.info("resumed from %s at epoch %d", folder, epoch + 1)
     return epoch
 
@@ -257,5 +287,5 @@ def train(cfg, resume=False):
 def _log_epoch(run_dir, record):
     logger.info("epoch %d: %s", record["epoch"], ", ".join(
         "%s %.4g" % (k, v) for k, v in record.items() if isinstance(v, float)))
-    with open(os.path.join(run_dir, METRICS_FILE), "a") as f:
+    with _writing(os.path.join(run_dir, METRICS_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -11,6 +11,8 @@ from gluoncv.model_zoo import get_model
 from gluoncv.model_zoo.model_store import get_model_file
 from mxnet.gluon import HybridBlock, nn
 
+from .errors import error_line
+
 BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
              "resnet50_v1b", "resnet101_v1b", "resnet152_v1b")
 
@@ -120,7 +122,7 @@ def _load_backbone(name, pretrained, ctx):
         net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError) as exc:
         raise ModelError("MODEL.PRETRAINED: %s is not a %s parameter file saved by GluonCV "
-                         "(net.save_parameters): %s" % (path, name, str(exc).splitlines()[0])) from exc
+                         "(net.save_parameters): %s" % (path, name, error_line(exc))) from exc
     return net
 
 

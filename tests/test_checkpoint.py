@@ -176,7 +176,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
     net[0].weight.data()[0, 0] = float("nan")
     net[-1].weight.data()[1, 2] = float("-inf")
     assert non_finite_parameters(net) == ["0.weight", "2.weight"]
-    with pytest.raises(NonFiniteParameters, match="2 parameters hold NaN or infinity"):
+    with pytest.raises(NonFiniteParameters, match="2 arrays hold NaN or infinity"):
         save_checkpoint(str(tmp_path), net, trainer, epoch=2)
     with pytest.raises(NonFiniteParameters):
         save_parameters(net, str(tmp_path / "model_final.params"))
@@ -231,3 +231,59 @@ def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path):
     folder = save_checkpoint(str(tmp_path), net, trainer, epoch=1)
     with pytest.raises(CheckpointError, match="does not fit the model of this config .*MODEL"):
         load_checkpoint(folder, *classifier(bias=False), [mx.cpu()])
+
+
+def test_a_real_mxnet_write_error_is_one_readable_line(tmp_path, monkeypatch):
+    net, trainer = _saved(tmp_path, epochs=(1,))
+    real_save = mx.nd.save
+    monkeypatch.setattr(mx.nd, "save", lambda path, data: real_save(
+        str(tmp_path / "gone" / "optimizer.nd"), data))  # MXNet's own error, as on a lost disk
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(str(tmp_path), net, trainer, epoch=2)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "No such file or directory" in message
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_0001", "last"]
+
+
+def test_a_failed_pointer_write_puts_everything_back(tmp_path, monkeypatch):
+    net, trainer = _saved(tmp_path)
+    before = verify_checkpoint(str(tmp_path / "checkpoints" / "epoch_0002"))
+    _step(net, trainer, 9)
+    real_replace = os.replace
+
+    def no_space_for_the_pointer(src, dst):
+        if dst.endswith("last"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_space_for_the_pointer)
+    for epoch in (2, 3):  # the same epoch again, and a new one
+        with pytest.raises(CheckpointError, match="No space left on device"):
+            save_checkpoint(str(tmp_path), net, trainer, epoch=epoch)
+        assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch_0001", "epoch_0002", "last"]
+        assert verify_checkpoint(str(tmp_path / "checkpoints" / "epoch_0002")) == before
+
+
+def test_non_finite_optimizer_state_is_never_written(tmp_path):
+    net, trainer = _saved(tmp_path, epochs=(1,))
+    mean, var = trainer._updaters[0].states[0]
+    var[:] = float("inf")  # Adam's second moment overflowed; the weights are still finite
+    assert non_finite_parameters(net) == []
+    with pytest.raises(NonFiniteParameters, match="optimizer state 0:1"):
+        save_checkpoint(str(tmp_path), net, trainer, epoch=2)
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0001"]
+
+
+def test_a_damaged_checkpoint_without_digests_is_still_recognised(tmp_path):
+    """Checkpoints written before state.json recorded digests."""
+    _saved(tmp_path)
+    last = last_checkpoint(str(tmp_path))
+    state = json.load(open(os.path.join(last, "state.json")))
+    del state["files"]
+    json.dump(state, open(os.path.join(last, "state.json"), "w"))
+    assert verify_checkpoint(last)["epoch"] == 2
+    _truncate(os.path.join(last, "model.params"))
+    with pytest.raises(CheckpointError, match="is damaged: model.params cannot be read"):
+        verify_checkpoint(last)
+    assert find_resumable(str(tmp_path))[0].endswith("epoch_0001")

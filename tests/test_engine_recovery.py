@@ -61,6 +61,7 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002", "epoch_0003"]
     damaged = tmp_path / "checkpoints" / "epoch_0003" / "model.params"
     damaged.write_bytes(damaged.read_bytes()[:1000])
+    os.makedirs(tmp_path / "checkpoints" / "epoch_0003.damaged")  # from an earlier resume
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 4, "lo')  # a row cut short by kill -9
     assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [3]
@@ -68,7 +69,7 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
     log = (tmp_path / "train.log").read_text()
     assert "epoch_0003 is damaged: model.params has 1000 bytes" in log
     assert "resumed from %s at epoch 3" % (tmp_path / "checkpoints" / "epoch_0002") in log
-    assert os.path.isdir(tmp_path / "checkpoints" / "epoch_0003.damaged")  # kept for the user
+    assert os.path.isfile(tmp_path / "checkpoints" / "epoch_0003.damaged2" / "model.params")
     assert list_checkpoints(str(tmp_path))[-1] == "epoch_0003"
 
 
@@ -151,3 +152,67 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "cannot be written" in proc.stderr
+
+
+def test_a_collapse_late_in_an_epoch_is_not_diluted_by_its_healthy_start(
+        make_tiny_cfg, tmp_path, monkeypatch):
+    softmax_ce = engine.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
+    calls = []
+
+    class LateCollapse(engine.gluon.HybridBlock):
+        """The real loss, times 5 from the epoch's last iteration (13) on."""
+
+        def hybrid_forward(self, F, pred, label):
+            calls.append(1)
+            return softmax_ce(pred, label) * (5.0 if len(calls) >= STEPS_PER_EPOCH else 1.0)
+
+    monkeypatch.setattr(engine.gluon.loss, "SoftmaxCrossEntropyLoss", LateCollapse)
+    # Reads at iterations 4, 8, 12 and 13: the last window is iteration 13 alone, mean ~17 >
+    # 3 ln 32 = 10.4, while the epoch's mean, ~4.5, would pass.
+    with pytest.raises(engine.TrainingDiverged, match="epoch 1, iteration 13 exceeds"):
+        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+    assert list_checkpoints(str(tmp_path)) == []
+
+
+def _failing_writes(run_dir, monkeypatch, target):
+    """Make every write to `target` (train.log or metrics.jsonl) fail as on a full disk."""
+    class FullDisk:
+        def __init__(self, real):
+            self.real = real
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.real.close()
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    if target == "train.log":
+        real_setup = engine.setup_logging
+
+        def setup(folder):
+            real_setup(folder)
+            for handler in engine.logger.handlers:
+                if isinstance(handler, engine.logging.FileHandler):
+                    handler.stream = FullDisk(handler.stream)
+        monkeypatch.setattr(engine, "setup_logging", setup)
+    else:
+        real_open = open
+
+        def full_open(path, *args, **kwargs):
+            f = real_open(path, *args, **kwargs)
+            return FullDisk(f) if str(path).endswith(target) else f
+        monkeypatch.setattr("builtins.open", full_open)
+
+
+@pytest.mark.parametrize("target", ["train.log", "metrics.jsonl"])
+def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_tiny_cfg, tmp_path, monkeypatch, target):
+    _failing_writes(str(tmp_path), monkeypatch, target)
+    with pytest.raises(engine.RunDirError, match="cannot write %s: .*No space left on device"
+                       % os.path.join(str(tmp_path), target)):
+        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))

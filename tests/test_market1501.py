@@ -189,6 +189,7 @@ def test_damaged_images_of_all_splits_are_reported_together_at_load(tmp_path):
         load_market1501(root, verify_counts=False)
     msg = str(info.value)
     assert msg.startswith(root + ": 12 damaged image files")
+    assert "\n" not in msg  # one line
     shown = [name for name in damaged if name in msg]
     assert len(shown) == 10 and shown == damaged[:10]  # the first ten, in split order
     # shown: train T E N T, query T E N T, gallery T E (T: truncated, E: empty, N: not JPEG)

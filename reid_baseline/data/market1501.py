@@ -261,9 +261,9 @@ def check_image_files(paths, root, show=10):
         if problem:
             bad.append("%s: %s" % (os.path.relpath(path, root), problem))
     if bad:
-        first = ", the first %d:" % show if len(bad) > show else ":"
+        first = "; the first %d:" % show if len(bad) > show else ":"
         raise DatasetError("%s: %d damaged image files (re-extract or re-download the dataset)"
-                           "%s\n  %s" % (root, len(bad), first, "\n  ".join(bad[:show])))
+                           "%s %s" % (root, len(bad), first, "; ".join(bad[:show])))
 
 
 def read_image(path):
