@@ -33,18 +33,25 @@ def build_parser(description, default_config=None):
                         "configs/ablations/no_pad_crop.yml) to --config; OUTPUT_DIR becomes "
                         "<OUTPUT_DIR>_ablations/<file name> unless overridden")
     parser.add_argument("--gpus", default=None,
-                        help="comma-separated GPU ids, e.g. 0,1 (overrides GPUS; empty: CPU)")
+                        help="comma-separated GPU ids, e.g. 0,1; \"\" for the CPU; auto (the "
+                        "default GPUS): GPU 0 if this MXNet has CUDA and sees a GPU, else the "
+                        "CPU (overrides GPUS)")
     return parser
 
 
 def config_from_args(args):
     """The frozen config: defaults, --config file, --ablation knobs, KEY VALUE overrides, then
     --gpus."""
-    from .config import load_config  # imported late so --help stays fast
+    from .config import ConfigError, load_config  # imported late so --help stays fast
     overrides = list(args.opts)
-    if args.gpus is not None:
-        ids = [g for g in args.gpus.split(",") if g.strip()]
-        overrides += ["GPUS", "[%s]" % ",".join(ids)]
+    if args.gpus is not None and args.gpus.strip() == "auto":
+        overrides += ["GPUS", "auto"]
+    elif args.gpus is not None:
+        ids = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        if not all(g.isdigit() for g in ids):
+            raise ConfigError('--gpus expects auto, "" (the CPU) or comma-separated GPU ids, '
+                              'e.g. 0,1; got %r' % args.gpus)
+        overrides += ["GPUS", "[%s]" % ",".join(ids)]  # "" -> [], the CPU
     return load_config(args.config, overrides, ablation=getattr(args, "ablation", None))
 
 

@@ -33,7 +33,11 @@ _C.DATALOADER.NUM_WORKERS = 4  # decoding/augmenting processes (0: in the main p
 # ---------------------------------------------------------------------------- model
 _C.MODEL = CN()
 _C.MODEL.BACKBONE = "resnet50_v1"  # GluonCV name: resnet{18,34,50,101,152}_v1, resnet{50,101,152}_v1b
-_C.MODEL.PRETRAINED = "imagenet"  # "imagenet" (GluonCV model store), a .params file, or "" (random)
+# Backbone weights: "imagenet" (GluonCV's model store; its resnet50_v1 has 77.36% ImageNet top-1),
+# "imagenet-mxnet" (MXNet's own model zoo, resnet*_v1 only; its resnet50_v1, 76.47%, is what the
+# run behind 93.1 started from), a .params file, or "" (random). Both stores download into
+# ~/.mxnet/models ($MXNET_HOME/models); offline, the error names the file to copy there.
+_C.MODEL.PRETRAINED = "imagenet"
 _C.MODEL.LAST_STRIDE = 1  # stride of the last ResNet stage (1: 24x8 map at 384x128; 2: ImageNet)
 _C.MODEL.POOLING = "avg"  # global pooling of the feature map: avg | max | avgmax (sum of both)
 _C.MODEL.BN_BETA = False  # BatchNorm on the feature with a shift (the recipe has none)
@@ -81,7 +85,9 @@ _C.TEST.RERANK_K2 = 6  # neighbours averaged in the local query expansion (1: no
 _C.TEST.RERANK_LAMBDA = 0.3  # weight of the original distance against the Jaccard distance
 
 # ---------------------------------------------------------------------------- run
-_C.GPUS = []  # device ids, e.g. [0, 1]; empty: CPU
+# Devices: "auto" (GPU 0 when this MXNet has CUDA and sees a GPU, else the CPU, saying so in one
+# line on stderr), GPU ids, e.g. [0, 1] (each batch is split over them), or [] (the CPU; --gpus "").
+_C.GPUS = "auto"
 _C.OUTPUT_DIR = "runs/market1501"  # checkpoints, logs, metrics and the resolved config
 
 _CHOICES = {
@@ -125,8 +131,8 @@ _RANGES = {
     "TEST.RERANK_K1": (lambda v: v >= 1, ">= 1"),
     "TEST.RERANK_K2": (lambda v: v >= 1, ">= 1"),
     "TEST.RERANK_LAMBDA": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "GPUS": (lambda v: all(i >= 0 for i in v) and len(set(v)) == len(v),
-             "distinct device ids >= 0"),
+    "GPUS": (lambda v: v == "auto" or (all(i >= 0 for i in v) and len(set(v)) == len(v)),
+             '"auto" or distinct GPU ids >= 0'),
 }
 
 
@@ -155,6 +161,12 @@ def _merge(cfg, other, source, prefix=""):
 
 def _coerce(default, value, key, source):
     """Check `value` against the type of the default; ints are accepted where floats are."""
+    if key == "GPUS":  # the one knob that is a word or a list
+        if value == "auto" or (isinstance(value, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            return value if value == "auto" else list(value)
+        raise ConfigError('%s: GPUS expects "auto" or a list of GPU ids, e.g. [0, 1] ([]: the '
+                          'CPU), got %r' % (source, value))
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -163,7 +175,7 @@ def _coerce(default, value, key, source):
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, (list, tuple)):
-        # Every list knob holds numbers: ints (GPUS, STEPS) or floats (PIXEL_MEAN/STD).
+        # Every list knob holds numbers: ints (STEPS) or floats (PIXEL_MEAN/STD).
         item = type(default[0]) if default else int
         ok = isinstance(value, (list, tuple)) and all(
             isinstance(v, (int, float) if item is float else int) and not isinstance(v, bool)
@@ -296,18 +308,24 @@ def _check_values(flat, prefix=""):
             raise ConfigError("%s%s must be %s, got %r" % (prefix, key, _RANGES[key][1], value))
 
 
+def device_count(cfg):
+    """How many devices each training batch is split over: the number of GPUS ids, or 1 for
+    [] (the CPU) and for "auto" (GPU 0 or the CPU, see devices.build_contexts)."""
+    return 1 if cfg.GPUS == "auto" else max(len(cfg.GPUS), 1)
+
+
 def _check(cfg):
     """Check every knob, then the knobs that depend on each other."""
     _check_values(_flatten(cfg))
-    if cfg.SOLVER.BATCH_SIZE % max(len(cfg.GPUS), 1):
+    if cfg.SOLVER.BATCH_SIZE % device_count(cfg):
         raise ConfigError("SOLVER.BATCH_SIZE (%d) must be divisible by the number of GPUs (%d)"
-                          % (cfg.SOLVER.BATCH_SIZE, len(cfg.GPUS)))
-    device_batch = cfg.SOLVER.BATCH_SIZE // max(len(cfg.GPUS), 1)
+                          % (cfg.SOLVER.BATCH_SIZE, device_count(cfg)))
+    device_batch = cfg.SOLVER.BATCH_SIZE // device_count(cfg)
     if cfg.MODEL.BN_GROUP_SIZE and device_batch % cfg.MODEL.BN_GROUP_SIZE:
         raise ConfigError("MODEL.BN_GROUP_SIZE (%d) must divide the per-device batch "
                           "(SOLVER.BATCH_SIZE %d / %d devices = %d)"
                           % (cfg.MODEL.BN_GROUP_SIZE, cfg.SOLVER.BATCH_SIZE,
-                             max(len(cfg.GPUS), 1), device_batch))
+                             device_count(cfg), device_batch))
     steps, first = list(cfg.SOLVER.STEPS), max(2, cfg.SOLVER.WARMUP_EPOCHS)
     if steps != sorted(set(steps)) or (steps and steps[0] < first):
         raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= %d (after the "

@@ -1,5 +1,10 @@
-"""Turn the configured GPU ids into MXNet contexts, failing clearly when they cannot work."""
+"""Turn the configured GPUS ("auto" or GPU ids) into MXNet contexts, failing clearly when
+they cannot work."""
+import sys
+
 import mxnet as mx
+
+from .errors import error_line
 
 GPU_INSTALL_HINT = (
     "Install MXNet's CUDA build in a fresh virtualenv (never beside the CPU mxnet): "
@@ -11,8 +16,18 @@ class DeviceError(RuntimeError):
     """The requested devices are not usable with the installed MXNet."""
 
 
+# Notes already printed by this process: the demo trains, then evaluates, and says it once.
+_said = set()
+
+
 def build_contexts(gpus):
-    """[mx.gpu(i) for i in gpus], or [mx.cpu()] when `gpus` is empty."""
+    """MXNet contexts for the GPUS knob: [mx.gpu(i) for i in gpus], [mx.cpu()] when `gpus` is
+    empty, and for "auto" [mx.gpu(0)] when the installed MXNet has CUDA and sees a GPU, else
+    [mx.cpu()] with one line on stderr saying why (once per process).
+
+    Explicit GPU ids MXNet cannot use (CPU build, fewer visible GPUs) raise DeviceError."""
+    if gpus == "auto":
+        return _auto_contexts()
     if not gpus:
         return [mx.cpu()]
     if not mx.runtime.Features().is_enabled("CUDA"):
@@ -24,3 +39,23 @@ def build_contexts(gpus):
         raise DeviceError("GPUS %s requested, but only %d GPU(s) are visible (check "
                           "CUDA_VISIBLE_DEVICES and nvidia-smi)." % (list(gpus), visible))
     return [mx.gpu(g) for g in gpus]
+
+
+def _auto_contexts():
+    if not mx.runtime.Features().is_enabled("CUDA"):
+        reason = "this MXNet was built without CUDA"
+    else:
+        try:
+            visible = mx.context.num_gpus()
+        except mx.base.MXNetError as exc:  # e.g. a CUDA build on a machine without the driver
+            reason = "this MXNet cannot count GPUs (%s)" % error_line(exc)
+        else:
+            if visible:
+                return [mx.gpu(0)]
+            reason = "no GPU visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+    # Said on stderr, so a run that takes days on the CPU is never a surprise.
+    note = "GPUS auto: %s; using the CPU" % reason
+    if note not in _said:
+        _said.add(note)
+        print(note, file=sys.stderr)
+    return [mx.cpu()]

@@ -19,6 +19,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
+from .batchnorm import training_hybridize_kwargs
 from .checkpoint import (CheckpointError, NonFiniteParameters, find_resumable, last_checkpoint, load_checkpoint,
                          save_checkpoint, save_parameters)
 from .config import save_config
@@ -246,7 +247,7 @@ def train(cfg, resume=False):
     loader = build_train_loader(cfg, dataset.train)
     net = build_model(cfg, dataset.num_train_pids, ctx)
     if cfg.SOLVER.HYBRIDIZE:
-        net.hybridize(static_alloc=True, static_shape=True)
+        net.hybridize(**training_hybridize_kwargs(cfg))
     trainer = build_trainer(cfg, net.collect_params())
     completed = _resume(run_dir, net, trainer, ctx) if resume else 0
     _keep_metrics_until(run_dir, completed)

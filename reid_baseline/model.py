@@ -8,9 +8,11 @@ import sys
 
 import mxnet as mx
 from gluoncv.model_zoo import get_model
-from gluoncv.model_zoo.model_store import get_model_file
+from gluoncv.model_zoo import model_store as gluoncv_store
 from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon.model_zoo import model_store as mxnet_store
 
+from .batchnorm import set_bn_group_size
 from .errors import error_line
 
 BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
@@ -96,21 +98,67 @@ def _convs(block):
         yield from _convs(child)
 
 
+# MODEL.PRETRAINED keyword -> (model store, its name in messages, the Python that downloads a
+# backbone's weights from it). Both stores name files <name>-<first 8 hex of the sha1>.params under
+# <MXNET_HOME>/models and verify the sha1, but their resnet50_v1 and resnet152_v1 are different
+# trainings: GluonCV's resnet50_v1 has 77.36% ImageNet top-1, MXNet's own 76.47%, and MXNet's is
+# what the reference run that printed Rank-1 93.1 started from. (Their resnet18/34/101_v1 are
+# the same file.)
+IMAGENET_SOURCES = {
+    "imagenet": (gluoncv_store, "the GluonCV model store",
+                 "import gluoncv; gluoncv.model_zoo.get_model('%s', pretrained=True)"),
+    "imagenet-mxnet": (mxnet_store, "MXNet's model zoo",
+                       "import mxnet; mxnet.gluon.model_zoo.vision.get_model('%s', "
+                       "pretrained=True)"),
+}
+
+
+def _has_weights(store, name):
+    try:
+        store.short_hash(name)
+    except ValueError:  # the stores' own answer to "no pretrained model for this name"
+        return False
+    return True
+
+
+def imagenet_weights_file(name, source):
+    """Local path of the ImageNet weights of backbone `name` from `source` (a key of
+    IMAGENET_SOURCES), downloaded by that store into <MXNET_HOME>/models (default ~/.mxnet/models)
+    unless a file with the right name and sha1 is already there.
+
+    ModelError when the store has no weights for `name`, or the download fails (offline): the
+    message names the file, the command that fetches it on a connected machine and where to
+    copy it."""
+    store, label, fetch = IMAGENET_SOURCES[source]
+    if not _has_weights(store, name):
+        has = [b for b in BACKBONES if _has_weights(store, b)]
+        other = [key for key, (other_store, _, _) in IMAGENET_SOURCES.items()
+                 if key != source and _has_weights(other_store, name)]
+        raise ModelError("MODEL.PRETRAINED %s: %s has no ImageNet weights for %s, only for %s%s"
+                         % (source, label, name, ", ".join(has),
+                            "; MODEL.PRETRAINED %s has them" % other[0] if other else ""))
+    root = os.path.expanduser(os.path.join(mx.base.data_dir(), "models"))
+    file_name = "%s-%s.params" % (name, store.short_hash(name))
+    try:
+        return store.get_model_file(name, root=root)
+    except Exception as exc:  # no network, proxy, bad hash: all need the same advice
+        raise ModelError(
+            "MODEL.PRETRAINED %s: could not get %s (%s ImageNet weights) from %s: %s. Offline? "
+            "On a connected machine run python -c \"%s\", copy %s from its ~/.mxnet/models/ into "
+            "%s here (or set MODEL.PRETRAINED to the copied file's path)."
+            % (source, file_name, name, label, error_line(exc), fetch % name, file_name, root)
+        ) from exc
+
+
 def _load_backbone(name, pretrained, ctx):
-    """A GluonCV ResNet classifier with ImageNet weights, weights from a file, or random ones."""
+    """A GluonCV ResNet classifier with ImageNet weights (MODEL.PRETRAINED "imagenet": GluonCV's
+    store; "imagenet-mxnet": MXNet's model zoo, same architecture and parameter names), weights
+    from a .params file, or random ones ("")."""
     if name not in BACKBONES:
         raise ModelError("MODEL.BACKBONE must be one of %s, got %r" % (BACKBONES, name))
     net = get_model(name, pretrained=False)
-    if pretrained == "imagenet":
-        try:
-            path = get_model_file(name, root=os.path.join(mx.base.data_dir(), "models"))
-        except Exception as exc:  # no network, proxy, bad hash: all need the same advice
-            raise ModelError(
-                "could not get the ImageNet weights of %s from the GluonCV model store (%s). "
-                "Offline? On a connected machine run python -c \"import gluoncv; "
-                "gluoncv.model_zoo.get_model('%s', pretrained=True)\", copy the .params file "
-                "from ~/.mxnet/models/ here and set MODEL.PRETRAINED to its path."
-                % (name, exc, name)) from exc
+    if pretrained in IMAGENET_SOURCES:
+        path = imagenet_weights_file(name, pretrained)
     elif pretrained:
         path = pretrained
         if not os.path.isfile(path):
@@ -121,7 +169,7 @@ def _load_backbone(name, pretrained, ctx):
     try:
         net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError) as exc:
-        raise ModelError("MODEL.PRETRAINED: %s is not a %s parameter file saved by GluonCV "
+        raise ModelError("MODEL.PRETRAINED: %s is not a %s parameter file saved by Gluon "
                          "(net.save_parameters): %s" % (path, name, error_line(exc))) from exc
     return net
 
@@ -140,6 +188,7 @@ def build_model(cfg, num_classes, ctx=mx.cpu()):
     net = ReIDNet(embedding, dim, num_classes, classifier_bias=cfg.MODEL.CLASSIFIER_BIAS, prefix="reid_")
     embedding.bn.initialize(ctx=ctx)
     net.classifier.initialize(mx.init.Normal(0.001), ctx=ctx)
+    set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE)
     return net
 
 

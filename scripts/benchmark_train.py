@@ -60,7 +60,9 @@ def _time_extraction(cfg, net, batches, ctx):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--gpus", default=None)
+    parser.add_argument("--gpus", default=None,
+                        help="as train.py's --gpus: GPU ids, e.g. 0; \"\" for the CPU; default "
+                        "GPUS auto (GPU 0 if MXNet has CUDA and sees a GPU, else the CPU)")
     parser.add_argument("--out", default=None, help="write the results as JSON")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()

@@ -27,6 +27,7 @@ TINY_OVERRIDES = [
     "DATASETS.VERIFY_COUNTS", "False", "DATALOADER.NUM_WORKERS", "0",
     "SOLVER.BASE_LR", "0.001", "SOLVER.WARMUP_EPOCHS", "2", "SOLVER.STEPS", "[6]",
     "SOLVER.LOG_PERIOD", "4", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.BATCH_SIZE", "64",
+    "GPUS", "[]",  # the CPU on every machine, without GPUS auto's note on stderr
 ]
 
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from reid_baseline.config import (ConfigError, ablation_changes, get_defaults, load_config,
-                                  save_config)
+from reid_baseline.config import (ConfigError, ablation_changes, device_count, get_defaults,
+                                  load_config, save_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "market1501.yml")
@@ -33,7 +33,7 @@ def test_defaults_are_the_recipe():
         "SOLVER.BATCH_SIZE": 32, "SOLVER.MAX_EPOCHS": 80, "SOLVER.WARMUP_EPOCHS": 10,
         "SOLVER.WARMUP_FACTOR": 0.01, "SOLVER.STEPS": [35, 60], "SOLVER.GAMMA": 0.1,
         "INPUT.PIXEL_MEAN": [0.485, 0.456, 0.406], "INPUT.PIXEL_STD": [0.229, 0.224, 0.225],
-        "TEST.FLIP_FEATURES": True, "TEST.NORMALIZE_FEATURES": True,
+        "TEST.FLIP_FEATURES": True, "TEST.NORMALIZE_FEATURES": True, "GPUS": "auto",
     }
     flat = _flat(cfg)
     assert {k: flat[k] for k in expected} == expected
@@ -86,7 +86,7 @@ def test_bad_overrides():
         load_config(None, ["SOLVER.BASE_LR", "fast"])
     with pytest.raises(ConfigError, match="divisible"):
         load_config(None, ["GPUS", "[0,1,2]"])
-    with pytest.raises(ConfigError, match="GPUS expects a list"):
+    with pytest.raises(ConfigError, match='GPUS expects "auto" or a list of GPU ids'):
         load_config(None, ["GPUS", "['0']"])
     with pytest.raises(ConfigError, match="SOLVER.STEPS expects a list"):
         load_config(None, ["SOLVER.STEPS", "[35.5]"])
@@ -100,10 +100,45 @@ def test_bad_overrides():
         load_config("no/such/file.yml")
 
 
-def test_saved_config_loads_back(tmp_path):
-    cfg = load_config(RECIPE, ["SOLVER.BASE_LR", "0.01", "GPUS", "[0]"])
+@pytest.mark.parametrize("gpus", ["[0]", "auto", "[]"])
+def test_saved_config_loads_back(tmp_path, gpus):
+    cfg = load_config(RECIPE, ["SOLVER.BASE_LR", "0.01", "GPUS", gpus])
     save_config(cfg, str(tmp_path / "config.yaml"))
     assert _flat(load_config(str(tmp_path / "config.yaml"))) == _flat(cfg)
+
+
+@pytest.mark.parametrize("text, gpus", [("GPUS: auto\n", "auto"), ("GPUS: []\n", []),
+                                        ("GPUS: [0, 1]\n", [0, 1]), ("OUTPUT_DIR: x\n", "auto")])
+def test_gpus_is_auto_or_a_list_of_ids(tmp_path, text, gpus):
+    path = tmp_path / "exp.yml"
+    path.write_text(text)
+    assert load_config(str(path)).GPUS == gpus
+
+
+@pytest.mark.parametrize("text", ["GPUS: gpu\n", "GPUS: 0\n", "GPUS: [auto]\n",
+                                  "GPUS: [true]\n", "GPUS: [0.5]\n"])
+def test_gpus_that_is_neither_auto_nor_ids_names_the_key_and_what_it_expects(tmp_path, text):
+    path = tmp_path / "exp.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(err.value).startswith('%s: GPUS expects "auto" or a list of GPU ids, e.g. [0, 1] '
+                                     '([]: the CPU), got ' % path)
+
+
+def test_auto_counts_as_one_device_in_the_batch_checks():
+    assert device_count(load_config(None, ["GPUS", "auto"])) == 1
+    assert device_count(load_config(None, ["GPUS", "[]"])) == 1
+    assert device_count(load_config(None, ["GPUS", "[2, 0, 1, 3]"])) == 4
+    # 33 images on one device is fine; over two it is not.
+    assert load_config(None, ["SOLVER.BATCH_SIZE", "33"]).SOLVER.BATCH_SIZE == 33
+    with pytest.raises(ConfigError, match=r"SOLVER.BATCH_SIZE \(33\) must be divisible by the "
+                                          r"number of GPUs \(2\)"):
+        load_config(None, ["SOLVER.BATCH_SIZE", "33", "GPUS", "[0, 1]"])
+    # BN groups of 32 fit auto's one device batch of 32, not two of 16.
+    assert load_config(None, ["MODEL.BN_GROUP_SIZE", "32"]).MODEL.BN_GROUP_SIZE == 32
+    with pytest.raises(ConfigError, match=r"SOLVER.BATCH_SIZE 32 / 2 devices = 16"):
+        load_config(None, ["MODEL.BN_GROUP_SIZE", "32", "GPUS", "[0, 1]"])
 
 
 def test_base_chain_loop_is_an_error(tmp_path):
@@ -202,8 +237,8 @@ def test_invalid_yaml_is_reported_in_one_line(tmp_path):
     ("TEST.RERANK_K1", "0", "TEST.RERANK_K1 must be >= 1, got 0"),
     ("TEST.RERANK_K2", "0", "TEST.RERANK_K2 must be >= 1, got 0"),
     ("TEST.RERANK_LAMBDA", "1.5", "TEST.RERANK_LAMBDA must be in [0, 1], got 1.5"),
-    ("GPUS", "[-1]", "GPUS must be distinct device ids >= 0, got [-1]"),
-    ("GPUS", "[0, 0]", "GPUS must be distinct device ids >= 0, got [0, 0]"),
+    ("GPUS", "[-1]", 'GPUS must be "auto" or distinct GPU ids >= 0, got [-1]'),
+    ("GPUS", "[0, 0]", 'GPUS must be "auto" or distinct GPU ids >= 0, got [0, 0]'),
 ])
 def test_value_out_of_range_names_the_key_and_the_range(key, value, message):
     with pytest.raises(ConfigError) as err:
@@ -272,3 +307,26 @@ def test_bad_ablation_file_names_the_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         ablation_changes(str(path))
     assert str(err.value).startswith(str(path) + ": ") and message in str(err.value)
+
+
+def test_the_reference_run_config_is_the_recipe_but_for_three_knobs():
+    """configs/reference_run.yml: the run that printed 93.1 / 80.3 (RECIPE.md)."""
+    reference = load_config(os.path.join(ROOT, "configs", "reference_run.yml"))
+    recipe = load_config(RECIPE)
+    assert reference.MODEL.BN_GROUP_SIZE == 8 and reference.MODEL.PRETRAINED == "imagenet-mxnet"
+    assert reference.SOLVER.STEPS == [30, 55] and reference.SOLVER.MAX_EPOCHS == 80
+    assert reference.SOLVER.WARMUP_EPOCHS == 10 and reference.SOLVER.BATCH_SIZE == 32
+    differ = {k for k, v in _flat(reference).items() if _flat(recipe)[k] != v}
+    assert differ == {"MODEL.BN_GROUP_SIZE", "MODEL.PRETRAINED", "SOLVER.STEPS", "OUTPUT_DIR"}
+    four_gpus = load_config(os.path.join(ROOT, "configs", "reference_run.yml"), ["GPUS", "[0,1,2,3]"])
+    assert four_gpus.SOLVER.BATCH_SIZE // len(four_gpus.GPUS) == four_gpus.MODEL.BN_GROUP_SIZE
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, prefix + key + "."))
+        else:
+            out[prefix + key] = value
+    return out
