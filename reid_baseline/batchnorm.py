@@ -13,60 +13,82 @@ from mxnet.gluon import nn
 
 
 class GroupBatchNorm(nn.BatchNorm):
-    """nn.BatchNorm whose training statistics are computed over groups of `group_size` images.
+    """nn.BatchNorm whose training statistics are computed over `num_groups` groups of
+    `group_size` consecutive images (the device batch is num_groups x group_size).
 
-    Hybridized, the mode is fixed when a block's graph is built: the training network
-    (ReIDNet, first called under autograd.record) gets the grouped graph, and the feature
-    network called on its own for extraction gets MXNet's BatchNorm. The grouped graph needs a
-    batch that is a multiple of the group size (config check: the per-device batch)."""
+    Each group goes through MXNet's own BatchNorm op, so it is normalised exactly as on a
+    device of its own. Hybridized, the mode is fixed when a block's graph is built: the training
+    network (ReIDNet, first called under autograd.record) gets the grouped graph, and the
+    feature network called on its own for extraction gets MXNet's BatchNorm."""
 
-    group_size = 0
+    group_size, num_groups = 0, 1
+    pending_update = None  # see attach_running_stat_updates
 
     def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
         if not self.group_size or not autograd.is_training():
             return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
-        eps, momentum = self._kwargs["eps"], self._kwargs["momentum"]
-        if self._kwargs["fix_gamma"]:  # scale=False: MXNet's op treats gamma as 1
-            gamma = F.ones_like(gamma)
-        # (N, C, ...) -> (N/g, g, C, L): statistics per group and channel over (g, L)
-        groups = x.reshape((0, 0, -1)).reshape((-4, -1, self.group_size, -2))
-        mean, var = F.moments(groups, axes=(1, 3), keepdims=True)  # biased variance, as the op
-        centred = F.broadcast_sub(groups, mean)
-        scale = F.broadcast_mul(1 / F.sqrt(var + eps), gamma.reshape((1, 1, -1, 1)))
-        shift = F.broadcast_add(beta, self._update_running_stats(
-            F, mean, var, gamma, beta, running_mean, running_var, eps, momentum))
-        out = F.broadcast_add(F.broadcast_mul(centred, scale), shift.reshape((1, 1, -1, 1)))
-        return F.reshape_like(out, x)
+        # momentum 1: the groups leave the running statistics as they are; the update below
+        # applies their average once, as averaging the devices' running statistics would.
+        kwargs = dict(self._kwargs, momentum=1.0, output_mean_var=True)
+        parts = F.split(x, num_outputs=self.num_groups, axis=0) if self.num_groups > 1 else [x]
+        outs, means, variances = [], [], []
+        for part in parts:
+            out, mean, inv_std = F.BatchNorm(part, gamma, beta, running_mean, running_var, **kwargs)
+            outs.append(out)
+            means.append(mean)
+            # MXNet's op outputs the inverse standard deviation: 1 / sqrt(var + eps)
+            variances.append(1 / F.square(inv_std) - self._kwargs["eps"])
+        self.pending_update = self._update_running_stats(
+            F, F.add_n(*means) / len(means), F.add_n(*variances) / len(variances),
+            gamma, beta, running_mean, running_var)
+        return F.concat(*outs, dim=0) if len(outs) > 1 else outs[0]
 
-    def _update_running_stats(self, F, mean, var, gamma, beta, running_mean, running_var, eps,
-                              momentum):
-        """Move the running statistics towards the groups' average mean and variance.
+    def _update_running_stats(self, F, mean, var, gamma, beta, running_mean, running_var):
+        """Move the running statistics towards `mean` and `var` with the layer's momentum;
+        returns a zero that must reach the output.
 
         A graph cannot assign to parameters, so MXNet's own BatchNorm does it: it runs on two
-        rows, mean +/- std, whose batch mean and (biased) variance are exactly those averages.
+        rows, mean +/- std, whose batch mean and (biased) variance are exactly `mean` and `var`.
         MXNet updates running statistics in the backward pass, so its output must reach the
-        loss: it is added to the shift as 0 * sum, which changes neither values nor gradients."""
-        avg_mean = mean.mean(axis=(0, 1, 3))
-        std = F.sqrt(var.mean(axis=(0, 1, 3)))
-        rows = F.BlockGrad(F.stack(avg_mean + std, avg_mean - std, axis=0))
-        stats = F.BatchNorm(rows, gamma, beta, running_mean, running_var, eps=eps,
-                            momentum=momentum, fix_gamma=self._kwargs["fix_gamma"],
-                            use_global_stats=False, name="group_stats")
+        loss: as the zero 0 * sum, which attach_running_stat_updates adds to the network's
+        output (adding it here would cost a pass over the whole activation)."""
+        std = F.sqrt(F.relu(var))  # relu: rounding may leave a tiny negative variance
+        rows = F.BlockGrad(F.stack(mean + std, mean - std, axis=0))
+        stats = F.BatchNorm(rows, gamma, beta, running_mean, running_var, **self._kwargs)
         return F.sum(stats) * 0
 
 
-def set_bn_group_size(block, group_size):
-    """Make every BatchNorm layer of `block` a GroupBatchNorm with `group_size` (0: off).
+def set_bn_group_size(block, group_size, device_batch=None):
+    """Make every BatchNorm layer of `block` a GroupBatchNorm normalising groups of
+    `group_size` images of training batches of `device_batch` images (0: off).
 
     Swaps the class of the existing layers (GluonCV builds them), so parameters, their names
     and their values are untouched. Call before the block is hybridized and first run."""
+    if group_size and (not device_batch or device_batch % group_size):
+        raise ValueError("group size %d must divide the device batch %r" % (group_size, device_batch))
     count = 0
     for child in _blocks(block):
         if isinstance(child, nn.BatchNorm):
             child.__class__ = GroupBatchNorm
             child.group_size = group_size
+            child.num_groups = device_batch // group_size if group_size else 1
             count += 1
     return count
+
+
+def attach_running_stat_updates(block, F, out):
+    """`out` (a 2-D output of `block`) plus the zeros through which the grouped BatchNorm layers
+    inside `block` update their running statistics (see GroupBatchNorm._update_running_stats):
+    without a path to the loss, MXNet would never run those updates. Call at the end of the
+    hybrid_forward of the block that holds them (the feature network)."""
+    zeros = []
+    for child in _blocks(block):
+        if isinstance(child, GroupBatchNorm) and child.pending_update is not None:
+            zeros.append(child.pending_update)
+            child.pending_update = None  # consumed: never leaks into another graph
+    if not zeros:
+        return out
+    return F.broadcast_add(out, F.add_n(*zeros).reshape((1, 1)))
 
 
 def _blocks(block):
@@ -74,9 +96,3 @@ def _blocks(block):
     for child in block._children.values():
         yield from _blocks(child)
 
-
-def training_hybridize_kwargs(cfg):
-    """hybridize() arguments for training: static memory, and static shapes unless BatchNorm
-    groups are on (MXNet 1.9's static_shape mode skips the running-statistics update of the
-    BatchNorm op GroupBatchNorm runs for it; measured, and guarded by tests/test_batchnorm.py)."""
-    return {"static_alloc": True, "static_shape": not cfg.MODEL.BN_GROUP_SIZE}

@@ -19,7 +19,6 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .batchnorm import training_hybridize_kwargs
 from .checkpoint import (CheckpointError, NonFiniteParameters, find_resumable, last_checkpoint, load_checkpoint,
                          save_checkpoint, save_parameters)
 from .config import save_config
@@ -243,11 +242,11 @@ def train(cfg, resume=False):
     seed_everything(cfg.SOLVER.SEED)
     ctx = build_contexts(cfg.GPUS)
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=cfg.DATASETS.VERIFY_COUNTS)
-    logger.info("dataset %s\n%s", dataset.root, dataset.summary())
+    logger.info("devices %s; dataset %s\n%s", ctx, dataset.root, dataset.summary())
     loader = build_train_loader(cfg, dataset.train)
     net = build_model(cfg, dataset.num_train_pids, ctx)
     if cfg.SOLVER.HYBRIDIZE:
-        net.hybridize(**training_hybridize_kwargs(cfg))
+        net.hybridize(static_alloc=True, static_shape=True)
     trainer = build_trainer(cfg, net.collect_params())
     completed = _resume(run_dir, net, trainer, ctx) if resume else 0
     _keep_metrics_until(run_dir, completed)

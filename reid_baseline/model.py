@@ -12,7 +12,8 @@ from gluoncv.model_zoo import model_store as gluoncv_store
 from mxnet.gluon import HybridBlock, nn
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
-from .batchnorm import set_bn_group_size
+from .batchnorm import attach_running_stat_updates, set_bn_group_size
+from .config import device_count
 from .errors import error_line
 
 BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
@@ -47,7 +48,7 @@ class Embedding(HybridBlock):
         feat = self.bn(F.flatten(feat))
         if self._activation == "relu":
             feat = F.relu(feat)
-        return feat
+        return attach_running_stat_updates(self, F, feat)
 
 
 class ReIDNet(HybridBlock):
@@ -188,7 +189,12 @@ def build_model(cfg, num_classes, ctx=mx.cpu()):
     net = ReIDNet(embedding, dim, num_classes, classifier_bias=cfg.MODEL.CLASSIFIER_BIAS, prefix="reid_")
     embedding.bn.initialize(ctx=ctx)
     net.classifier.initialize(mx.init.Normal(0.001), ctx=ctx)
-    set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE)
+    device_batch = cfg.SOLVER.BATCH_SIZE // device_count(cfg)
+    if set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE, device_batch) and cfg.MODEL.BN_GROUP_SIZE:
+        # MXNet cannot infer deferred parameter shapes through the grouped graph: one
+        # inference pass (MXNet's own BatchNorm, no statistics updated) fixes them first.
+        first = ctx[0] if isinstance(ctx, (list, tuple)) else ctx
+        net(mx.nd.zeros((2, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH), ctx=first))
     return net
 
 

@@ -72,7 +72,8 @@ def main():
     ctx = build_contexts(cfg.GPUS)
     results = {"machine": machine_info(), "mxnet": mx.__version__,
                "context": str(ctx), "input": [cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH],
-               "batch_size": cfg.SOLVER.BATCH_SIZE, "backbone": cfg.MODEL.BACKBONE}
+               "batch_size": cfg.SOLVER.BATCH_SIZE, "backbone": cfg.MODEL.BACKBONE,
+               "bn_group_size": cfg.MODEL.BN_GROUP_SIZE}
     results["train_step_s_plain"], _ = _time_train_steps(cfg, False, args.steps, ctx)
     results["train_step_s_hybridized"], net = _time_train_steps(cfg, True, args.steps, ctx)
     results["extract_images_per_s_with_flip"] = _time_extraction(cfg, net, args.steps, ctx)
