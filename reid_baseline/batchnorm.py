@@ -25,12 +25,12 @@ class GroupBatchNorm(nn.BatchNorm):
     pending_update = None  # see attach_running_stat_updates
 
     def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
-        if not self.group_size or not autograd.is_training():
+        if self.num_groups == 1 or not autograd.is_training():  # one group: MXNet's own layer
             return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
         # momentum 1: the groups leave the running statistics as they are; the update below
         # applies their average once, as averaging the devices' running statistics would.
         kwargs = dict(self._kwargs, momentum=1.0, output_mean_var=True)
-        parts = F.split(x, num_outputs=self.num_groups, axis=0) if self.num_groups > 1 else [x]
+        parts = F.split(x, num_outputs=self.num_groups, axis=0)
         outs, means, variances = [], [], []
         for part in parts:
             out, mean, inv_std = F.BatchNorm(part, gamma, beta, running_mean, running_var, **kwargs)
@@ -40,10 +40,10 @@ class GroupBatchNorm(nn.BatchNorm):
             variances.append(1 / F.square(inv_std) - self._kwargs["eps"])
         self.pending_update = self._update_running_stats(
             F, F.add_n(*means) / len(means), F.add_n(*variances) / len(variances),
-            gamma, beta, running_mean, running_var)
-        return F.concat(*outs, dim=0) if len(outs) > 1 else outs[0]
+            gamma, beta, running_mean, running_var, parts[0])
+        return F.concat(*outs, dim=0)
 
-    def _update_running_stats(self, F, mean, var, gamma, beta, running_mean, running_var):
+    def _update_running_stats(self, F, mean, var, gamma, beta, running_mean, running_var, part):
         """Move the running statistics towards `mean` and `var` with the layer's momentum;
         returns a zero that must reach the output.
 
@@ -54,7 +54,14 @@ class GroupBatchNorm(nn.BatchNorm):
         output (adding it here would cost a pass over the whole activation)."""
         std = F.sqrt(F.relu(var))  # relu: rounding may leave a tiny negative variance
         rows = F.BlockGrad(F.stack(mean + std, mean - std, axis=0))
-        stats = F.BatchNorm(rows, gamma, beta, running_mean, running_var, **self._kwargs)
+        if self.gamma.grad_req == "null" and self.beta.grad_req == "null":
+            # Nothing of this op would need a gradient, so MXNet would skip its backward pass
+            # (and the update): a zero from one image of the input links it to the loss.
+            link = F.sum(F.slice_axis(part, axis=0, begin=0, end=1)) * 0
+            rows = F.broadcast_add(rows, link.reshape((1, 1)))
+        # cudnn_off: cuDNN would track the sample variance, twice the variance on two rows.
+        stats = F.BatchNorm(rows, gamma, beta, running_mean, running_var, cudnn_off=True,
+                            **self._kwargs)
         return F.sum(stats) * 0
 
 

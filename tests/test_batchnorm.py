@@ -119,18 +119,20 @@ def test_training_with_groups_runs_end_to_end(make_tiny_cfg, tmp_path):
     assert (tmp_path / "model_final.params").exists()
 
 
-@pytest.mark.parametrize("shape", [(32, 16, 6, 4), (32, 64)])  # a trunk layer, the neck
-def test_one_layer_is_exactly_mxnet_batchnorm_per_group(shape):
+@pytest.mark.parametrize("shape, trained", [((32, 16, 6, 4), True), ((32, 64), True),
+                                            ((32, 64), False)])  # trunk, neck, neck w/o gamma+beta
+def test_one_layer_is_exactly_mxnet_batchnorm_per_group(shape, trained):
     rng = np.random.RandomState(0)
     x = mx.nd.array(rng.randn(*shape) * rng.uniform(0.1, 3, shape[1]).reshape((1, -1) + (1,) * (len(shape) - 2)))
     channels = shape[1]
 
     def layer(group):
-        holder = _OneLayer(channels)  # as the feature network holds the trunk's layers
+        holder = _OneLayer(channels, trained)  # as the feature network holds the trunk's layers
         bn = holder.bn
         holder.initialize()
-        bn.gamma.set_data(mx.nd.array(np.linspace(0.5, 1.5, channels)))
-        bn.beta.set_data(mx.nd.array(np.linspace(-0.2, 0.2, channels)))
+        if trained:
+            bn.gamma.set_data(mx.nd.array(np.linspace(0.5, 1.5, channels)))
+            bn.beta.set_data(mx.nd.array(np.linspace(-0.2, 0.2, channels)))
         bn.running_mean.set_data(mx.nd.array(np.linspace(-1, 1, channels)))
         set_bn_group_size(holder, group, 32)
         return holder
@@ -142,7 +144,8 @@ def test_one_layer_is_exactly_mxnet_batchnorm_per_group(shape):
             out, zero = holder(data)
             loss = (out * out).sum() + zero.sum()
         loss.backward()
-        return out.asnumpy(), data.grad.asnumpy(), holder.bn.gamma.grad().asnumpy()
+        dgamma = holder.bn.gamma.grad().asnumpy() if trained else np.zeros(channels)
+        return out.asnumpy(), data.grad.asnumpy(), dgamma
 
     grouped = layer(GROUP)
     grouped.hybridize(static_alloc=True, static_shape=True)
@@ -162,10 +165,10 @@ def test_one_layer_is_exactly_mxnet_batchnorm_per_group(shape):
 class _OneLayer(mx.gluon.HybridBlock):
     """A BatchNorm layer and the zero that carries its running-statistics update."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, trained=True):
         super().__init__()
         with self.name_scope():
-            self.bn = mx.gluon.nn.BatchNorm(in_channels=channels)
+            self.bn = mx.gluon.nn.BatchNorm(in_channels=channels, scale=trained, center=trained)
 
     def hybrid_forward(self, F, x):
         return self.bn(x), attach_running_stat_updates(self, F, F.zeros((1, 1)))
