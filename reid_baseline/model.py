@@ -54,7 +54,9 @@ class Embedding(HybridBlock):
 class ReIDNet(HybridBlock):
     """Returns (logits, feature) so one hybridized graph serves the softmax loss and retrieval.
 
-    `net.embedding` alone gives the feature (feature extraction, export)."""
+    `net.embedding` alone gives the feature (feature extraction, export). With
+    MODEL.BN_GROUP_SIZE, a hybridized ReIDNet keeps the BatchNorm mode of its first call, so the
+    engine calls it only for training and extraction always goes through `net.embedding`."""
 
     def __init__(self, embedding, feat_dim, num_classes, classifier_bias=False, **kwargs):
         super().__init__(**kwargs)
