@@ -321,12 +321,3 @@ def test_the_reference_run_config_is_the_recipe_but_for_three_knobs():
     four_gpus = load_config(os.path.join(ROOT, "configs", "reference_run.yml"), ["GPUS", "[0,1,2,3]"])
     assert four_gpus.SOLVER.BATCH_SIZE // len(four_gpus.GPUS) == four_gpus.MODEL.BN_GROUP_SIZE
 
-
-def _flat(cfg, prefix=""):
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, prefix + key + "."))
-        else:
-            out[prefix + key] = value
-    return out
