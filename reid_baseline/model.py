@@ -192,11 +192,7 @@ def build_model(cfg, num_classes, ctx=mx.cpu()):
     embedding.bn.initialize(ctx=ctx)
     net.classifier.initialize(mx.init.Normal(0.001), ctx=ctx)
     device_batch = cfg.SOLVER.BATCH_SIZE // device_count(cfg)
-    if set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE, device_batch) and cfg.MODEL.BN_GROUP_SIZE:
-        # MXNet cannot infer deferred parameter shapes through the grouped graph: one
-        # inference pass (MXNet's own BatchNorm, no statistics updated) fixes them first.
-        first = ctx[0] if isinstance(ctx, (list, tuple)) else ctx
-        net(mx.nd.zeros((2, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH), ctx=first))
+    set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE, device_batch)
     return net
 
 
