@@ -17,6 +17,9 @@ _C = CN()
 _C.DATASETS = CN()
 _C.DATASETS.ROOT = "data/market1501"  # Market-1501 root, or the folder holding Market-1501-v15.09.15/
 _C.DATASETS.VERIFY_COUNTS = True  # check image/identity counts against the official ones
+_C.DATASETS.NAME = "market1501"  # training set layout: market1501 | dukemtmc | msmt17 | cuhk03np | folder
+_C.DATASETS.TEST_NAME = ""  # query/gallery set layout ("": DATASETS.NAME); cross-dataset tests
+_C.DATASETS.TEST_ROOT = ""  # root of the query/gallery set ("": DATASETS.ROOT)
 
 _C.INPUT = CN()
 _C.INPUT.HEIGHT = 384  # network input height (recipe: 384 instead of 256)
@@ -29,6 +32,9 @@ _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]  # ImageNet std
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # decoding/augmenting processes (0: in the main process)
+# Keep training images in RAM after their first decode: none | decoded (as read) | resized
+# (at INPUT.HEIGHT x INPUT.WIDTH).
+_C.DATALOADER.CACHE = "none"
 
 # ---------------------------------------------------------------------------- model
 _C.MODEL = CN()
@@ -71,6 +77,10 @@ _C.SOLVER.EVAL_PERIOD = 0  # epochs between query/gallery evaluations (0: only v
 # suddenly collapse"; a healthy run stays below ln(num_classes) after its first iterations.
 _C.SOLVER.COLLAPSE_FACTOR = 3.0
 _C.SOLVER.HYBRIDIZE = True  # hybridize with static_alloc/static_shape
+# Gradient aggregation (MXNet kvstore): device (one machine, the default) | local | nccl |
+# dist_sync | dist_device_sync (one worker of a job started by MXNet's launcher, DMLC_* env).
+_C.SOLVER.KVSTORE = "device"
+_C.SOLVER.AMP = "none"  # mixed precision (mxnet.contrib.amp): none | float16 (GPU) | bfloat16 (CPU)
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()
@@ -95,6 +105,11 @@ _CHOICES = {
     "MODEL.FEAT_ACTIVATION": ("none", "relu"),
     "MODEL.LAST_STRIDE": (1, 2),
     "SOLVER.OPTIMIZER": ("adam", "sgd"),
+    "SOLVER.KVSTORE": ("device", "local", "nccl", "dist_sync", "dist_device_sync"),
+    "SOLVER.AMP": ("none", "float16", "bfloat16"),
+    "DATALOADER.CACHE": ("none", "decoded", "resized"),
+    "DATASETS.NAME": ("market1501", "dukemtmc", "msmt17", "cuhk03np", "folder"),
+    "DATASETS.TEST_NAME": ("", "market1501", "dukemtmc", "msmt17", "cuhk03np", "folder"),
     "TEST.DISTANCE": ("cosine", "euclidean"),
     "TEST.AP_MODE": ("trapezoid", "noninterp"),
 }
