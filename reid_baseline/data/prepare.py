@@ -1,4 +1,9 @@
-"""Get the official Market-1501 zip, verify its checksum, extract it safely, check the layout.
+"""Get a data set's official zip, verify its checksum, extract it safely, check the layout.
+
+Market-1501 has a mirror and a published checksum; DukeMTMC-reID (withdrawn by its authors),
+MSMT17 (by request to its authors) and CUHK03-NP (from the re-ranking authors' links) come
+only from a local zip, and no checksum of theirs is published, so the found MD5 is printed
+for the user to compare with their source (pass ``md5`` to enforce one).
 
 URL: the GluonCV mirror used by GluonCV's ``scripts/datasets/market1501.py`` (that
 script checks no hash).  MD5: the checksum of ``Market-1501-v15.09.15.zip`` that
@@ -16,7 +21,9 @@ import tempfile
 import zipfile
 import zlib
 
-from .market1501 import ROOT_NAME, DatasetError, load_market1501
+from .datasets import load_dataset
+from .datasets.base import DatasetError
+from .datasets.market1501 import ROOT_NAME
 
 ZIP_NAME = ROOT_NAME + ".zip"
 MARKET1501_URL = ("http://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/gluon/dataset/"
@@ -86,22 +93,39 @@ def safe_extract(zip_path, out_dir):
                            % (zip_path, " at member %r" % current if current else "", err))
 
 
-def prepare_market1501(out_dir, zip_path=None, url=MARKET1501_URL, md5=MARKET1501_MD5,
-                       verify_counts=True):
-    """Verify and extract ``Market-1501-v15.09.15.zip`` into ``out_dir``; return the loaded dataset.
+# name -> (official zip name, download URL or None, published MD5 or None)
+ARCHIVES = {
+    "market1501": (ZIP_NAME, MARKET1501_URL, MARKET1501_MD5),
+    "dukemtmc": ("DukeMTMC-reID.zip", None, None),
+    "msmt17": ("MSMT17_V1.zip or MSMT17_V2.zip", None, None),
+    "cuhk03np": ("cuhk03-np.zip", None, None),
+}
 
-    ``zip_path``: a local copy of the zip; if None, ``out_dir/Market-1501-v15.09.15.zip``
-    is used, downloaded from ``url`` first when missing.  ``md5``: expected digest,
-    None to skip the check (a warning with the found digest is printed).
-    ``verify_counts`` is passed to :func:`load_market1501`.
+
+def prepare_dataset(name, out_dir, zip_path=None, url=None, md5="published", verify_counts=True,
+                    **options):
+    """Verify and extract the zip of data set `name` into ``out_dir``; return the loaded set.
+
+    ``zip_path``: a local copy of the zip; if None, ``out_dir/<official zip name>`` is used,
+    downloaded from ``url`` (default: the set's mirror; Market-1501 only) when missing.
+    ``md5``: the expected digest, "published" for the set's published one (if it has one),
+    None to skip the check (the found digest is printed). ``verify_counts`` and ``options``
+    (cuhk03np: ``subset``) are passed to :func:`load_dataset`.
     """
+    if name not in ARCHIVES:
+        raise DatasetError("%s: no archive to prepare; expected one of %s (your own data needs "
+                           "no preparation)" % (name, ", ".join(ARCHIVES)))
+    zip_name, default_url, published = ARCHIVES[name]
+    url = default_url if url is None else url
+    md5 = published if md5 == "published" else md5
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     os.makedirs(out_dir, exist_ok=True)
     if zip_path is None:
-        zip_path = os.path.join(out_dir, ZIP_NAME)
+        zip_path = os.path.join(out_dir, zip_name)
         if not os.path.isfile(zip_path):
             if not url:
-                raise DatasetError("%s: zip not found and no URL given to download it" % zip_path)
+                raise DatasetError("%s: no zip given and no download: pass the path of your copy "
+                                   "of %s with --zip (zip_path=...)" % (name, zip_name))
             print("Downloading %s to %s" % (url, zip_path))
             download(url, zip_path)
     zip_path = os.path.abspath(os.path.expanduser(str(zip_path)))
@@ -109,10 +133,18 @@ def prepare_market1501(out_dir, zip_path=None, url=MARKET1501_URL, md5=MARKET150
         raise DatasetError("%s: zip file does not exist" % zip_path)
     found = md5sum(zip_path)
     if md5 is None:
-        print("WARNING: MD5 check skipped for %s (its MD5 is %s)" % (zip_path, found))
+        print("WARNING: MD5 check skipped for %s (%s; its MD5 is %s)" % (
+            zip_path, "no checksum is published" if not published else "as asked", found))
     elif found != md5.lower():
         raise DatasetError("%s: MD5 checksum mismatch: expected %s, found %s (incomplete or "
                            "wrong file; download it again)" % (zip_path, md5.lower(), found))
     print("Extracting %s to %s" % (zip_path, out_dir))
     safe_extract(zip_path, out_dir)
-    return load_market1501(out_dir, verify_counts=verify_counts)
+    return load_dataset(name, out_dir, verify_counts=verify_counts, **options)
+
+
+def prepare_market1501(out_dir, zip_path=None, url=MARKET1501_URL, md5=MARKET1501_MD5,
+                       verify_counts=True):
+    """Verify and extract ``Market-1501-v15.09.15.zip`` into ``out_dir``; return the loaded
+    dataset (see :func:`prepare_dataset`; ``md5=None`` skips the check)."""
+    return prepare_dataset("market1501", out_dir, zip_path, url, md5, verify_counts)

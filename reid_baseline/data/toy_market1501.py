@@ -8,7 +8,8 @@ cast and background, background clutter, occluders, blur, noise and JPEG artefac
 So identities are learnable from pixels but a nearest neighbour on raw pixels is
 far from perfect.  Train and test identities are disjoint, as in Market.
 
-Nothing here depends on MXNet: numpy + OpenCV only.
+The images are drawn with numpy + OpenCV only; write_toy_images writes them in any layout
+(reid_baseline.data.datasets has one toy writer per layout).
 """
 import os
 import shutil
@@ -16,7 +17,8 @@ import shutil
 import cv2
 import numpy as np
 
-from .market1501 import ROOT_NAME, SPLIT_DIRS, DatasetError
+from .datasets.base import DatasetError
+from .datasets.market1501 import ROOT_NAME, SPLIT_DIRS
 
 HEIGHT, WIDTH = 128, 64
 # RGB palettes; identities use distinct (upper, lower, pattern) combinations.
@@ -127,36 +129,39 @@ def _render(rng, cam, ident=None, junk=False):
     return out
 
 
-def make_toy_market1501(out_dir, num_train_ids=32, num_test_ids=32, images_per_id_per_camera=3,
-                        num_cameras=6, num_distractors=48, num_junk=32, seed=0,
-                        cameras_per_id=(3, 6), overwrite=False):
-    """Write ``out_dir/Market-1501-v15.09.15/{bounding_box_train,bounding_box_test,query}``.
-
-    Each identity is seen by a random subset of ``cameras_per_id`` (min, max) cameras
-    with ``images_per_id_per_camera`` images in each; test identities get one
-    query image per camera they were seen in plus the gallery images.  The
-    gallery also holds ``num_distractors`` images of id 0000 and ``num_junk``
-    of id -1.  Deterministic for a seed.  Returns a dict of counts (ids exclude
-    distractors; gallery_images excludes junk, like the loader).  With the
-    defaults (seed 0): 32/32 ids, 435 train, 136 query and 456 gallery images (48
-    distractors included) + 32 junk files; about 1 s.
-    """
-    n_ids = num_train_ids + num_test_ids
-    combos = len(UPPER) * len(LOWER) * len(PATTERNS)
-    if n_ids > combos or num_train_ids < 1 or num_test_ids < 1:
-        raise ValueError("need 1 <= train ids, 1 <= test ids and train + test ids <= %d" % combos)
-    if not 2 <= num_cameras <= 9:  # file names hold a single camera digit
-        raise ValueError("num_cameras must be in 2..9, got %d" % num_cameras)
-    lo, hi = min(max(2, cameras_per_id[0]), num_cameras), min(cameras_per_id[1], num_cameras)
-    root = os.path.join(os.path.abspath(str(out_dir)), ROOT_NAME)
+def prepare_output(root, overwrite=False):
+    """Create the empty folder `root` for a generated set; an existing non-empty one is a
+    DatasetError unless `overwrite` (then it is deleted first)."""
     if os.path.isdir(root) and os.listdir(root):
         if not overwrite:
             raise DatasetError("%s: already exists and is not empty; pass overwrite=True "
                                "(--overwrite) or choose another output folder" % root)
         shutil.rmtree(root)
-    dirs = {k: os.path.join(root, d) for k, d in SPLIT_DIRS.items()}
-    for d in dirs.values():
-        os.makedirs(d)
+    os.makedirs(root, exist_ok=True)
+
+
+def write_toy_images(split_dirs, file_name, num_train_ids=32, num_test_ids=32,
+                     images_per_id_per_camera=3, num_cameras=6, num_distractors=48,
+                     num_junk=32, seed=0, cameras_per_id=(3, 6)):
+    """Draw the toy identities and cameras and write their images in any layout.
+
+    ``file_name(rng, split, pid, cam, frame)`` names each image (relative to
+    ``split_dirs[split]``; it may hold a sub-folder; ``.png`` writes a PNG) for split
+    train, query or gallery, original pid (0: distractor, -1: junk), 0-based camera and a
+    per-camera increasing frame number; it may draw from `rng`.  Each identity is seen by a
+    random subset of ``cameras_per_id`` (min, max) cameras with ``images_per_id_per_camera``
+    images in each; test identities get one query image per camera they were seen in plus
+    the gallery images; the gallery also holds ``num_distractors`` images of id 0 and
+    ``num_junk`` of id -1.  Deterministic for a seed.  Returns the written images as
+    ``(split, name, pid, cam)`` tuples in writing order.
+    """
+    n_ids = num_train_ids + num_test_ids
+    combos = len(UPPER) * len(LOWER) * len(PATTERNS)
+    if n_ids > combos or num_train_ids < 1 or num_test_ids < 1:
+        raise ValueError("need 1 <= train ids, 1 <= test ids and train + test ids <= %d" % combos)
+    lo, hi = min(max(2, cameras_per_id[0]), num_cameras), min(cameras_per_id[1], num_cameras)
+    for d in split_dirs.values():
+        os.makedirs(d, exist_ok=True)
 
     rng = np.random.RandomState(seed)
     cams = [_camera(rng) for _ in range(num_cameras)]
@@ -167,34 +172,67 @@ def make_toy_market1501(out_dir, num_train_ids=32, num_test_ids=32, images_per_i
     idents = [_identity(rng, np.unravel_index(c, (len(UPPER), len(LOWER), len(PATTERNS))))
               for c in chosen]
     frame = [int(rng.randint(100, 1000)) for _ in range(num_cameras)]
-    counts = dict.fromkeys(("train_images", "query_images", "gallery_images", "distractors",
-                            "junk"), 0)
+    written = []
 
     def write(split, pid, cam, ident, junk=False):
         frame[cam] += int(rng.randint(1, 40))  # unique frame per camera -> unique names
-        name = "%s_c%ds%d_%06d_%02d.jpg" % ("-1" if pid < 0 else "%04d" % pid, cam + 1,
-                                          rng.randint(1, 7), frame[cam], rng.randint(1, 9))
+        name = file_name(rng, split, pid, cam, frame[cam])
         img = _render(rng, cams[cam], ident, junk)
-        cv2.imwrite(os.path.join(dirs[split], name), img[:, :, ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, int(rng.randint(85, 96))])
+        path = os.path.join(split_dirs[split], name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        cv2.imwrite(path, img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.randint(85, 96))])
+        written.append((split, name, pid, cam))
 
     for pid, train, ident in zip(pids, is_train, idents):
         seen = sorted(rng.choice(num_cameras, rng.randint(lo, hi + 1), replace=False))
         for cam in seen:
             if not train:
                 write("query", pid, cam, ident)
-                counts["query_images"] += 1
             for _ in range(images_per_id_per_camera):
                 write("train" if train else "gallery", pid, cam, ident)
-                counts["train_images" if train else "gallery_images"] += 1
     for _ in range(num_distractors):
         write("gallery", 0, rng.randint(num_cameras), _identity(rng), junk=rng.rand() < 0.3)
     for _ in range(num_junk):
         write("gallery", -1, rng.randint(num_cameras),
               _identity(rng) if rng.rand() < 0.5 else None, junk=True)
-    counts["distractors"], counts["junk"] = num_distractors, num_junk
-    counts["gallery_images"] += num_distractors
+    return written
+
+
+def _market_name(rng, split, pid, cam, frame):
+    return "%s_c%ds%d_%06d_%02d.jpg" % ("-1" if pid < 0 else "%04d" % pid, cam + 1,
+                                        rng.randint(1, 7), frame, rng.randint(1, 9))
+
+
+def make_toy_market1501(out_dir, num_train_ids=32, num_test_ids=32, images_per_id_per_camera=3,
+                        num_cameras=6, num_distractors=48, num_junk=32, seed=0,
+                        cameras_per_id=(3, 6), overwrite=False):
+    """Write ``out_dir/Market-1501-v15.09.15/{bounding_box_train,bounding_box_test,query}``.
+
+    See :func:`write_toy_images` for what is drawn.  Returns a dict of counts (ids exclude
+    distractors; gallery_images excludes junk, like the loader).  With the
+    defaults (seed 0): 32/32 ids, 435 train, 136 query and 456 gallery images (48
+    distractors included) + 32 junk files; about 1 s.
+    """
+    if not 2 <= num_cameras <= 9:  # file names hold a single camera digit
+        raise ValueError("num_cameras must be in 2..9, got %d" % num_cameras)
+    root = os.path.join(os.path.abspath(str(out_dir)), ROOT_NAME)
+    prepare_output(root, overwrite)
+    written = write_toy_images(
+        {k: os.path.join(root, d) for k, d in SPLIT_DIRS.items()}, _market_name,
+        num_train_ids, num_test_ids, images_per_id_per_camera, num_cameras, num_distractors,
+        num_junk, seed, cameras_per_id)
+    counts = toy_counts(written)
     counts.update(root=root, train_ids=num_train_ids, query_ids=num_test_ids,
                   gallery_ids=num_test_ids, cameras=num_cameras, seed=seed,
                   gallery_files=counts["gallery_images"] + num_junk)
+    return counts
+
+
+def toy_counts(written):
+    """Images per split (junk excluded), distractor (id 0) and junk (id -1) images of a
+    :func:`write_toy_images` result."""
+    counts = {"%s_images" % s: sum(w[0] == s and w[2] != -1 for w in written)
+              for s in ("train", "query", "gallery")}
+    counts.update(distractors=sum(w[2] == 0 for w in written),
+                  junk=sum(w[2] == -1 for w in written))
     return counts

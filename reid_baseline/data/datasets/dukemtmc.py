@@ -1,0 +1,70 @@
+"""DukeMTMC-reID (Ristani et al. 2016; Zheng et al. 2017) -> (path, pid, camid) records.
+
+Layout: ``DukeMTMC-reID/{bounding_box_train,query,bounding_box_test}/`` with file names like
+``0001_c2_f0046182.jpg`` (identity 0001, camera 2 of 8, frame 0046182). There is no junk and
+no distractor id: the gallery's 408 identities absent from the query are its distractors.
+The authors withdrew the data set in 2019; it is read here for those who hold a copy.
+"""
+import os
+import re
+
+from .base import DatasetError, ReIDDataset
+from .base import find_root as _find_root
+from .market1501 import SPLIT_DIRS, has_split_dirs, parse_split
+
+ROOT_NAME = "DukeMTMC-reID"
+NUM_CAMERAS = 8
+EXPECTED_COUNTS = {
+    "train": {"images": 16522, "ids": 702},
+    "query": {"images": 2228, "ids": 702},
+    "gallery": {"images": 17661, "ids": 1110},
+}
+FILENAME_PATTERN = "PPPP_cC_fFFFFFFF.jpg (e.g. 0001_c2_f0046182.jpg)"
+_NAME_RE = re.compile(r"^(\d{4})_c(\d)_f(\d{7})\.jpg$")
+
+
+def parse_filename(path, num_cameras=NUM_CAMERAS):
+    """``(pid, camid)`` of a DukeMTMC-reID file name; camid is 0-based (c1 -> 0)."""
+    match = _NAME_RE.match(os.path.basename(path))
+    if match is None:
+        raise DatasetError("%s: file name does not match the DukeMTMC-reID pattern %s"
+                           % (path, FILENAME_PATTERN))
+    pid, cam = int(match.group(1)), int(match.group(2))
+    if not 1 <= cam <= num_cameras:
+        raise DatasetError("%s: camera c%d out of range, expected c1..c%d"
+                           % (path, cam, num_cameras))
+    return pid, cam - 1
+
+
+def find_root(root):
+    """The DukeMTMC-reID folder: `root` itself or `root/DukeMTMC-reID/`."""
+    return _find_root(root, [ROOT_NAME], has_split_dirs, "sub-folders %s" % ", ".join(
+        d + "/" for d in SPLIT_DIRS.values()), "DukeMTMC-reID")
+
+
+def load_dukemtmc(root, verify_counts=True):
+    """Load DukeMTMC-reID from `root` (its folder or the folder holding ``DukeMTMC-reID/``)."""
+    root = find_root(root)
+    split = {k: os.path.join(root, d) for k, d in SPLIT_DIRS.items()}
+    records = {k: parse_split(split[k], parse=parse_filename) for k in SPLIT_DIRS}
+    return ReIDDataset("DukeMTMC-reID", root, records["train"], records["query"],
+                       records["gallery"], split, EXPECTED_COUNTS, verify_counts)
+
+
+def make_toy_dukemtmc(out_dir, seed=0, overwrite=False, num_distractor_ids=4, **sizes):
+    """Write a generated set in the DukeMTMC-reID layout under ``out_dir/DukeMTMC-reID``:
+    8 cameras, no junk; the gallery's distractor images get ids (from 9000) seen in no query,
+    as Duke's are. `sizes`: :func:`write_toy_images` sizes. Returns the written images."""
+    from ..toy_market1501 import prepare_output, write_toy_images
+
+    root = os.path.join(os.path.abspath(str(out_dir)), ROOT_NAME)
+    prepare_output(root, overwrite)
+
+    def name(rng, split, pid, cam, frame):
+        pid = pid or 9000 + rng.randint(num_distractor_ids)  # a distractor identity
+        return "%04d_c%d_f%07d.jpg" % (pid, cam + 1, frame)
+
+    sizes.setdefault("num_cameras", NUM_CAMERAS)
+    sizes.setdefault("num_distractors", 12)
+    return write_toy_images({k: os.path.join(root, d) for k, d in SPLIT_DIRS.items()}, name,
+                            seed=seed, num_junk=0, **sizes)

@@ -1,0 +1,140 @@
+"""Your own data -> (path, pid, camid) records, in one of two forms.
+
+Folders: ``train/``, ``query/`` and ``gallery/`` holding images named
+``<pid>_c<cam>_<anything>.<jpg|png>``, e.g. ``17_c3_frame0042.jpg``. Or a CSV list file with the
+header row ``path,pid,camid,split`` (split: train, query or gallery; paths relative to the list
+file). Ids and cameras are any integers. Every id is a person (there is no junk or distractor
+id); query and gallery ids are renumbered 0..M-1 in sorted order (``test_pids[i]`` is the
+original of i) so that no id takes the evaluation's junk meaning (-1). Train and test ids are
+separate numberings (the same number in both is not checked as a leak).
+"""
+import csv
+import os
+import re
+
+from .base import SPLITS, DatasetError, Record, ReIDDataset, list_images
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+CSV_HEADER = ["path", "pid", "camid", "split"]
+FILENAME_PATTERN = "<pid>_c<cam>_<anything>.<jpg|png> (e.g. 17_c3_frame0042.jpg)"
+_NAME_RE = re.compile(r"^([-+]?\d+)_c([-+]?\d+)_.*$", re.IGNORECASE)
+_PID_RE = re.compile(r"^[-+]?\d+_")
+
+
+def parse_filename(path):
+    """``(pid, camid)`` of a file named ``<pid>_c<cam>_<anything>.<ext>``."""
+    name = os.path.basename(path)
+    match = _NAME_RE.match(os.path.splitext(name)[0] + "_")  # "_<anything>" may be empty
+    if match is None:
+        what = ("no camera field c<cam> after the id" if _PID_RE.match(name)
+                else "does not start with an integer id")
+        raise DatasetError("%s: %s; expected %s" % (path, what, FILENAME_PATTERN))
+    return int(match.group(1)), int(match.group(2))
+
+
+def _read_folders(root):
+    records = {}
+    for split in SPLITS:
+        folder = os.path.join(root, split)
+        records[split] = [Record(os.path.join(folder, n), *parse_filename(os.path.join(folder, n)))
+                          for n in list_images(folder, EXTENSIONS)]
+    return records, {split: os.path.join(root, split) for split in SPLITS}
+
+
+def _int(text, path, number, column):
+    try:
+        return int(text)
+    except ValueError:
+        raise DatasetError("%s, line %d: %s must be an integer, got %r"
+                           % (path, number, column, text))
+
+
+def read_csv(path):
+    """{split: [Record]} of a CSV list file; a bad header, split value, id or camera is a
+    DatasetError naming the file and the line."""
+    records = {split: [] for split in SPLITS}
+    folder = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's BOM
+        rows = csv.reader(f)
+        header = [h.strip() for h in next(rows, [])]
+        if header != CSV_HEADER:
+            raise DatasetError("%s, line 1: expected the header row %s, got %s"
+                               % (path, ",".join(CSV_HEADER), ",".join(header) or "nothing"))
+        for row in rows:
+            number = rows.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != 4 or not row[0].strip():
+                raise DatasetError("%s, line %d: expected 4 values path,pid,camid,split, got %r"
+                                   % (path, number, ",".join(row)))
+            split = row[3].strip()
+            if split not in SPLITS:
+                raise DatasetError("%s, line %d: split must be train, query or gallery, got %r"
+                                   % (path, number, split))
+            records[split].append(Record(os.path.join(folder, row[0].strip()),
+                                         _int(row[1], path, number, "pid"),
+                                         _int(row[2], path, number, "camid")))
+    return records
+
+
+def load_folder(root, verify_counts=True):
+    """Load your own data from a folder holding ``train/ query/ gallery/`` or from a CSV list
+    file (see the module doc). `verify_counts` is accepted for the registry's sake: there are
+    no official counts. At least 2 training identities are needed."""
+    del verify_counts  # no official counts for your own data
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if os.path.isfile(root):
+        records, where = read_csv(root), dict.fromkeys(SPLITS, root)
+    elif os.path.isdir(root):
+        if not all(os.path.isdir(os.path.join(root, s)) for s in SPLITS):
+            raise DatasetError("%s: expected sub-folders train/, query/, gallery/ (or give a CSV "
+                               "list file path,pid,camid,split instead of a folder)" % root)
+        records, where = _read_folders(root)
+    else:
+        raise DatasetError("%s: no such folder or CSV list file" % root)
+    if len({r.pid for r in records["train"]}) < 2:
+        raise DatasetError("%s: the train split has %d identities; at least 2 are needed to "
+                           "train a classifier" % (where["train"], len(
+                               {r.pid for r in records["train"]})))
+    # Checked here, before the renumbering below, so the message names the user's own ids.
+    missing = sorted({r.pid for r in records["query"]} - {r.pid for r in records["gallery"]})
+    if missing:
+        raise DatasetError("%s: %d query identities have no image in the gallery: %s"
+                           % (where["query"], len(missing), missing[:10]))
+    test_pids = sorted({r.pid for r in records["query"] + records["gallery"]})
+    new = {pid: i for i, pid in enumerate(test_pids)}
+    query, gallery = ([r._replace(pid=new[r.pid]) for r in records[s]]
+                      for s in ("query", "gallery"))
+    dataset = ReIDDataset("your data", root, records["train"], query, gallery, where,
+                          min_train_pid=None, disjoint_ids=False)
+    dataset.test_pids = test_pids
+    return dataset
+
+
+def make_toy_folder(out_dir, seed=0, overwrite=False, **sizes):
+    """Write a generated set as your own data: ``out_dir/{train,query,gallery}/`` with
+    ``<pid>_c<cam>_<frame>.jpg`` names (gallery-only ids from 100000 for the distractor
+    images) and the same images listed in ``out_dir/list.csv``. Returns the written images."""
+    from ..toy_market1501 import prepare_output, write_toy_images
+
+    root = os.path.abspath(str(out_dir))
+    prepare_output(root, overwrite)
+    distractors = []
+
+    def name(rng, split, pid, cam, frame):
+        if pid == 0:
+            pid = 100000 + len(distractors)
+            distractors.append(pid)
+        return "%d_c%d_%06d.jpg" % (pid, cam + 1, frame)
+
+    written = write_toy_images({s: os.path.join(root, s) for s in SPLITS}, name, seed=seed,
+                               num_junk=0, **sizes)
+    tmp = os.path.join(root, "list.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(CSV_HEADER)
+        for split, rel, _, _ in written:
+            pid, cam = parse_filename(rel)
+            rows.writerow([split + "/" + rel, pid, cam, split])
+    os.replace(tmp, os.path.join(root, "list.csv"))
+    return written
