@@ -9,18 +9,28 @@ def main():
     parser.add_argument("--params", required=True, help="parameters saved by train.py")
     parser.add_argument("--output", default=None,
                         help="results JSON (default beside --params: results.json, or "
-                             "results_rerank.json with TEST.RERANK True)")
+                             "results_rerank.json with TEST.RERANK True); cmc.png and the rank "
+                             "lists go to its folder")
+    parser.add_argument("--visualize", type=int, default=0, metavar="N",
+                        help="also write rank-list PNGs of N queries (the worst by AP and a "
+                             "random sample) into ranklists/ beside the results")
     args = parser.parse_args()
+    if args.visualize < 0:
+        parser.error("--visualize must be >= 0, got %d" % args.visualize)
     cfg = config_from_args(args)
-    from reid_baseline.retrieval import evaluate_params, format_results, results_path, save_results
+    from reid_baseline.retrieval import (evaluate_params, format_results, results_path,
+                                         save_results, write_figures)
     output = args.output or results_path(cfg, os.path.dirname(os.path.abspath(args.params)))
     folder = os.path.dirname(os.path.abspath(output))
     if args.output and not os.path.isdir(folder):  # found before the evaluation, not after
         raise FileNotFoundError("--output: folder %s does not exist" % folder)
-    results = evaluate_params(cfg, args.params)
+    results, ranking = evaluate_params(cfg, args.params, with_ranking=True)
     print(format_results(results))
-    save_results(results, output)
-    print("wrote %s" % output)
+    save_results(results, output)  # the numbers first: a failing picture never costs them
+    figures = write_figures(cfg, folder, ranking, args.visualize)
+    print("wrote %s and %s" % (output, figures[0]))
+    if len(figures) > 1:
+        print("wrote %d rank lists in %s" % (len(figures) - 1, os.path.dirname(figures[1])))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ INSTALL_REQUIRES = [
     "yacs==0.1.8",
 ]
 
+# scripts/export_model.py --format onnx: mx.onnx (MXNet 1.9.1) uses onnx.mapping, deprecated in
+# onnx 1.13 and since removed, so onnx 1.14;
+# onnxruntime 1.18.1: the first release for Python 3.11 that accepts numpy 1.23.5 (1.15-1.17
+# require numpy >= 1.24.2);
+# protobuf 4.x has the compiled (upb) backend: 3.20 is pure Python on 3.11, 7x slower export.
+EXPORT_REQUIRES = ["onnx==1.14.1", "onnxruntime==1.18.1", "protobuf==4.25.3"]
+
 setup(
     name="reid_baseline",
     version="0.1.0",
@@ -32,5 +39,5 @@ setup(
     packages=find_packages(include=["reid_baseline", "reid_baseline.*"]),
     python_requires=">=3.10,<3.12",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"export": EXPORT_REQUIRES, "test": ["pytest==9.2.0"] + EXPORT_REQUIRES},
 )

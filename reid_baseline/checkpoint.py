@@ -17,6 +17,7 @@ import shutil
 
 import mxnet as mx
 
+from .amp import loss_scaler_state, restore_loss_scaler
 from .errors import error_line
 
 STATE_FILE = "state.json"
@@ -155,7 +156,7 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
         net.save_parameters(os.path.join(tmp, PARAMS_FILE))
         mx.nd.save(os.path.join(tmp, OPTIMIZER_FILE), arrays)
         state = {"epoch": epoch, "interrupted": interrupted, "learning_rate": trainer.learning_rate,
-                 "optimizer": optimizer_meta,
+                 "optimizer": optimizer_meta, "loss_scaler": loss_scaler_state(trainer),
                  "files": {f: _file_digest(os.path.join(tmp, f)) for f in (PARAMS_FILE, OPTIMIZER_FILE)}}
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
             json.dump(state, f, indent=1)
@@ -276,5 +277,6 @@ def load_checkpoint(folder, net, trainer, ctx, state=None):
         raise CheckpointError("checkpoint %s is damaged: %s cannot be read (%s)"
                               % (folder, OPTIMIZER_FILE, error_line(exc))) from exc
     _restore_optimizer(trainer, arrays, state["optimizer"], folder)
+    restore_loss_scaler(trainer, state.get("loss_scaler"), folder)
     trainer.set_learning_rate(state["learning_rate"])
     return state

@@ -61,7 +61,7 @@ def run(main):
     2; Ctrl-C exits 130."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
-    from .data.market1501 import DatasetError
+    from .data.datasets.base import DatasetError
     from .devices import DeviceError
     from .engine import RunDirError, TrainingDiverged
     from .model import ModelError

@@ -20,6 +20,7 @@ _C.DATASETS.VERIFY_COUNTS = True  # check image/identity counts against the offi
 _C.DATASETS.NAME = "market1501"  # training set layout: market1501 | dukemtmc | msmt17 | cuhk03np | folder
 _C.DATASETS.TEST_NAME = ""  # query/gallery set layout ("": DATASETS.NAME); cross-dataset tests
 _C.DATASETS.TEST_ROOT = ""  # root of the query/gallery set ("": DATASETS.ROOT)
+_C.DATASETS.CUHK03_SUBSET = "detected"  # CUHK03-NP boxes (for cuhk03np sets): detected | labeled
 
 _C.INPUT = CN()
 _C.INPUT.HEIGHT = 384  # network input height (recipe: 384 instead of 256)
@@ -110,6 +111,7 @@ _CHOICES = {
     "DATALOADER.CACHE": ("none", "decoded", "resized"),
     "DATASETS.NAME": ("market1501", "dukemtmc", "msmt17", "cuhk03np", "folder"),
     "DATASETS.TEST_NAME": ("", "market1501", "dukemtmc", "msmt17", "cuhk03np", "folder"),
+    "DATASETS.CUHK03_SUBSET": ("detected", "labeled"),
     "TEST.DISTANCE": ("cosine", "euclidean"),
     "TEST.AP_MODE": ("trapezoid", "noninterp"),
 }
@@ -329,18 +331,35 @@ def device_count(cfg):
     return 1 if cfg.GPUS == "auto" else max(len(cfg.GPUS), 1)
 
 
+def worker_count(cfg):
+    """How many workers share each batch: those of the job MXNet's launcher started for a
+    dist_* SOLVER.KVSTORE (its DMLC_* environment), else 1."""
+    from .distributed import launcher_worker_count  # here: distributed imports this module
+    return launcher_worker_count(cfg.SOLVER.KVSTORE)
+
+
+def device_batch(cfg):
+    """Images per device and step: SOLVER.BATCH_SIZE over the workers and their devices."""
+    return cfg.SOLVER.BATCH_SIZE // (worker_count(cfg) * device_count(cfg))
+
+
 def _check(cfg):
     """Check every knob, then the knobs that depend on each other."""
     _check_values(_flatten(cfg))
-    if cfg.SOLVER.BATCH_SIZE % device_count(cfg):
+    workers = worker_count(cfg)
+    devices = workers * device_count(cfg)
+    split = ("%d workers x %d devices" % (workers, device_count(cfg)) if workers > 1
+             else "%d devices" % devices)
+    if cfg.SOLVER.BATCH_SIZE % devices:
         raise ConfigError("SOLVER.BATCH_SIZE (%d) must be divisible by the number of GPUs (%d)"
-                          % (cfg.SOLVER.BATCH_SIZE, device_count(cfg)))
-    device_batch = cfg.SOLVER.BATCH_SIZE // device_count(cfg)
+                          % (cfg.SOLVER.BATCH_SIZE, devices) if workers == 1 else
+                          "SOLVER.BATCH_SIZE (%d, the global batch) must be divisible by the "
+                          "%s (%d)" % (cfg.SOLVER.BATCH_SIZE, split, devices))
+    device_batch = cfg.SOLVER.BATCH_SIZE // devices
     if cfg.MODEL.BN_GROUP_SIZE and device_batch % cfg.MODEL.BN_GROUP_SIZE:
         raise ConfigError("MODEL.BN_GROUP_SIZE (%d) must divide the per-device batch "
-                          "(SOLVER.BATCH_SIZE %d / %d devices = %d)"
-                          % (cfg.MODEL.BN_GROUP_SIZE, cfg.SOLVER.BATCH_SIZE,
-                             device_count(cfg), device_batch))
+                          "(SOLVER.BATCH_SIZE %d / %s = %d)"
+                          % (cfg.MODEL.BN_GROUP_SIZE, cfg.SOLVER.BATCH_SIZE, split, device_batch))
     steps, first = list(cfg.SOLVER.STEPS), max(2, cfg.SOLVER.WARMUP_EPOCHS)
     if steps != sorted(set(steps)) or (steps and steps[0] < first):
         raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= %d (after the "

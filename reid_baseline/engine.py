@@ -19,15 +19,18 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
+from .amp import init_amp, scale_loss, skipped_steps
 from .checkpoint import (CheckpointError, NonFiniteParameters, find_resumable, last_checkpoint, load_checkpoint,
                          save_checkpoint, save_parameters)
 from .config import save_config
 from .data.loader import build_train_loader
-from .data.market1501 import load_market1501
+from .data.datasets import build_datasets
 from .devices import build_contexts
+from .distributed import LOCAL, build_worker_group
 from .model import build_model
 from .retrieval import evaluate_retrieval
 from .solver import build_trainer, learning_rate_at
+from .visualize import write_curves
 
 logger = logging.getLogger("reid_baseline")
 
@@ -52,15 +55,16 @@ class _LogFileHandler(logging.FileHandler):
         raise RunDirError("cannot write %s: %s" % (self.baseFilename, sys.exc_info()[1]))
 
 
-def setup_logging(run_dir):
-    """Log to `run_dir/train.log` and to the console."""
+def setup_logging(run_dir, filename="train.log", console=True):
+    """Log to `run_dir/filename` and, with `console`, to the console."""
     logger.setLevel(logging.INFO)
     logger.propagate = False  # our handlers only, whatever a library did to the root logger
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in (_LogFileHandler(os.path.join(run_dir, "train.log")), logging.StreamHandler()):
+    handlers = [_LogFileHandler(os.path.join(run_dir, filename))]
+    for handler in handlers + ([logging.StreamHandler()] if console else []):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
 
@@ -97,11 +101,12 @@ class DivergenceGuard(object):
                                "SOLVER.BASE_LR or check the data; %s)" % (what, resume))
 
 
-def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard):
-    """One pass over `loader`; returns the epoch's mean loss, accuracy and images/s."""
+def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers=LOCAL):
+    """One pass over `loader`; returns the epoch's mean loss, accuracy and images/s (of all
+    the workers of a distributed job: the same figures on every worker)."""
     loss_sum = [mx.nd.zeros(1, ctx=c) for c in ctx]
     correct = [mx.nd.zeros(1, ctx=c) for c in ctx]
-    seen, start = 0, time.time()
+    seen, start, skipped = 0, time.time(), skipped_steps(trainer)
     read_loss, read_seen = 0.0, 0  # at the previous read
     loader.set_epoch(epoch)
     bar = tqdm(loader, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS), leave=False,
@@ -112,25 +117,36 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard):
         with autograd.record():
             outputs = [net(x)[0] for x in datas]
             losses = [loss_fn(logits, y) for logits, y in zip(outputs, labels)]
-        autograd.backward(losses)
+            with scale_loss(losses, trainer) as scaled:  # SOLVER.AMP's loss scaling, if on
+                autograd.backward(scaled)
         for logits, y, loss, acc_loss, acc_correct in zip(outputs, labels, losses, loss_sum, correct):
             acc_loss += loss.sum()
-            acc_correct += (logits.argmax(axis=1) == y.astype("float32")).sum()
-        trainer.step(data.shape[0])
+            # float32 first: bfloat16 holds integers exactly only up to 256 (class indices)
+            acc_correct += (logits.astype("float32", copy=False).argmax(axis=1)
+                            == y.astype("float32")).sum()
+        # The global batch: the kvstore sums the gradients of every worker's part of it.
+        trainer.step(data.shape[0] * workers.num_workers)
         seen += data.shape[0]
         if it % cfg.SOLVER.LOG_PERIOD == 0 or it == len(loader):
-            total_loss = sum(l.asscalar() for l in loss_sum)  # the only host sync
+            # The only host sync. Summed over the workers, so every worker guards the same
+            # figures and a collapse stops them all at once.
+            total_loss, total_correct, total_seen = workers.sum("metrics", [
+                sum(l.asscalar() for l in loss_sum), sum(c.asscalar() for c in correct), seen])
             # The guard sees the iterations since the previous read: a late collapse is not
             # diluted by the epoch's earlier, healthy iterations.
-            guard.check((total_loss - read_loss) / (seen - read_seen), epoch, it)
-            read_loss, read_seen = total_loss, seen
-            bar.set_postfix(loss="%.4f" % (total_loss / seen), acc="%.3f" % (sum(c.asscalar() for c in correct) / seen),
-                            lr="%.2e" % trainer.learning_rate, ips="%.1f" % (seen / (time.time() - start)))
+            guard.check((total_loss - read_loss) / (total_seen - read_seen), epoch, it)
+            read_loss, read_seen = total_loss, total_seen
+            bar.set_postfix(loss="%.4f" % (total_loss / total_seen), acc="%.3f" % (total_correct / total_seen),
+                            lr="%.2e" % trainer.learning_rate, ips="%.1f" % (total_seen / (time.time() - start)))
     bar.close()
     _average_running_stats(net, ctx)
-    return {"loss": sum(l.asscalar() for l in loss_sum) / seen,
-            "train_acc": sum(c.asscalar() for c in correct) / seen,
-            "images_per_sec": seen / (time.time() - start)}
+    workers.average_running_stats(net)
+    # The last iteration always reads: these are the whole epoch's figures.
+    figures = {"loss": float(total_loss / total_seen), "train_acc": float(total_correct / total_seen),
+               "images_per_sec": float(total_seen / (time.time() - start))}
+    if cfg.SOLVER.AMP != "none":  # steps dropped by dynamic loss scaling (overflow), not divergence
+        figures["amp_skipped_steps"] = skipped_steps(trainer) - skipped
+    return figures
 
 
 def _average_running_stats(net, ctx):
@@ -183,9 +199,17 @@ def _writing(path, mode):
         raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
 
 
-def _open_run_dir(cfg, resume):
-    """Check OUTPUT_DIR against the request, create it, start logging and save the config."""
+def _open_run_dir(cfg, resume, workers=LOCAL):
+    """Check OUTPUT_DIR against the request, create it, start logging and save the config;
+    a worker other than rank 0 only logs, into its own file there."""
     run_dir = cfg.OUTPUT_DIR
+    if not workers.is_writer:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            setup_logging(run_dir, workers.log_file, console=False)
+        except OSError as exc:
+            raise RunDirError("OUTPUT_DIR %s cannot be written: %s" % (run_dir, exc.strerror or exc)) from exc
+        return
     started = last_checkpoint(run_dir) or read_metrics(run_dir)
     if not resume and started:
         raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
@@ -201,12 +225,12 @@ def _open_run_dir(cfg, resume):
         raise RunDirError("OUTPUT_DIR %s cannot be written: %s" % (run_dir, exc.strerror or exc)) from exc
 
 
-def _resume(run_dir, net, trainer, ctx):
+def _resume(run_dir, net, trainer, ctx, writer=True):
     """Load the newest intact checkpoint; returns the number of finished epochs it holds, 0 if
     the run has none yet. Damaged newer ones are renamed *.damaged (kept, never loaded again),
-    each with a log line."""
+    each with a log line, by the `writer` (the other workers of a job skip them too)."""
     folder, state, damaged = find_resumable(run_dir)
-    for bad, reason in damaged:
+    for bad, reason in damaged if writer else ():
         aside = bad + ".damaged"
         for n in range(2, 1000):  # an earlier resume may have moved one aside already
             if not os.path.exists(aside):
@@ -236,20 +260,34 @@ def _save(run_dir, net, trainer, epoch, cfg, guard, interrupted=False):
 
 
 def train(cfg, resume=False):
-    """Train the configured model; returns the list of this call's per-epoch records."""
+    """Train the configured model; returns the list of this call's per-epoch records.
+
+    With a dist_* SOLVER.KVSTORE this process is one worker of a job (see distributed.py):
+    rank 0 alone writes the run files and evaluates."""
+    workers = build_worker_group(cfg)
+    with workers.exit_at_once_on_error():
+        return _train(cfg, resume, workers)
+
+
+def _train(cfg, resume, workers):
     run_dir = cfg.OUTPUT_DIR
-    _open_run_dir(cfg, resume)
+    _open_run_dir(cfg, resume, workers)
+    if workers.num_workers > 1:
+        logger.info("distributed training: %s", workers)
     seed_everything(cfg.SOLVER.SEED)
     ctx = build_contexts(cfg.GPUS)
-    dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=cfg.DATASETS.VERIFY_COUNTS)
+    init_amp(cfg, ctx)  # before the network is built
+    dataset = build_datasets(cfg)
     logger.info("devices %s; dataset %s\n%s", ctx, dataset.root, dataset.summary())
-    loader = build_train_loader(cfg, dataset.train)
+    loader = build_train_loader(cfg, dataset.train, workers.num_workers, workers.rank)
     net = build_model(cfg, dataset.num_train_pids, ctx)
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
-    trainer = build_trainer(cfg, net.collect_params())
-    completed = _resume(run_dir, net, trainer, ctx) if resume else 0
-    _keep_metrics_until(run_dir, completed)
+    trainer = build_trainer(cfg, net.collect_params(), workers.kvstore)
+    completed = _resume(run_dir, net, trainer, ctx, workers.is_writer) if resume else 0
+    workers.start_together(net, trainer, completed, cfg, ctx)
+    if workers.is_writer:
+        _keep_metrics_until(run_dir, completed)
     guard = DivergenceGuard(cfg, dataset.num_train_pids, run_dir)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     history = []
@@ -257,35 +295,43 @@ def train(cfg, resume=False):
         for epoch in range(completed, cfg.SOLVER.MAX_EPOCHS):
             trainer.set_learning_rate(learning_rate_at(cfg, epoch))
             record = {"epoch": epoch + 1, "lr": trainer.learning_rate}
-            record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard))
+            record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers))
             completed = epoch + 1
             # Saved before evaluating: an evaluation error never costs the epoch's checkpoint.
-            if completed % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or completed == cfg.SOLVER.MAX_EPOCHS:
+            if workers.is_writer and (completed % cfg.SOLVER.CHECKPOINT_PERIOD == 0
+                                      or completed == cfg.SOLVER.MAX_EPOCHS):
                 _save(run_dir, net, trainer, completed, cfg, guard)
             try:
-                if cfg.SOLVER.EVAL_PERIOD and completed % cfg.SOLVER.EVAL_PERIOD == 0:
+                if workers.is_writer and cfg.SOLVER.EVAL_PERIOD and completed % cfg.SOLVER.EVAL_PERIOD == 0:
                     record.update(evaluate_retrieval(cfg, net, dataset, ctx))
             finally:  # the training figures are logged even when the evaluation fails
-                _log_epoch(run_dir, record)
+                _log_epoch(run_dir, record, workers.is_writer)
             history.append(record)
     except KeyboardInterrupt:
-        # Mid-epoch weights are kept; --resume restarts the unfinished epoch from them.
+        # Mid-epoch weights are kept; --resume restarts the unfinished epoch from them. (The
+        # workers of a job stop at different points: rank 0 saves its own running statistics.)
         _average_running_stats(net, ctx)
-        folder = _save(run_dir, net, trainer, completed, cfg, guard, interrupted=True)
-        logger.info("interrupted after %d finished epochs: saved %s; continue with --resume",
-                    completed, folder)
+        if workers.is_writer:
+            folder = _save(run_dir, net, trainer, completed, cfg, guard, interrupted=True)
+            logger.info("interrupted after %d finished epochs: saved %s; continue with --resume",
+                        completed, folder)
         raise
+    if not workers.is_writer:
+        return history
     final = os.path.join(run_dir, "model_final.params")
     try:
         save_parameters(net, final)
     except NonFiniteParameters as exc:
         guard.stop(str(exc))
-    logger.info("saved %s", final)
+    logger.info("saved %s and %s", final, write_curves(run_dir))
     return history
 
 
-def _log_epoch(run_dir, record):
+def _log_epoch(run_dir, record, writer=True):
     logger.info("epoch %d: %s", record["epoch"], ", ".join(
-        "%s %.4g" % (k, v) for k, v in record.items() if isinstance(v, float)))
+        "%s %.4g" % (k, v) for k, v in record.items()
+        if isinstance(v, float) or k == "amp_skipped_steps"))
+    if not writer:  # metrics.jsonl is rank 0's
+        return
     with _writing(os.path.join(run_dir, METRICS_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")

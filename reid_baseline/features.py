@@ -22,7 +22,8 @@ def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="fe
                 feat = (feat + embedding(x.flip(axis=3))) * 0.5
             if normalize:
                 feat = mx.nd.L2Normalization(feat, mode="instance")
-            outputs.append(feat.as_in_context(mx.cpu()))
+            # float32: under SOLVER.AMP the network's output may be bfloat16/float16
+            outputs.append(feat.astype("float32", copy=False).as_in_context(mx.cpu()))
         chunks.append(mx.nd.concat(*outputs, dim=0))
     if not chunks:
         raise ValueError("no images to extract features from")

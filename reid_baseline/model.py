@@ -13,7 +13,7 @@ from mxnet.gluon import HybridBlock, nn
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
 from .batchnorm import attach_running_stat_updates, set_bn_group_size
-from .config import device_count
+from .config import device_batch
 from .errors import error_line
 
 BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
@@ -191,8 +191,7 @@ def build_model(cfg, num_classes, ctx=mx.cpu()):
     net = ReIDNet(embedding, dim, num_classes, classifier_bias=cfg.MODEL.CLASSIFIER_BIAS, prefix="reid_")
     embedding.bn.initialize(ctx=ctx)
     net.classifier.initialize(mx.init.Normal(0.001), ctx=ctx)
-    device_batch = cfg.SOLVER.BATCH_SIZE // device_count(cfg)
-    set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE, device_batch)
+    set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE, device_batch(cfg))
     return net
 
 

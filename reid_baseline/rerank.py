@@ -11,6 +11,10 @@ Computes the same result as the authors' widely copied ``re_ranking`` (dense
 * The Jaccard term, a sum of element-wise minima over shared non-zeros, is
   accumulated from (query entry, gallery entry) pairs that share a column.
 
+``re_ranking_features`` does the same from the features themselves: each block of rows of
+the distance matrix is computed, used for its rows' neighbours and dropped, so no dense
+(Q+G) x G matrix exists (MSMT17's gallery x gallery distances alone would be 27 GB).
+
 Tie rule: the initial ranking is a stable sort (at equal distance the lower
 index comes first). The original uses numpy's default unstable argsort, so
 results can differ from it only where distances tie exactly.
@@ -18,9 +22,12 @@ results can differ from it only where distances tie exactly.
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["re_ranking"]
+__all__ = ["re_ranking", "re_ranking_features"]
 
 _BLOCK_ENTRIES = 1 << 22  # ~16 MB of float32 per row block
+# Rows of feature distances computed at once for the neighbours (64 MB of float32): wider
+# matrix products than _BLOCK_ENTRIES run faster, and the block is freed before the next.
+_FEATURE_BLOCK_ENTRIES = 1 << 24
 
 
 def _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value):
@@ -123,8 +130,8 @@ def _neighbours(q_g, q_q, g_g, k):
     return top, scale
 
 
-def _normalised_values(rows, cols, q_g, q_q, g_g, scale):
-    """Entries (rows, cols) of the normalised matrix: old[col, row]^2 / scale[row]."""
+def _squared_values(rows, cols, q_g, q_q, g_g):
+    """Entries (rows, cols) of the squared distance matrix: old[col, row]^2."""
     n_q = q_g.shape[0]
     out = np.empty(len(rows), dtype=np.float32)
     rq, cq = rows < n_q, cols < n_q
@@ -134,7 +141,6 @@ def _normalised_values(rows, cols, q_g, q_q, g_g, scale):
             (~rq & cq, q_g, cols, rows - n_q),            # old[j, Q+g] = q_g[j, g]
             (~rq & ~cq, g_g, cols - n_q, rows - n_q)):    # old[Q+g', Q+g] = g_g[g', g]
         out[m] = np.square(src[r_idx[m], c_idx[m]])
-    out /= scale[rows]
     return out
 
 
@@ -186,11 +192,82 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """
     q_g, q_q, g_g = (np.asarray(x) for x in (q_g_dist, q_q_dist, g_g_dist))
     _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value)
-    k1, k2 = int(k1), int(k2)
     n_q, n_g = q_g.shape
-    n = n_q + n_g
-    top, scale = _neighbours(q_g, q_q, g_g, min(max(k1 + 1, k2), n))
+    top, scale = _neighbours(q_g, q_q, g_g, min(max(int(k1) + 1, int(k2)), n_q + n_g))
 
+    def squared_pairs(rows, cols):
+        return _squared_values(rows, cols, q_g, q_q, g_g)
+
+    def squared_query_rows(a, b, out):
+        np.square(q_g[a:b], out=out)
+
+    return _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows,
+                    int(k1), int(k2), lambda_value)
+
+
+def re_ranking_features(query_feats, gallery_feats, k1=20, k2=6, lambda_value=0.3):
+    """``re_ranking`` of the Euclidean distances between two feature sets, computed from the
+    features block by block: never a dense (Q+G) x G matrix, only the (Q, G) output.
+
+    Equal to ``re_ranking(d(q, g), d(q, q), d(g, g), ...)`` with d =
+    ``evaluation.compute_distance(..., metric="euclidean")`` up to float32 rounding of the
+    distances (which can only swap neighbours whose distances tie to the last bits).
+    Memory: the output, the features, a block of ``_FEATURE_BLOCK_ENTRIES`` distances and
+    the sparse neighbour sets (a few dozen entries per item).
+    """
+    from .evaluation import compute_distance  # evaluation owns the distance kernel
+
+    q = np.ascontiguousarray(query_feats, dtype=np.float32)
+    g = np.ascontiguousarray(gallery_feats, dtype=np.float32)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or not len(q) or not len(g):
+        raise ValueError("features must be non-empty 2-D arrays of the same width; got query "
+                         "%s, gallery %s" % (q.shape, g.shape))
+    _check_inputs(np.empty((len(q), len(g)), dtype=np.uint8), np.empty((len(q),) * 2, np.uint8),
+                  np.empty((len(g),) * 2, np.uint8), k1, k2, lambda_value)
+    n_q, n_g = len(q), len(g)
+    n = n_q + n_g
+    feats = np.concatenate([q, g])
+    k = min(max(int(k1) + 1, int(k2)), n)
+    rows = max(1, min(n, _FEATURE_BLOCK_ENTRIES // n))
+    top = np.empty((n, k), dtype=np.int64)
+    scale = np.empty(n, dtype=np.float32)
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        blk = compute_distance(feats[a:b], feats, metric="euclidean")
+        np.square(blk, out=blk)
+        scale[a:b] = blk.max(axis=1)
+        if np.isnan(scale[a:b]).any():
+            raise ValueError("features must not contain NaN")
+        blk /= scale[a:b, None]
+        top[a:b] = _top_k(blk, k)
+        del blk
+
+    def squared_pairs(rows_idx, cols_idx):
+        out = np.empty(len(rows_idx), dtype=np.float32)
+        step = max(1, _FEATURE_BLOCK_ENTRIES // feats.shape[1])
+        for s in range(0, len(rows_idx), step):
+            fr, fc = feats[rows_idx[s:s + step]], feats[cols_idx[s:s + step]]
+            # compute_distance's formula, pair by pair: |a|^2 + |b|^2 - 2 a.b, clipped at 0.
+            d = (np.einsum("ij,ij->i", fr, fr) + np.einsum("ij,ij->i", fc, fc)
+                 - 2 * np.einsum("ij,ij->i", fr, fc))
+            out[s:s + step] = np.square(np.sqrt(np.maximum(d, 0)))
+        return out
+
+    def squared_query_rows(a, b, out):
+        out[...] = compute_distance(q[a:b], g, metric="euclidean")
+        np.square(out, out=out)
+
+    return _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows,
+                    int(k1), int(k2), lambda_value)
+
+
+def _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows, k1, k2, lambda_value):
+    """The re-ranking after the initial neighbours, shared by both entry points.
+
+    top/scale: each item's nearest neighbours and its row normaliser (see _neighbours);
+    squared_pairs(rows, cols): float32 squared distances of item pairs; squared_query_rows(a,
+    b, out): squared query-gallery distances of queries a..b into `out`."""
+    n = n_q + n_g
     # k-reciprocal sets R(i), and R(c) with k = round(k1/2) for the expansion.
     rec = _reciprocal(top, k1 + 1)
     rec_half = _reciprocal(top, int(np.around(k1 / 2.0)) + 1)
@@ -205,14 +282,17 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     expanded = (rec + chosen @ rec_half).tocsr()
     expanded.sum_duplicates()
     expanded.sort_indices()
+    del overlap, chosen, rec, rec_half
 
     # V[i, j] = exp(-d(i, j)) normalised over the expanded set of i.
     e_rows = np.repeat(np.arange(n), np.diff(expanded.indptr))
-    weight = np.exp(-_normalised_values(e_rows, expanded.indices, q_g, q_q, g_g, scale))
+    dist = squared_pairs(e_rows, expanded.indices)
+    dist /= scale[e_rows]
+    weight = np.exp(-dist)
     total = np.bincount(e_rows, weights=weight, minlength=n).astype(np.float32)
     V = sp.csr_matrix((weight / total[e_rows], expanded.indices, expanded.indptr),
                       shape=(n, n))
-    del expanded, overlap, chosen, rec, rec_half
+    del expanded, e_rows, dist, weight
 
     if k2 != 1:  # local query expansion: V[i] <- mean of V over top-k2 of i
         kk = min(k2, n)
@@ -228,16 +308,16 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
 
     # final = jaccard * (1 - lambda) + normalised original distance * lambda
     final = np.empty((n_q, n_g), dtype=np.float32)
-    np.square(q_g, out=final)
-    final /= scale[:n_q, None]
-    final *= np.float32(lambda_value)
-    # Pairs with no shared non-zero have jaccard = 1 exactly.
-    final += np.float32(1.0 - lambda_value)
     rows = max(1, min(n_q, _BLOCK_ENTRIES // n_g))
     for a in range(0, n_q, rows):
         b = min(a + rows, n_q)
+        out = final[a:b]
+        squared_query_rows(a, b, out)
+        out /= scale[a:b, None]
+        out *= np.float32(lambda_value)
+        # Pairs with no shared non-zero have jaccard = 1 exactly.
+        out += np.float32(1.0 - lambda_value)
         where, t = _min_sums(v_q, v_g, a, b)
         # jaccard = 1 - t / (2 - t): subtract (1 - lambda) * t / (2 - t)
-        final[a:b].reshape(-1)[where] -= ((1.0 - lambda_value) * t / (2.0 - t)
-                                          ).astype(np.float32)
+        out.reshape(-1)[where] -= ((1.0 - lambda_value) * t / (2.0 - t)).astype(np.float32)
     return final

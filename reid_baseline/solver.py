@@ -6,6 +6,8 @@ WARMUP_EPOCHS - 1, stays there, and is multiplied by GAMMA at each epoch of SOLV
 import mxnet as mx
 from mxnet import gluon
 
+from .amp import attach_loss_scaler
+
 
 def build_lr_scheduler(cfg):
     """An MXNet MultiFactorScheduler called with the epoch number (not the iteration).
@@ -29,11 +31,17 @@ def learning_rate_at(cfg, epoch):
     return build_lr_scheduler(cfg)(epoch)
 
 
-def build_trainer(cfg, params, kvstore="device"):
-    """A gluon.Trainer with one learning rate for every layer (set per epoch by the engine)."""
+def build_trainer(cfg, params, kvstore=None):
+    """A gluon.Trainer with one learning rate for every layer (set per epoch by the engine),
+    aggregating gradients with `kvstore` (a distributed job's KVStore, see distributed.py),
+    else with SOLVER.KVSTORE."""
+    kvstore = cfg.SOLVER.KVSTORE if kvstore is None else kvstore
     opt_params = {"learning_rate": learning_rate_at(cfg, 0), "wd": cfg.SOLVER.WEIGHT_DECAY}
     if cfg.SOLVER.OPTIMIZER == "sgd":
         opt_params["momentum"] = cfg.SOLVER.MOMENTUM
-    # Local updates (not on the kvstore) keep optimizer states readable for checkpoints.
-    return gluon.Trainer(params, cfg.SOLVER.OPTIMIZER, opt_params, kvstore=kvstore,
-                         update_on_kvstore=False)
+    # Local updates (not on the kvstore) keep optimizer states readable for checkpoints, and
+    # Trainer.set_learning_rate effective with a distributed kvstore (MXNet issue 15919).
+    trainer = gluon.Trainer(params, cfg.SOLVER.OPTIMIZER, opt_params, kvstore=kvstore,
+                            update_on_kvstore=False)
+    attach_loss_scaler(trainer, cfg)  # SOLVER.AMP's dynamic loss scaling, if on
+    return trainer

@@ -134,6 +134,17 @@ def stage_distance(workdir, repeats):
                 input_mb=(qf.nbytes + gf.nbytes) / 2**20)
 
 
+def stage_products(workdir, repeats):
+    """The bare Q x G matrix product by each kernel: numpy (its OpenBLAS) and MXNet oneDNN."""
+    from reid_baseline.evaluation import _product_nt
+    qf, gf = _load(workdir, "qf", "gf")
+    numpy_s, _ = _timed(lambda: qf @ gf.T, repeats)
+    onednn_s, _ = _timed(lambda: _product_nt(qf, gf), repeats)
+    return dict(seconds=min(numpy_s, onednn_s), numpy_matmul_s=numpy_s,
+                mxnet_onednn_fc_s=onednn_s, peak_rss_mb=_rss_mb(),
+                gflop=2.0 * qf.shape[0] * gf.shape[0] * qf.shape[1] / 1e9)
+
+
 def stage_rerank_inputs(workdir, repeats):
     from reid_baseline.evaluation import compute_distance
     qf, gf = _load(workdir, "qf", "gf")
@@ -201,6 +212,41 @@ def stage_rerank_reference(workdir, repeats):
     return _rerank_stage(workdir, reference=True)
 
 
+# MSMT17's test split: 3,060 identities, 15 cameras, 11,659 queries, 82,161 gallery images
+# (no distractor id); 256-d features keep the synthetic problem's matrix products short.
+MSMT17 = dict(n_ids=3060, n_query=11659, n_gallery_ids=82161, n_distractors=0,
+              n_cams=15, dim=256)
+
+
+def stage_rerank_features_msmt17(workdir, repeats):
+    """re_ranking_features on the MSMT17-sized problem (features only, no dense G x G)."""
+    from reid_baseline.evaluation import evaluate_ranking
+    from reid_baseline.rerank import re_ranking_features
+    qf, gf = _load(workdir, "msmt_qf", "msmt_gf")
+    base = _current_rss_mb()
+    t = time.perf_counter()
+    out = re_ranking_features(qf, gf, k1=20, k2=6, lambda_value=0.3)
+    sec = time.perf_counter() - t
+    peak = _rss_mb()
+    z = np.load(os.path.join(workdir, "msmt_ids.npz"))
+    res = evaluate_ranking(out, z["q_pids"], z["g_pids"], z["q_cams"], z["g_cams"], max_rank=50)
+    return dict(seconds=sec, peak_rss_mb=peak, rss_after_loading_mb=base,
+                input_mb=(qf.nbytes + gf.nbytes) / 2**20, output_mb=out.nbytes / 2**20,
+                rank1=float(res["cmc"][0]), mAP=res["mAP"])
+
+
+def stage_search(workdir, repeats):
+    """search.top_k_search: 10 queries x the gallery in search_gf.npy, top 10, exact."""
+    from reid_baseline.search import top_k_search
+    (gf,) = _load(workdir, "search_gf")
+    qf = gf[:10] + 0
+    base = _current_rss_mb()
+    sec, (idx, _) = _timed(lambda: top_k_search(qf, gf, 10), repeats)
+    assert (idx[:, 0] == np.arange(10)).all()  # each query finds itself first
+    return dict(seconds=sec, peak_rss_mb=_rss_mb(), rss_after_loading_mb=base,
+                input_mb=gf.nbytes / 2**20, gallery_per_second=len(gf) / sec)
+
+
 def _run_in_subprocess(stage, workdir, repeats):
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
@@ -237,6 +283,12 @@ def main(argv=None):
                     help="identity-camera appearance offset (larger: harder problem)")
     ap.add_argument("--noise-scale", type=float, default=1.6,
                     help="per-image noise (larger: harder; ~50 is a random model)")
+    ap.add_argument("--msmt17-rerank", action="store_true",
+                    help="also run re_ranking_features on an MSMT17-sized problem (11,659 x "
+                         "82,161, 256-d; ~5 GB, minutes)")
+    ap.add_argument("--search-gallery", type=int, default=0, metavar="N",
+                    help="also time search.top_k_search of 10 queries in N random 2048-d "
+                         "gallery features (N * 8 KB of RAM)")
     ap.add_argument("--workdir", help="directory for intermediate .npy files (default: temp)")
     args = ap.parse_args(argv)
 
@@ -256,7 +308,8 @@ def main(argv=None):
              q_cams=q_cams, g_cams=g_cams)
     del qf, gf
 
-    stages = [("distance (cosine, Q x G)", stage_distance),
+    stages = [("best matrix product (Q x G)", stage_products),
+              ("distance (cosine, Q x G)", stage_distance),
               ("metrics, trapezoid AP", stage_metrics_trapezoid),
               ("metrics, non-interpolated AP", stage_metrics_noninterp)]
     if not args.skip_oracle:
@@ -266,6 +319,24 @@ def main(argv=None):
                ("re-ranking (k1=20, k2=6, lambda=0.3)", stage_rerank)]
     if args.with_reference_rerank:
         stages.append(("reference re-ranking (dense, loops)", stage_rerank_reference))
+    if args.msmt17_rerank:
+        mq, mg, *msmt_ids = make_problem(args.seed, idcam_scale=args.idcam_scale,
+                                         noise_scale=args.noise_scale, **MSMT17)
+        np.save(os.path.join(workdir, "msmt_qf.npy"), mq)
+        np.save(os.path.join(workdir, "msmt_gf.npy"), mg)
+        np.savez(os.path.join(workdir, "msmt_ids.npz"), **dict(zip(
+            ("q_pids", "g_pids", "q_cams", "g_cams"), msmt_ids)))
+        del mq, mg, msmt_ids
+        stages.append(("re_ranking_features, MSMT17 size (11,659 x 82,161, 256-d)",
+                       stage_rerank_features_msmt17))
+    if args.search_gallery:
+        rng = np.random.default_rng(args.seed)
+        sg = rng.standard_normal((args.search_gallery, 2048), dtype=np.float32)
+        sg /= np.linalg.norm(sg, axis=1, keepdims=True)
+        np.save(os.path.join(workdir, "search_gf.npy"), sg)
+        del sg
+        stages.append(("search top-10, 10 queries x %d gallery (2048-d)" % args.search_gallery,
+                       stage_search))
 
     problem = dict(sizes, num_gallery=sizes["n_gallery_ids"] + sizes["n_distractors"],
                    seed=args.seed, idcam_scale=args.idcam_scale, noise_scale=args.noise_scale)
@@ -281,6 +352,11 @@ def main(argv=None):
               flush=True)
 
     st = results["stages"]
+    prod = st["best matrix product (Q x G)"]
+    print("matrix product: numpy %.3f s, MXNet oneDNN %.3f s (%.0f GFLOP); compute_distance / "
+          "best product = %.2f" % (prod["numpy_matmul_s"], prod["mxnet_onednn_fc_s"],
+                                   prod["gflop"], st["distance (cosine, Q x G)"]["seconds"]
+                                   / prod["seconds"]))
     checks = {}
     for mode, fast, oracle in (("trapezoid", "metrics, trapezoid AP",
                                 "oracle metrics (sort), trapezoid"),
@@ -293,6 +369,15 @@ def main(argv=None):
                                 mAP_abs_diff=abs(st[fast]["mAP"] - st[oracle]["mAP"]))
     rr = st["re-ranking (k1=20, k2=6, lambda=0.3)"]
     print("after re-ranking: Rank-1 %.4f  mAP %.4f" % (rr["rank1"], rr["mAP"]))
+    for name, r in st.items():
+        if name.startswith("search"):
+            print("%s: %.2f s, %.0f gallery images/s, peak RSS %.2f GB (gallery %.2f GB)"
+                  % (name, r["seconds"], r["gallery_per_second"], r["peak_rss_mb"] / 1024,
+                     r["input_mb"] / 1024))
+        if name.startswith("re_ranking_features"):
+            print("%s: %.1f s, peak RSS %.2f GB (output %.2f GB); Rank-1 %.4f  mAP %.4f"
+                  % (name, r["seconds"], r["peak_rss_mb"] / 1024, r["output_mb"] / 1024,
+                     r["rank1"], r["mAP"]))
     if args.with_reference_rerank:
         a = np.load(os.path.join(workdir, "rerank.npy"))
         b = np.load(os.path.join(workdir, "rerank_ref.npy"))

@@ -12,12 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
-from reid_baseline.data.market1501 import load_market1501  # noqa: E402
+from reid_baseline.data.datasets.market1501 import load_market1501  # noqa: E402
 from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
 from reid_baseline.engine import RunDirError, train  # noqa: E402
 from reid_baseline.evaluation import chance_rank1  # noqa: E402
 from reid_baseline.retrieval import (evaluate_params, format_results, record_ids,  # noqa: E402
-                                     results_path, save_results)
+                                     results_path, save_results, write_figures)
 
 # Written into OUTPUT_DIR before training: the only proof that a folder is an earlier demo run,
 # and so the only folder the demo may delete.
@@ -51,11 +51,18 @@ def main(argv=None):
               % (summary["train_images"], summary["query_images"], summary["gallery_images"],
                  summary["root"]))
     history = train(cfg)
-    results = evaluate_params(cfg, os.path.join(cfg.OUTPUT_DIR, "model_final.params"))
+    # The pictures the README shows: training curves (train wrote them), CMC curve and rank
+    # lists of 4 queries.
+    curves = os.path.join(cfg.OUTPUT_DIR, "curves.png")
+    results, ranking = evaluate_params(cfg, os.path.join(cfg.OUTPUT_DIR, "model_final.params"),
+                                       with_ranking=True)
     output = results_path(cfg, cfg.OUTPUT_DIR)
     save_results(results, output)
+    figures = write_figures(cfg, cfg.OUTPUT_DIR, ranking, visualize=4)
     print("trained %d epochs: loss %.3f -> %.3f" % (len(history), history[0]["loss"], history[-1]["loss"]))
     print(format_results(results))
+    print("pictures: %s, %s and %d rank lists in %s"
+          % (curves, figures[0], len(figures) - 1, os.path.dirname(figures[-1])))
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=False)
     (q_pids, q_camids), (g_pids, g_camids) = record_ids(dataset.query), record_ids(dataset.gallery)
     print("a random ranking would score Rank-1 %.1f%%; results in %s"

@@ -11,7 +11,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.data.market1501 import DatasetError  # noqa: E402
+from reid_baseline.data.datasets.base import DatasetError  # noqa: E402
 from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
 
 

@@ -11,7 +11,7 @@ def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
     distmat = np.asarray(distmat)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-    all_cmc, all_ap = [], []
+    all_cmc, all_ap, all_inp = [], [], []
     for q in range(distmat.shape[0]):
         order = np.argsort(distmat[q], kind="stable")
         pids, cams = g_pids[order], g_camids[order]
@@ -40,13 +40,16 @@ def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
         else:
             raise ValueError(ap_mode)
         all_ap.append(ap)
+        # mINP: true matches / 1-based position of the last true match in the filtered list.
+        all_inp.append(n / (good[-1] + 1.0))
     n_valid = len(all_ap)
     if n_valid == 0:
-        return {"cmc": np.full(max_rank, np.nan), "mAP": float("nan"),
+        return {"cmc": np.full(max_rank, np.nan), "mAP": float("nan"), "mINP": float("nan"),
                 "num_valid_queries": 0, "num_skipped_queries": distmat.shape[0]}
     return {
         "cmc": np.sum(np.asarray(all_cmc), axis=0) / n_valid,
         "mAP": float(np.mean(all_ap)),
+        "mINP": float(np.mean(all_inp)),
         "num_valid_queries": n_valid,
         "num_skipped_queries": distmat.shape[0] - n_valid,
     }

@@ -15,7 +15,7 @@ from reid_baseline.config import load_config
 from reid_baseline.data.datasets import (CrossDataset, DatasetError, build_datasets, load_dataset,
                                          make_toy_dataset)
 from reid_baseline.data.datasets.base import read_image
-from reid_baseline.data.market1501 import load_market1501
+from reid_baseline.data.datasets.market1501 import load_market1501
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_train_ids=4, num_test_ids=3, images_per_id_per_camera=1)
@@ -180,7 +180,7 @@ def test_cuhk03np_subsets_and_png_checks(toy_sets, tmp_path):
         read_image(os.path.join(folder, name))
     png = os.path.join(out, "cuhk03-np", "detected", "query", sorted(os.listdir(
         os.path.join(out, "cuhk03-np", "detected", "query")))[0])
-    assert (read_image(png).asnumpy() == cv2.imread(png)[:, :, ::-1]).all()
+    assert (read_image(png) == cv2.imread(png)[:, :, ::-1]).all()
 
 
 # ---------------------------------------------------------------- your own data

@@ -1,5 +1,4 @@
 """Training never loses finished work and never saves a broken model (issue 7)."""
-import json
 import math
 import os
 import subprocess

@@ -110,7 +110,7 @@ def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_ma
                                                            tmp_path, monkeypatch):
     import mxnet as mx
 
-    from reid_baseline.data.market1501 import load_market1501
+    from reid_baseline.data.datasets.market1501 import load_market1501
     from reid_baseline.model import build_model
     from reid_baseline.retrieval import evaluate_retrieval
 

@@ -102,7 +102,22 @@ def test_query_without_valid_match_is_skipped():
 def test_no_valid_query_gives_nan():
     res = _eval([[0.1, 0.2]], [(5, 0)], [(5, 0), (6, 1)], "trapezoid")
     assert res["num_valid_queries"] == 0 and res["num_skipped_queries"] == 1
-    assert np.isnan(res["mAP"]) and np.isnan(res["cmc"]).all()
+    assert np.isnan(res["mAP"]) and np.isnan(res["cmc"]).all() and np.isnan(res["mINP"])
+
+
+def test_minp_hand_cases():
+    # D1: valid ranking g0, g1, g5, g4; 2 true matches, the hardest (g4) at rank 4 -> 2/4.
+    # The same-camera g3 (closest of all) and the junk g2 are not counted before g4.
+    assert _eval(D1, Q1, G1, "trapezoid")["mINP"] == pytest.approx(0.5, abs=1e-15)
+    # Both matches first: 2/2 = 1; one match at rank 3: 1/3; a skipped query does not count.
+    q = [(1, 0), (2, 0), (9, 0)]
+    g = [(1, 1), (1, 2), (3, 1), (2, 1), (3, 2)]
+    d = [[0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]]
+    d[1] = [0.1, 0.2, 0.35, 0.3, 0.05]  # pid 2's match g3 after g4, g0 and g1 (rank 4)
+    res = _eval(d, q, g, "noninterp")
+    assert res["num_valid_queries"] == 2
+    assert res["mINP"] == pytest.approx((2 / 2 + 1 / 4) / 2, abs=1e-15)
+    np.testing.assert_allclose(res["query_ap"], [1.0, 1 / 4, np.nan])
 
 
 def test_input_validation():
@@ -155,6 +170,7 @@ def test_matches_sort_based_oracle(dtype, sort_above, quantised, monkeypatch):
             got = ev.evaluate_ranking(d, qp, gp, qc, gc, max_rank, mode)
             np.testing.assert_array_equal(got["cmc"], ref["cmc"])
             assert abs(got["mAP"] - ref["mAP"]) <= 1e-12
+            assert abs(got["mINP"] - ref["mINP"]) <= 1e-12
             assert got["num_valid_queries"] == ref["num_valid_queries"]
             assert got["num_skipped_queries"] == ref["num_skipped_queries"]
             checked += 1
@@ -176,6 +192,7 @@ def test_chunking_matches_oracle(monkeypatch, sort_above):
         got = ev.evaluate_ranking(d, qp, gp, qc, gc, 20, mode)
         np.testing.assert_array_equal(got["cmc"], ref["cmc"])
         assert abs(got["mAP"] - ref["mAP"]) <= 1e-12
+        assert abs(got["mINP"] - ref["mINP"]) <= 1e-12
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -196,6 +213,26 @@ def test_compute_distance_matches_naive(dtype):
     np.testing.assert_allclose(compute_distance(qn, qn, "cosine").diagonal(), 0, atol=1e-6)
     np.testing.assert_allclose(compute_distance(q, q, "euclidean").diagonal(), 0, atol=1e-2)
     assert (compute_distance(q, q, "euclidean") >= 0).all()
+
+
+def test_distance_product_equals_numpy_at_feature_size():
+    # The product runs in MXNet's oneDNN (not numpy's OpenBLAS): float32 results as numpy's,
+    # for non-contiguous views too; the caller's arrays stay writeable and unchanged.
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((300, 2048), dtype=np.float32)
+    g = rng.standard_normal((1030, 4096), dtype=np.float32)[:, ::2]  # a strided view
+    q_before, g_before = q.copy(), g.copy()
+    expected = q.astype(np.float64) @ g.T.astype(np.float64)
+    qn = np.linalg.norm(q.astype(np.float64), axis=1)
+    gn = np.linalg.norm(g.astype(np.float64), axis=1)
+    got = compute_distance(q, g, "cosine")
+    np.testing.assert_allclose(got, 1 - expected / np.outer(qn, gn), rtol=0, atol=2e-6)
+    d2 = qn[:, None] ** 2 + gn[None, :] ** 2 - 2 * expected
+    np.testing.assert_allclose(compute_distance(q, g, "euclidean"), np.sqrt(d2), rtol=2e-6)
+    np.testing.assert_array_equal(q, q_before)
+    np.testing.assert_array_equal(g, g_before)
+    assert q.flags.writeable and g.flags.writeable and got.flags.writeable
+    assert compute_distance(q[:0], g, "euclidean").shape == (0, 1030)
 
 
 def test_compute_distance_errors():

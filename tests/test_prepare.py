@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from reid_baseline.data.market1501 import DatasetError
+from reid_baseline.data.datasets.base import DatasetError
 from reid_baseline.data.prepare import (MARKET1501_MD5, ZIP_NAME, md5sum, prepare_market1501,
                                         safe_extract)
 from reid_baseline.data.toy_market1501 import make_toy_market1501

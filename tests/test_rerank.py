@@ -117,3 +117,44 @@ def test_matches_reference_wide_rows():
         expected = reference_re_ranking(q_g, q_q, g_g, k1, k2, 0.3)
         np.testing.assert_allclose(re_ranking(q_g, q_q, g_g, k1, k2, 0.3), expected,
                                    rtol=0, atol=2e-6)
+
+
+def _features(rng, n, dim, n_ids):
+    """L2-normalised features around n_ids identity centres (so neighbourhoods mean something)."""
+    centres = rng.standard_normal((n_ids, dim))
+    x = centres[rng.integers(0, n_ids, n)] + 0.6 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_q,n_g,k1,k2,lam,block", [
+    (25, 90, 20, 6, 0.3, None),   # the paper's defaults, one block
+    (25, 90, 20, 1, 0.3, 700),    # no query expansion; blocks of 6 rows
+    (40, 60, 7, 3, 0.5, 333),     # blocks that do not divide the items
+])
+def test_re_ranking_features_equals_re_ranking(monkeypatch, n_q, n_g, k1, k2, lam, block):
+    import reid_baseline.rerank as rr
+    from reid_baseline.evaluation import compute_distance
+    if block:
+        monkeypatch.setattr(rr, "_FEATURE_BLOCK_ENTRIES", block)
+    rng = np.random.default_rng(n_q + n_g + k1)
+    feats = _features(rng, n_q + n_g, 32, 12)
+    q, g = feats[:n_q], feats[n_q:]
+    expected = re_ranking(compute_distance(q, g, "euclidean"), compute_distance(q, q, "euclidean"),
+                          compute_distance(g, g, "euclidean"), k1=k1, k2=k2, lambda_value=lam)
+    got = rr.re_ranking_features(q, g, k1=k1, k2=k2, lambda_value=lam)
+    assert got.shape == (n_q, n_g) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+    # ... and so the dense reference too (the re-ranking changes the order: not a no-op).
+    ref = reference_re_ranking(compute_distance(q, g, "euclidean"),
+                               compute_distance(q, q, "euclidean"),
+                               compute_distance(g, g, "euclidean"), k1, k2, lam)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6)
+    assert (np.argsort(got, axis=1)[:, :5] != np.argsort(compute_distance(q, g), axis=1)[:, :5]).any()
+
+
+def test_re_ranking_features_input_errors():
+    from reid_baseline.rerank import re_ranking_features
+    with pytest.raises(ValueError, match="same width"):
+        re_ranking_features(np.zeros((3, 4)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="k1"):
+        re_ranking_features(np.ones((3, 4)), np.ones((5, 4)), k1=0)

@@ -1,7 +1,6 @@
-"""Training/test transforms: shapes, normalisation, and what each augmentation does."""
-import random
+"""Training/test transforms: shapes, normalisation, and what each augmentation does.
 
-import mxnet as mx
+(Equality with the GluonCV/MXNet blocks used before: tests/test_input_pipeline.py.)"""
 import numpy as np
 import pytest
 
@@ -12,32 +11,28 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def _to_uint8_hwc(tensor):
-    """Undo ToTensor + Normalize."""
-    chw = tensor.asnumpy() * STD[:, None, None] + MEAN[:, None, None]
-    return np.round(chw.transpose(1, 2, 0) * 255)
+def _to_uint8_hwc(batch):
+    """Undo ToTensor + Normalize of each image of a float32 NCHW batch."""
+    nchw = batch * STD[:, None, None] + MEAN[:, None, None]
+    return np.round(nchw.transpose(0, 2, 3, 1) * 255)
 
 
-def _seed(value):
-    random.seed(value)
-    np.random.seed(value)
-    mx.random.seed(value)
+def _train(overrides, images, keys):
+    cfg = load_config(None, overrides)
+    return _to_uint8_hwc(build_train_transform(cfg)(images, keys))
 
 
 @pytest.mark.parametrize("size", [(384, 128), (256, 128)])
 def test_output_shapes(size):
     cfg = load_config(None, ["INPUT.HEIGHT", str(size[0]), "INPUT.WIDTH", str(size[1]),
                              "INPUT.ERASING_PROB", "0.5"])
-    image = mx.nd.array(np.random.randint(0, 255, (128, 64, 3)), dtype=np.uint8)  # a Market crop
-    for transform in (build_train_transform(cfg), build_test_transform(cfg)):
-        out = transform(image)
-        assert out.shape == (3,) + size and out.dtype == np.float32
+    images = [np.random.randint(0, 255, size + (3,)).astype(np.uint8) for _ in range(3)]
+    for out in (build_train_transform(cfg)(images, [0, 1, 2]), build_test_transform(cfg)(images)):
+        assert out.shape == (3, 3) + size and out.dtype == np.float32
 
 
 def test_test_transform_normalises_with_imagenet_statistics():
-    cfg = load_config()
-    image = mx.nd.full((128, 64, 3), 128, dtype=np.uint8)
-    out = build_test_transform(cfg)(image).asnumpy()
+    out = build_test_transform(load_config())([np.full((384, 128, 3), 128, np.uint8)])[0]
     expected = (128 / 255.0 - MEAN) / STD
     np.testing.assert_allclose(out[:, 0, 0], expected, rtol=1e-5)
     np.testing.assert_allclose(out.std(axis=(1, 2)), 0, atol=1e-5)
@@ -46,66 +41,62 @@ def test_test_transform_normalises_with_imagenet_statistics():
 def _marker_image():
     image = np.zeros((384, 128, 3), dtype=np.uint8)
     image[200:204, 60:64] = 255
-    return mx.nd.array(image, dtype=np.uint8)
+    return image
 
 
 def test_pad_crop_shifts_content_by_at_most_pad_pixels():
-    cfg = load_config(None, ["INPUT.FLIP_PROB", "0.0"])
-    transform = build_train_transform(cfg)
+    out = _train(["INPUT.FLIP_PROB", "0.0"], [_marker_image()] * 40, range(40))
     shifts = set()
-    for seed in range(40):
-        _seed(seed)
-        out = _to_uint8_hwc(transform(_marker_image()))
-        rows, cols = np.nonzero(out[..., 0] > 127)
+    for img in out:
+        rows, cols = np.nonzero(img[..., 0] > 127)
         if rows.size == 0:
             continue
         assert rows.size == 16  # the marker is moved, never cut or scaled
         dy, dx = rows.min() - 200, cols.min() - 60
         assert abs(dy) <= 10 and abs(dx) <= 10
         shifts.add((dy, dx))
-        # what was padded in is black (zeros before normalisation)
     assert len(shifts) > 10  # the crop position is random
 
 
 def test_padding_is_zero():
-    cfg = load_config(None, ["INPUT.FLIP_PROB", "0.0"])
-    transform = build_train_transform(cfg)
-    white = mx.nd.full((384, 128, 3), 255, dtype=np.uint8)
-    dark_rows = 0
-    for seed in range(10):
-        _seed(seed)
-        out = _to_uint8_hwc(transform(white))
-        assert set(np.unique(out)) <= {0.0, 255.0}
-        dark_rows += (out[..., 0].max(axis=1) == 0).sum()
-    assert dark_rows > 0
+    out = _train(["INPUT.FLIP_PROB", "0.0"], [np.full((384, 128, 3), 255, np.uint8)] * 10,
+                 range(10))
+    assert set(np.unique(out)) <= {0.0, 255.0}
+    assert (out[..., 0].max(axis=2) == 0).sum() > 0  # some rows come from the padding
 
 
 def test_no_pad_means_no_shift():
-    cfg = load_config(None, ["INPUT.FLIP_PROB", "0.0", "INPUT.PAD", "0"])
-    out = _to_uint8_hwc(build_train_transform(cfg)(_marker_image()))
-    np.testing.assert_array_equal(out, _marker_image().asnumpy())
+    out = _train(["INPUT.FLIP_PROB", "0.0", "INPUT.PAD", "0"], [_marker_image()], [0])
+    np.testing.assert_array_equal(out[0], _marker_image())
 
 
 def test_flip_probability_knob():
     image = _marker_image()
-    always = build_train_transform(load_config(None, ["INPUT.FLIP_PROB", "1.0", "INPUT.PAD", "0"]))
-    np.testing.assert_array_equal(_to_uint8_hwc(always(image)), image.asnumpy()[:, ::-1])
-    half = build_train_transform(load_config(None, ["INPUT.PAD", "0"]))
-    _seed(0)
-    flipped = sum(_to_uint8_hwc(half(image))[200, 127 - 62, 0] == 255 for _ in range(200))
+    always = _train(["INPUT.FLIP_PROB", "1.0", "INPUT.PAD", "0"], [image], [0])
+    np.testing.assert_array_equal(always[0], image[:, ::-1])
+    half = _train(["INPUT.PAD", "0"], [image] * 200, range(200))
+    flipped = (half[:, 200, 127 - 62, 0] == 255).sum()
     assert 70 < flipped < 130
 
 
+def test_augmentation_depends_on_seed_and_key_only():
+    images = [np.random.RandomState(i).randint(0, 255, (64, 32, 3)).astype(np.uint8)
+              for i in range(6)]
+    small = ["INPUT.HEIGHT", "64", "INPUT.WIDTH", "32", "INPUT.PAD", "4",
+             "INPUT.ERASING_PROB", "0.5"]
+    batch = build_train_transform(load_config(None, small))(images, range(10, 16))
+    # the same key in another batch, at another position: the same output
+    again = build_train_transform(load_config(None, small))([images[3], images[0]], [13, 10])
+    np.testing.assert_array_equal(again, batch[[3, 0]])
+    other_seed = load_config(None, small + ["SOLVER.SEED", "1"])
+    assert not np.array_equal(build_train_transform(other_seed)(images, range(10, 16)), batch)
+
+
 def test_random_erasing_fills_a_region_with_the_mean_colour():
-    cfg = load_config(None, ["INPUT.FLIP_PROB", "0.0", "INPUT.PAD", "0", "INPUT.ERASING_PROB", "1.0"])
-    transform = build_train_transform(cfg)
-    erased = 0
-    for seed in range(20):
-        _seed(seed)
-        out = _to_uint8_hwc(transform(mx.nd.zeros((384, 128, 3), dtype=np.uint8)))
-        mask = np.all(out == np.round(MEAN * 255), axis=2)
-        erased += mask.any()
-        assert np.all((mask) | (out.sum(axis=2) == 0))
-    assert erased >= 15
-    off = build_train_transform(load_config(None, ["INPUT.PAD", "0", "INPUT.FLIP_PROB", "0.0"]))
-    assert not _to_uint8_hwc(off(mx.nd.zeros((384, 128, 3), dtype=np.uint8))).any()
+    black = [np.zeros((384, 128, 3), dtype=np.uint8)] * 20
+    out = _train(["INPUT.FLIP_PROB", "0.0", "INPUT.PAD", "0", "INPUT.ERASING_PROB", "1.0"],
+                 black, range(20))
+    mask = np.all(out == np.round(MEAN * 255), axis=3)
+    assert mask.any(axis=(1, 2)).sum() >= 15
+    assert np.all(mask | (out.sum(axis=3) == 0))
+    assert not _train(["INPUT.PAD", "0", "INPUT.FLIP_PROB", "0.0"], black[:1], [0]).any()

@@ -7,7 +7,8 @@ query/gallery structure and the official counts, and checks every image file che
 import collections
 import os
 
-import mxnet as mx
+import cv2
+import numpy as np
 
 Record = collections.namedtuple("Record", "path pid camid")
 
@@ -221,7 +222,9 @@ def check_image_files(paths, root, show=10):
 
 
 def read_image(path):
-    """Read an image (JPEG or PNG) as an HWC uint8 RGB ``mx.nd.NDArray``.
+    """Read an image (JPEG or PNG) as an HWC uint8 RGB numpy array, with OpenCV: the pixels of
+    MXNet's `mx.image.imdecode` (which runs OpenCV underneath) without an MXNet op, so loader
+    workers never wait for an OpenMP thread (issue 10).
 
     Raises DatasetError naming the file when it is missing, empty, not an image, truncated
     or not decodable.  Called once per sample by the data loader: one read, one decode.
@@ -234,11 +237,9 @@ def read_image(path):
     problem = image_problem(buf[:8], buf[-_TAIL_BYTES:])
     if problem:
         raise DatasetError("%s: %s; re-extract or re-download the dataset" % (path, problem))
-    try:
-        img = mx.image.imdecode(buf, flag=1, to_rgb=True)
-    except mx.base.MXNetError:
+    # IMREAD_COLOR applies the EXIF orientation, as MXNet's decoder does.
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         raise DatasetError("%s: not a decodable image (%d bytes, starts with %r)"
                            % (path, len(buf), buf[:8]))
-    if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-        raise DatasetError("%s: decoded to an empty image %s" % (path, img.shape))
-    return img
+    return np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB

@@ -1,0 +1,34 @@
+#!/usr/bin/env python
+"""Run a distributed MXNet job on this machine: a scheduler, S servers and W workers.
+
+Example (2 workers sharing each batch of 32):
+  python scripts/launch_local.py --workers 2 --servers 1 -- python train.py \
+      --config configs/demo_toy.yml SOLVER.KVSTORE dist_sync OUTPUT_DIR runs/demo_toy_dist
+If a process fails, the others are stopped and the launcher exits non-zero naming it.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid_baseline.cli import run  # noqa: E402
+from reid_baseline.launcher import launch_local  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     usage="%(prog)s --workers W [--servers S] -- COMMAND ...")
+    parser.add_argument("--workers", type=int, required=True, help="worker processes (W)")
+    parser.add_argument("--servers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds a process gets to stop before it is killed (default 10)")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="the worker command, after --, e.g. python train.py ...")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    sys.exit(launch_local(command, args.workers, args.servers, grace=args.grace))
+
+
+if __name__ == "__main__":
+    run(main)

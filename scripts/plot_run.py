@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Plot a training run: RUN_DIR/curves.png from RUN_DIR/metrics.jsonl (loss, training
+accuracy and learning rate per epoch; Rank-1/mAP/mINP at the evaluated epochs).
+
+Example: python scripts/plot_run.py runs/demo_toy [--out curves.png]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid_baseline.cli import run  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run's OUTPUT_DIR")
+    parser.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/curves.png)")
+    args = parser.parse_args()
+    from reid_baseline.visualize import write_curves
+    print("wrote %s" % write_curves(args.run_dir, path=args.out))
+
+
+if __name__ == "__main__":
+    run(main)

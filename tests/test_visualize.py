@@ -1,0 +1,158 @@
+"""reid_baseline.visualize, evaluate.py --visualize and scripts/plot_run.py: the PNGs exist,
+have the expected size and colours, and are written atomically."""
+import glob
+import json
+import os
+import runpy
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reid_baseline import visualize
+from reid_baseline.visualize import RankItem
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_script(monkeypatch, capsys, script, *args):
+    monkeypatch.setattr(sys, "argv", [script] + [str(a) for a in args])
+    try:
+        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _pixels_near(img, hex_colour, tol=40):
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(np.asarray(img.convert("RGB"), dtype=int) - rgb).max(axis=2) < tol).sum())
+
+
+@pytest.fixture(scope="module")
+def images(toy_market_root):
+    return sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[:11]
+
+
+def test_rank_list_size_and_border_colours(images, tmp_path):
+    query = RankItem(images[0], "id 1 cam 1", None)
+    all_green = [RankItem(p, "id 1 cam 2\nd 0.100", True) for p in images[1:11]]
+    all_red = [RankItem(p, "id 2 cam 2\nd 0.100", False) for p in images[1:11]]
+    green, red = visualize._MATCH_COLOURS[True], visualize._MATCH_COLOURS[False]
+    visualize.write_rank_lists(str(tmp_path / "g.png"), [(query, all_green)])
+    visualize.write_rank_lists(str(tmp_path / "r.png"), [(query, all_red), (query, all_red)])
+    g, r = Image.open(str(tmp_path / "g.png")), Image.open(str(tmp_path / "r.png"))
+    assert g.size == (11 * 125, 300) and r.size == (11 * 125, 600)
+    # Same images, other borders: 10 borders of 4 points add thousands of pixels of the
+    # match colour (the images themselves hold some of either colour).
+    visualize.write_rank_lists(str(tmp_path / "r1.png"), [(query, all_red)])
+    r1 = Image.open(str(tmp_path / "r1.png"))
+    assert _pixels_near(g, green) - _pixels_near(r1, green) > 2000
+    assert _pixels_near(r1, red) - _pixels_near(g, red) > 2000
+
+
+def test_unreadable_image_is_a_grey_tile(tmp_path):
+    tile = visualize._thumbnail(str(tmp_path / "missing.jpg"))
+    assert tile.shape == (128, 64, 3) and (tile == 128).all()
+
+
+def test_png_writes_are_atomic(images, tmp_path, monkeypatch):
+    path = str(tmp_path / "cmc.png")
+    visualize.write_cmc(path, np.linspace(0.5, 1.0, 50))
+    before = open(path, "rb").read()
+    assert Image.open(path).size == (500, 350)
+
+    def full_disk(self, f, *args, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(visualize.FigureCanvasAgg, "print_png", full_disk)
+    with pytest.raises(OSError) as info:
+        visualize.write_cmc(path, np.linspace(0.2, 1.0, 50))
+    assert info.value.filename == path and "No space left" in str(info.value)
+    assert open(path, "rb").read() == before  # the earlier picture is intact
+    assert os.listdir(str(tmp_path)) == ["cmc.png"]  # no .tmp left behind
+
+
+def test_curves_from_records(tmp_path):
+    records = [{"epoch": e, "lr": 1e-3 * min(1, e / 2), "loss": 3.0 / e, "train_acc": e / 10}
+               for e in range(1, 7)]
+    for r in records[2::3]:
+        r.update(rank1=10.0 * r["epoch"], mAP=5.0 * r["epoch"], mINP=2.0 * r["epoch"])
+    path = visualize.write_curves(str(tmp_path), records=records)
+    assert path == str(tmp_path / "curves.png")
+    assert Image.open(path).size == (1000, 650)
+
+
+def test_plot_run_script(trained_run, tmp_path, monkeypatch, capsys):
+    cfg, history = trained_run
+    out = tmp_path / "c.png"
+    code, printed, err = _run_script(monkeypatch, capsys, "scripts/plot_run.py", cfg.OUTPUT_DIR,
+                                     "--out", out)
+    assert code == 0, err
+    assert printed == "wrote %s\n" % out and Image.open(str(out)).size == (1000, 650)
+    code, printed, err = _run_script(monkeypatch, capsys, "scripts/plot_run.py", tmp_path)
+    assert code == 2 and "no finished epoch" in err and str(tmp_path) in err
+
+
+def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, monkeypatch,
+                                                      capsys):
+    cfg, _ = trained_run
+    output = tmp_path / "res.json"
+    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config",
+                                 os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params",
+                                 os.path.join(cfg.OUTPUT_DIR, "model_final.params"),
+                                 "--output", output, "--visualize", 3)
+    assert code == 0, err
+    assert "mINP" in out and "wrote 3 rank lists" in out
+    results = json.loads(output.read_text())
+    assert 0 < results["mINP"] <= results["mAP"] + 1e-9 <= 100 + 1e-9
+    assert Image.open(str(tmp_path / "cmc.png")).size == (500, 350)
+    lists = sorted(os.listdir(str(tmp_path / "ranklists")))
+    assert [n.split("_")[0] for n in lists] == ["random", "worst", "worst"]
+    for name in lists:
+        assert Image.open(str(tmp_path / "ranklists" / name)).size == (11 * 125, 300)
+
+
+def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_path,
+                                                                    monkeypatch):
+    import collections
+
+    from reid_baseline import retrieval
+    from reid_baseline.config import load_config
+    from reid_baseline.data.datasets.base import Record
+    from reid_baseline.evaluation import evaluate_ranking
+    # Queries (pid, cam): q0 (1, 1), q1 (2, 1), q2 (3, 1), q3 (9, 1) without a match.
+    # Gallery: g0 (1, 2), g1 (2, 2), g2 (3, 2), g3 junk, g4 (1, 1) same camera as q0, g5 (0, 3).
+    query = [Record(images[i], p, 1) for i, p in enumerate((1, 2, 3, 9))]
+    gallery = [Record(images[4 + i], p, c) for i, (p, c) in
+               enumerate(((1, 2), (2, 2), (3, 2), (-1, 2), (1, 1), (0, 3)))]
+    dist = np.array([[0.1, 0.5, 0.6, 0.05, 0.01, 0.3],    # q0: g0 first -> AP 1
+                     [0.1, 0.9, 0.2, 0.3, 0.4, 0.5],      # q1: g1 ranked 5th -> the worst
+                     [0.3, 0.4, 0.2, 0.1, 0.5, 0.6],      # q2: g2 first -> AP 1
+                     [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]], np.float32)
+    data = collections.namedtuple("Data", "query gallery")(query, gallery)
+    ids = ([r.pid for r in query], [r.pid for r in gallery], [1] * 4, [r.camid for r in gallery])
+    ranked = evaluate_ranking(dist, ids[0], ids[1], ids[2], ids[3], max_rank=5)
+    drawn = {}
+    monkeypatch.setattr("reid_baseline.visualize.write_rank_lists",
+                        lambda path, rows: drawn.update({os.path.basename(path): rows}))
+    cfg = load_config(None, ["TEST.RERANK", "True"])
+    written = retrieval.write_figures(cfg, str(tmp_path), retrieval.Ranking(data, dist, ranked),
+                                      visualize=2, top=4)
+    assert os.path.basename(written[0]) == "cmc_rerank.png"
+    # Worst: q1 (AP 0.1); the random one of the other valid queries (q0, q2; seed 0) is q2.
+    assert sorted(drawn) == ["random_01_query00002.png", "worst_01_query00001.png"]
+    (q, items), = drawn["worst_01_query00001.png"]
+    # 1 match at rank 5, trapezoid AP: (old precision 0 + precision 1/5) / 2
+    assert q.path == images[1] and "AP 0.10" in q.caption
+    # Junk (g3) and nothing else of this query's camera is left out; g4 is pid 1, kept.
+    assert [i.path for i in items] == [images[4], images[6], images[8], images[9]]
+    assert [bool(i.match) for i in items] == [False, False, False, False]
+    assert items[0].caption == "id 1 cam 2\nd 0.100"
+    (q, items), = drawn["random_01_query00002.png"]
+    # q2: g3 is junk and left out; g2 (pid 3, camera 2) is its match.
+    assert [i.path for i in items] == [images[6], images[4], images[5], images[8]]
+    assert [bool(i.match) for i in items] == [True, False, False, False]
