@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from .fileio import atomic_path
 from .retrieval import save_results
 
 # The metrics compared, as results.json names them (retrieval.evaluate_retrieval).
@@ -260,16 +261,13 @@ def plot_effects(report, path):
     if effects:
         ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def _write_text(text, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_report(study, outcomes, toy=False):

@@ -29,6 +29,9 @@ def init_amp(cfg, ctx):
     oneDNN only): any other pairing, or a second type in one process, is a DeviceError."""
     global _initialized
     mode = cfg.SOLVER.AMP
+    if _initialized not in (None, mode):  # e.g. an in-process study: a "none" run after AMP
+        raise DeviceError("SOLVER.AMP %s: this process already started AMP with %s, which "
+                          "MXNet cannot undo; run it in a new process" % (mode, _initialized))
     if mode == "none":
         return
     on_gpu = all(c.device_type == "gpu" for c in ctx)
@@ -38,9 +41,6 @@ def init_amp(cfg, ctx):
     if mode == "bfloat16" and on_gpu:
         raise DeviceError("SOLVER.AMP bfloat16 runs on the CPU only in MXNet 1.9; use float16 "
                           "on GPUs")
-    if _initialized not in (None, mode):
-        raise DeviceError("SOLVER.AMP %s: this process already started AMP with %s, which "
-                          "MXNet cannot undo; run it in a new process" % (mode, _initialized))
     amp.init(target_dtype=mode)
     _initialized = mode
 

@@ -20,6 +20,7 @@ __all__ = ["compute_distance", "evaluate_ranking", "chance_rank1", "AP_MODES", "
 # Bound at import: mxnet.contrib.amp.init() (SOLVER.AMP) later replaces mx.nd.FullyConnected
 # with a wrapper that casts to bfloat16/float16 and ignores `out`; distances stay float32.
 _FULLY_CONNECTED = mx.nd.FullyConnected
+_MAX_TENSOR = 2 ** 31 - 1
 
 METRICS = ("cosine", "euclidean")
 AP_MODES = ("trapezoid", "noninterp")
@@ -83,10 +84,17 @@ def _product_nt(a, b):
         out[...] = 0
         return out
     # Zero-copy wrappers of views (from_numpy marks what it wraps read-only: the views, not
-    # the caller's arrays or `out`); MXNet writes the product into out's memory.
-    wrap = [mx.nd.from_numpy(np.ascontiguousarray(x).view(), zero_copy=True) for x in (a, b, out)]
-    _FULLY_CONNECTED(wrap[0], wrap[1], no_bias=True, num_hidden=b.shape[0], out=wrap[2])
-    wrap[2].wait_to_read()
+    # the caller's arrays or `out`); MXNet writes the product into out's memory. Row blocks
+    # keep each output under 2**31 entries, the tensor size limit of MXNet's pip wheels.
+    weight = mx.nd.from_numpy(np.ascontiguousarray(b).view(), zero_copy=True)
+    a = np.ascontiguousarray(a)
+    rows = max(1, _MAX_TENSOR // b.shape[0])
+    for start in range(0, a.shape[0], rows):
+        block = out[start:start + rows]
+        result = mx.nd.from_numpy(block.view(), zero_copy=True)
+        _FULLY_CONNECTED(mx.nd.from_numpy(a[start:start + rows].view(), zero_copy=True), weight,
+                         no_bias=True, num_hidden=b.shape[0], out=result)
+        result.wait_to_read()
     return out
 
 

@@ -7,6 +7,7 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
+from .fileio import atomic_path
 from .model import ModelError, load_trained_model
 
 FORMATS = ("mxnet", "onnx")
@@ -40,7 +41,6 @@ def export_onnx(embedding, cfg, path):
     except ImportError as exc:
         raise ModelError("--format onnx needs onnx and onnxruntime: pip install -e '.[export]' "
                          "(%s)" % exc) from exc
-    from .visualize import atomic_path
     with tempfile.TemporaryDirectory(prefix="reid_export_") as tmp_dir, atomic_path(path) as tmp:
         sym, params = export_symbol(embedding, cfg, os.path.join(tmp_dir, "net"))
         mx.onnx.export_model(sym, params, in_shapes=[_input_shape(cfg)], in_types=[np.float32],
@@ -94,7 +94,8 @@ def onnx_max_difference(embedding, onnx_path, batches):
 def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_random=4):
     """Export the feature network of `params_path` (see the module doc); returns a dict with
     the files written and, for ONNX, the parity differences. A difference above
-    PARITY_TOLERANCE raises ParityError (the ONNX file is kept for inspection)."""
+    PARITY_TOLERANCE raises ParityError; the file is then renamed PREFIX.onnx.rejected (kept
+    for inspection, never under the name a deployment would pick up)."""
     if fmt not in FORMATS:
         raise ModelError("--format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
     folder = os.path.dirname(os.path.abspath(prefix))
@@ -107,8 +108,10 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
     diffs = onnx_max_difference(embedding, path, parity_batches(cfg, check_images, num_random))
     worst = max(diffs.values())
     if worst > PARITY_TOLERANCE:
+        os.replace(path, path + ".rejected")
         raise ParityError("%s: onnxruntime's features differ from MXNet's by up to %.3g (%s), "
-                          "above the tolerance %g: do not use this file"
+                          "above the tolerance %g: kept as %s.rejected, do not use it"
                           % (path, worst, ", ".join("%s images %.3g" % kv
-                                                    for kv in diffs.items()), PARITY_TOLERANCE))
+                                                    for kv in diffs.items()), PARITY_TOLERANCE,
+                             path))
     return {"files": [path], "max_abs_diff": diffs, "max_abs_diff_all": worst}

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from .data.loader import build_test_loader
+from .fileio import atomic_path
 from .evaluation import AP_MODES, compute_distance, evaluate_ranking
 from .features import extract_features
 from .rerank import re_ranking_features
@@ -128,19 +129,14 @@ def results_path(cfg, folder):
 
 
 def save_results(results, path):
-    """Write `results` as JSON atomically (a .tmp file, then os.replace): never a half file.
+    """Write `results` as JSON atomically (fileio.atomic_path): never a half file.
 
     Raises OSError with a one-line message naming `path` when it cannot be written."""
-    tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as f:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
             json.dump(results, f, indent=1)
-        os.replace(tmp, path)
     except OSError as exc:
         raise OSError("cannot write the results to %s: %s" % (path, exc.strerror or exc)) from exc
-    finally:
-        if os.path.isfile(tmp):  # a failed write leaves nothing behind
-            os.remove(tmp)
 
 
 def format_results(results):

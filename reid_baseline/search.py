@@ -14,13 +14,14 @@ import tempfile
 import numpy as np
 from tqdm import tqdm
 
+from .fileio import atomic_path
 from .data.loader import build_test_loader
 from .data.datasets.base import DatasetError, Record, read_image
 from .evaluation import compute_distance
 from .features import extract_features
 from .rerank import _top_k, re_ranking_features
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what read_image decodes
 INDEX_KEYS = ("paths", "features", "config", "params")
 CHUNK_IMAGES = 2048  # images per extraction call: an unreadable file costs one chunk's re-check
 SEARCH_BLOCK_ENTRIES = 1 << 24  # query x gallery distances per block (64 MB of float32)
@@ -105,7 +106,6 @@ def build_index(cfg, params_path, images_dir, out_path):
 
 def save_index(path, paths, features, config_text, params_path):
     """Write a gallery file atomically (no pickled objects: text arrays and float32)."""
-    from .visualize import atomic_path
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, paths=np.array(paths, dtype=str), features=features.astype(np.float32),
                  config=np.array(config_text), params=np.array(params_path))
@@ -207,7 +207,6 @@ def write_html(path, queries):
     page = ("<!doctype html><meta charset=utf-8><title>search results</title><style>"
             ".row{display:flex;gap:6px}figure{margin:0;font:11px sans-serif}</style>\n"
             + "\n".join(rows) + "\n")
-    from .visualize import atomic_path
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(page)
 

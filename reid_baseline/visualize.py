@@ -5,7 +5,6 @@ needed, safe in threads and in the training process). Every PNG is written atomi
 (a .tmp file, then os.replace), so a reader never sees half a picture.
 """
 import collections
-import contextlib
 import errno
 import math
 import os
@@ -16,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .fileio import atomic_path
+
 # One rank-list cell (image + two lines of text), in inches at DPI: a PNG of R rows and
 # C cells is exactly (C * CELL_WIDTH * DPI) x (R * CELL_HEIGHT * DPI) pixels.
 CELL_WIDTH, CELL_HEIGHT, DPI = 1.25, 3.0, 100  # binary fractions: exact pixel sizes
@@ -25,22 +26,6 @@ _MATCH_COLOURS = {True: "#1a9c3a", False: "#d62728", None: "#1f77b4"}  # same id
 RankItem = collections.namedtuple("RankItem", "path caption match")
 RankItem.__doc__ = ("One picture of a rank list: image path, caption under it, match (True: "
                     "same identity, green border; False: red; None: query or unknown, blue).")
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path` to write; when the block ends without error it
-    replaces `path` (os.replace), otherwise it is removed: never a half-written `path`.
-    An OSError is re-raised naming `path` (cli.run prints it as one line)."""
-    tmp = path + ".tmp"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OSError(exc.errno, "cannot write (%s)" % (exc.strerror or exc), path) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def new_figure(width, height):

@@ -3,6 +3,7 @@
 
 Random inputs, so it measures the network and optimizer only (not data loading).
 Example: OMP_NUM_THREADS=2 python scripts/benchmark_train.py --steps 3 --out bench_train.json
+Mixed precision: add SOLVER.AMP bfloat16 (CPU) or float16 (GPU); one type per process (MXNet).
 """
 import argparse
 import json
@@ -16,6 +17,7 @@ from mxnet import autograd, gluon
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark_eval import machine_info  # noqa: E402  (same folder)
+from reid_baseline.amp import init_amp, scale_loss  # noqa: E402
 from reid_baseline.cli import config_from_args  # noqa: E402
 from reid_baseline.devices import build_contexts  # noqa: E402
 from reid_baseline.model import build_model  # noqa: E402
@@ -35,7 +37,8 @@ def _time_train_steps(cfg, hybridize, steps, ctx):
     def step():
         with autograd.record():
             loss = loss_fn(net(data)[0], label)
-        loss.backward()
+            with scale_loss(loss, trainer) as scaled:
+                scaled.backward()
         trainer.step(batch)
 
     step()  # warm-up: graph construction and memory planning
@@ -70,10 +73,11 @@ def main():
     args.config, args.opts = None, ["MODEL.PRETRAINED", "", "TEST.BATCH_SIZE", "32"] + args.opts
     cfg = config_from_args(args)
     ctx = build_contexts(cfg.GPUS)
+    init_amp(cfg, ctx)
     results = {"machine": machine_info(), "mxnet": mx.__version__,
                "context": str(ctx), "input": [cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH],
                "batch_size": cfg.SOLVER.BATCH_SIZE, "backbone": cfg.MODEL.BACKBONE,
-               "bn_group_size": cfg.MODEL.BN_GROUP_SIZE}
+               "bn_group_size": cfg.MODEL.BN_GROUP_SIZE, "amp": cfg.SOLVER.AMP}
     results["train_step_s_plain"], _ = _time_train_steps(cfg, False, args.steps, ctx)
     results["train_step_s_hybridized"], net = _time_train_steps(cfg, True, args.steps, ctx)
     results["extract_images_per_s_with_flip"] = _time_extraction(cfg, net, args.steps, ctx)

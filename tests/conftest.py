@@ -1,5 +1,24 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and helpers."""
+import os
+import runpy
+import sys
+
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(monkeypatch, capsys, script, *args):
+    """Run a command line (path relative to the repository) in this process, MXNet already
+    imported: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", [script] + [str(a) for a in args])
+    try:
+        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,14 @@
 """evaluate.py and export_model.py outputs: results file names, unwritable outputs, progress."""
 import json
 import os
-import runpy
 import shutil
-import sys
 
 import pytest
 
 from reid_baseline import features
 from reid_baseline.retrieval import results_path, save_results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run_script(monkeypatch, capsys, script, *args):
-    """Run a command line in this process (MXNet is already imported): (exit code, out, err)."""
-    monkeypatch.setattr(sys, "argv", [script] + [str(a) for a in args])
-    try:
-        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_script
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +40,14 @@ def run_copy(saved_model, tmp_path):
 def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
     missing = tmp_path / "nope" / "results.json"
-    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "--output", missing)
     # a missing folder is found before the evaluation
     assert code == 2 and out == ""
     assert err.splitlines() == ["error: --output: folder %s does not exist" % missing.parent]
     folder = tmp_path / "a_folder"
     folder.mkdir()
-    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "--output", folder)
     assert code == 2
     assert "rank1" in out and "mAP (trapezoid AP" in out  # the metrics are not lost
@@ -74,7 +60,7 @@ def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, m
                                                           capsys):
     config, params = run_copy
     (tmp_path / "results.json").write_text('{"rank1": 12.5}')
-    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "TEST.RERANK", "True")
     assert code == 0, err
     assert json.loads((tmp_path / "results.json").read_text()) == {"rank1": 12.5}
@@ -100,7 +86,7 @@ def test_results_path_and_save_results(make_tiny_cfg, tmp_path):
 def test_export_to_a_missing_folder_fails_before_loading(tmp_path, monkeypatch, capsys):
     prefix = tmp_path / "nope" / "reid"
     # --params does not exist either: loading first would report that instead
-    code, out, err = _run_script(monkeypatch, capsys, "scripts/export_model.py", "--params",
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--params",
                                  tmp_path / "missing.params", "--prefix", prefix)
     assert code == 2 and out == ""
     assert err.splitlines() == ["error: --prefix: folder %s does not exist" % prefix.parent]

@@ -254,3 +254,13 @@ def test_chance_rank1_by_hand():
     assert chance_rank1([1, 2, 3], g_pids, [0, 1, 0], g_cams) == pytest.approx(1 / 3)
     # Two queries: 1/3 and (pid 2 from cam 0: matches 2/cam1 among 4 valid) 1/4.
     assert chance_rank1([1, 2], g_pids, [0, 0], g_cams) == pytest.approx((1 / 3 + 1 / 4) / 2)
+
+
+def test_distance_products_are_split_into_row_blocks_under_the_tensor_size_limit(monkeypatch):
+    from reid_baseline import evaluation
+    monkeypatch.setattr(evaluation, "_MAX_TENSOR", 20)  # blocks of 2 query rows x 9 gallery
+    rng = np.random.RandomState(0)
+    q, g = rng.rand(7, 5).astype(np.float32), rng.rand(9, 5).astype(np.float32)
+    expected = 1 - (q.astype(np.float64) @ g.T) / np.outer(np.linalg.norm(q, axis=1),
+                                                            np.linalg.norm(g, axis=1))
+    np.testing.assert_allclose(evaluation.compute_distance(q, g), expected, atol=1e-6)

@@ -1,26 +1,12 @@
 """scripts/export_model.py and reid_baseline.export: symbol+params and ONNX with parity."""
 import glob
 import os
-import runpy
-import sys
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run_script(monkeypatch, capsys, script, *args):
-    """Run a command line in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", [script] + [str(a) for a in args])
-    try:
-        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_script
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +30,7 @@ def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path,
     from reid_baseline.model import load_trained_model
     cfg, config, params = trained
     query_dir = os.path.join(toy_market_root, "query")
-    code, out, err = _run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "reid",
                                  "--format", "onnx", "--check-images", query_dir)
     assert code == 0, err
@@ -60,29 +46,31 @@ def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path,
     assert got.shape == (5, 512)
     assert np.abs(got - expected).max() < 1e-4
     assert np.abs(expected).max() > 1e-2  # real features, not a trivial zero output
-    assert not glob.glob(str(tmp_path / "*.tmp"))
+    assert not glob.glob(str(tmp_path / "*.tmp*"))
 
 
 def test_parity_above_tolerance_fails_with_one_line(trained, tmp_path, monkeypatch, capsys):
     from reid_baseline import export
     cfg, config, params = trained
     # The threshold logic alone: no conversion, a difference above 1e-4 on the real images.
-    monkeypatch.setattr(export, "export_onnx", lambda embedding, cfg, path: path)
+    monkeypatch.setattr(export, "export_onnx",
+                        lambda embedding, cfg, path: open(path, "w").close() or path)
     monkeypatch.setattr(export, "onnx_max_difference",
                         lambda *a: {"random": 2e-6, "real": 3.5e-3})
-    code, out, err = _run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "bad",
                                  "--format", "onnx", "--check-images", tmp_path)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
-    assert "0.0035" in err and "tolerance 0.0001" in err and "bad.onnx" in err
+    assert "0.0035" in err and "tolerance 0.0001" in err and "bad.onnx.rejected" in err
+    assert sorted(os.listdir(tmp_path)) == ["bad.onnx.rejected"]  # never under the real name
 
 
 def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_path,
                                                  monkeypatch, capsys):
     from reid_baseline.model import load_trained_model
     cfg, config, params = trained
-    code, out, err = _run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "sym")
     assert code == 0, err
     net = mx.gluon.SymbolBlock.imports(str(tmp_path / "sym-symbol.json"), ["data"],

@@ -190,23 +190,18 @@ def test_mem_available_reads_proc_meminfo(tmp_path):
 
 
 def test_batch_files_of_a_killed_loader_are_removed_by_the_next_one():
-    import subprocess
-    import sys
-
     from reid_baseline.data import shared_batch
 
     if not os.path.isdir(shared_batch.SHM_DIR):
         pytest.skip("no /dev/shm")
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    orphan = os.path.join(shared_batch.SHM_DIR, "reid_batch_%s_0_test" % gone)
-    ours = os.path.join(shared_batch.SHM_DIR, "reid_batch_%d_999_test" % os.getpid())
-    for path in (orphan, ours):
-        open(path, "wb").close()
+    live = shared_batch.shared_prefix()  # this process's loader: its lock is held
+    dead = "reid_batch_999999_0_"  # a loader killed with -9: its lock file is left, unlocked
+    paths = [os.path.join(shared_batch.SHM_DIR, p + s) for p in (live, dead) for s in ("x", "lock")]
+    for path in paths:
+        open(path, "a").close()
     try:
-        shared_batch.shared_prefix()
-        assert not os.path.exists(orphan) and os.path.exists(ours)
+        shared_batch.remove_unreceived(shared_batch.shared_prefix())  # a new loader's start
+        assert [os.path.exists(p) for p in paths] == [True, True, False, False]
     finally:
-        for path in (orphan, ours):
-            if os.path.exists(path):
-                os.unlink(path)
+        shared_batch.remove_unreceived(live)
+        assert not any(os.path.exists(p) for p in paths)

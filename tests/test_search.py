@@ -10,18 +10,13 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_script(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["scripts/search.py"] + [str(a) for a in args])
-    try:
-        runpy.run_path(os.path.join(ROOT, "scripts", "search.py"), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_script(monkeypatch, capsys, "scripts/search.py", *args)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +70,7 @@ def test_index_skips_unreadable_files_and_stores_paths_and_config(gallery, photo
     assert not any(p.endswith((".txt", "broken.jpg")) for p in paths)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     assert "resnet18_v1" in config and "HEIGHT: 64" in config
-    assert not glob.glob(str(path) + ".tmp")
+    assert not glob.glob(str(path) + ".tmp*")
 
 
 def test_query_ranks_the_image_itself_first(gallery, photo_tree, tmp_path, monkeypatch, capsys):

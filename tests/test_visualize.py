@@ -3,8 +3,6 @@ have the expected size and colours, and are written atomically."""
 import glob
 import json
 import os
-import runpy
-import sys
 
 import numpy as np
 import pytest
@@ -13,18 +11,7 @@ from PIL import Image
 from reid_baseline import visualize
 from reid_baseline.visualize import RankItem
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run_script(monkeypatch, capsys, script, *args):
-    monkeypatch.setattr(sys, "argv", [script] + [str(a) for a in args])
-    try:
-        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_script
 
 
 def _pixels_near(img, hex_colour, tol=40):
@@ -86,14 +73,14 @@ def test_curves_from_records(tmp_path):
     assert Image.open(path).size == (1000, 650)
 
 
-def test_plot_run_script(trained_run, tmp_path, monkeypatch, capsys):
+def test_plotrun_script(trained_run, tmp_path, monkeypatch, capsys):
     cfg, history = trained_run
     out = tmp_path / "c.png"
-    code, printed, err = _run_script(monkeypatch, capsys, "scripts/plot_run.py", cfg.OUTPUT_DIR,
+    code, printed, err = run_script(monkeypatch, capsys, "scripts/plot_run.py", cfg.OUTPUT_DIR,
                                      "--out", out)
     assert code == 0, err
     assert printed == "wrote %s\n" % out and Image.open(str(out)).size == (1000, 650)
-    code, printed, err = _run_script(monkeypatch, capsys, "scripts/plot_run.py", tmp_path)
+    code, printed, err = run_script(monkeypatch, capsys, "scripts/plot_run.py", tmp_path)
     assert code == 2 and "no finished epoch" in err and str(tmp_path) in err
 
 
@@ -101,7 +88,7 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
                                                       capsys):
     cfg, _ = trained_run
     output = tmp_path / "res.json"
-    code, out, err = _run_script(monkeypatch, capsys, "evaluate.py", "--config",
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config",
                                  os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params",
                                  os.path.join(cfg.OUTPUT_DIR, "model_final.params"),
                                  "--output", output, "--visualize", 3)

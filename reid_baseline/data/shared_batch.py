@@ -7,6 +7,7 @@ name and wraps the pages without a copy (MXNet's own cpu_shared transfer needs M
 workers). Written with os + mmap because multiprocessing.shared_memory's resource tracker
 mishandles segments made in one process and unlinked in another (bpo-38119).
 """
+import fcntl
 import glob
 import itertools
 import mmap
@@ -18,31 +19,38 @@ import numpy as np
 
 SHM_DIR = "/dev/shm"
 _counter = itertools.count()
+_LOCK = "lock"  # each prefix's lock file: prefix + _LOCK (mkstemp's suffixes are 8 characters)
+_locks = {}  # prefix -> its open lock file, held while the loader lives
 
 
 def shared_prefix():
-    """A file name prefix unique to one loader of this process (None without /dev/shm)."""
+    """A file name prefix unique to one loader of this process (None without /dev/shm), with
+    its lock file held until remove_unreceived (or the end of the process and its workers)."""
     if not os.path.isdir(SHM_DIR):
         return None
     remove_orphans()
-    return "reid_batch_%d_%d_" % (os.getpid(), next(_counter))
+    prefix = "reid_batch_%d_%d_" % (os.getpid(), next(_counter))
+    # Locked under a temporary name, then renamed: remove_orphans never sees it unlocked.
+    lock = open(os.path.join(SHM_DIR, prefix + _LOCK + ".new"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(lock.name, os.path.join(SHM_DIR, prefix + _LOCK))
+    _locks[prefix] = lock
+    return prefix
 
 
 def remove_orphans():
-    """Delete the batch files of loaders whose process no longer exists (killed with -9, so
-    remove_unreceived never ran): /dev/shm is RAM and would otherwise fill up run by run."""
+    """Delete the batch files of loaders that are gone (killed with -9, so remove_unreceived
+    never ran): /dev/shm is RAM and would otherwise fill up run by run. A loader is gone when
+    its lock is free; the lock, not a pid, also works across PID namespaces sharing /dev/shm."""
     for name in os.listdir(SHM_DIR):
-        match = re.match(r"reid_batch_(\d+)_", name)
+        match = re.match(r"(reid_batch_\d+_\d+_)%s$" % _LOCK, name)
         if not match:
             continue
         try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-            except OSError:
-                pass
-        except OSError:  # exists, owned by another user
+            with open(os.path.join(SHM_DIR, name)) as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: its loader is gone
+                remove_unreceived(match.group(1))
+        except OSError:  # held (BlockingIOError), or removed meanwhile: not an orphan
             pass
 
 
@@ -65,7 +73,8 @@ def new_shared_array(prefix, shape, dtype=np.float32):
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     fd, path = tempfile.mkstemp(prefix=prefix, dir=SHM_DIR)
     try:
-        os.ftruncate(fd, nbytes)
+        # Allocated now: a full /dev/shm is an error here, not a SIGBUS in the worker later.
+        os.posix_fallocate(fd, 0, nbytes)
         mapping = mmap.mmap(fd, nbytes)
     finally:
         os.close(fd)
@@ -86,7 +95,11 @@ def open_shared_array(ref):
 
 
 def remove_unreceived(prefix):
-    """Delete batches a stopped loader never received (e.g. after an error or Ctrl-C)."""
+    """Delete batches a stopped loader never received (e.g. after an error or Ctrl-C), and its
+    lock file."""
+    lock = _locks.pop(prefix, None)
+    if lock is not None:
+        lock.close()
     for path in glob.glob(os.path.join(SHM_DIR, glob.escape(prefix) + "*")):
         try:
             os.unlink(path)

@@ -221,6 +221,22 @@ def check_image_files(paths, root, show=10):
                            "%s %s" % (root, len(bad), first, "; ".join(bad[:show])))
 
 
+def parse_pid_camera(path, name_re, dataset, pattern, num_cameras):
+    """``(pid, camid)`` from the name of `path` matched by `name_re` (group 1 the identity,
+    group 2 the 1-based camera); camid is 0-based (c1 -> 0). A name that does not match, or
+    a camera outside 1..num_cameras, is a DatasetError naming the file and `dataset`'s
+    `pattern`."""
+    match = name_re.match(os.path.basename(path))
+    if match is None:
+        raise DatasetError("%s: file name does not match the %s pattern %s"
+                           % (path, dataset, pattern))
+    pid, cam = int(match.group(1)), int(match.group(2))
+    if not 1 <= cam <= num_cameras:
+        raise DatasetError("%s: camera c%d out of range, expected c1..c%d"
+                           % (path, cam, num_cameras))
+    return pid, cam - 1
+
+
 def read_image(path):
     """Read an image (JPEG or PNG) as an HWC uint8 RGB numpy array, with OpenCV: the pixels of
     MXNet's `mx.image.imdecode` (which runs OpenCV underneath) without an MXNet op, so loader

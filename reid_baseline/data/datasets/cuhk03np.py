@@ -8,7 +8,7 @@ identity has one query per camera. There is no junk and no distractor id.
 import os
 import re
 
-from .base import DatasetError, ReIDDataset
+from .base import DatasetError, ReIDDataset, parse_pid_camera
 from .base import find_root as _find_root
 from .market1501 import SPLIT_DIRS, has_split_dirs, parse_split
 
@@ -27,15 +27,7 @@ _NAME_RE = re.compile(r"^(\d{4})_c(\d)_(\d+)\.png$")
 
 def parse_filename(path, num_cameras=NUM_CAMERAS):
     """``(pid, camid)`` of a CUHK03-NP file name; camid is 0-based (c1 -> 0)."""
-    match = _NAME_RE.match(os.path.basename(path))
-    if match is None:
-        raise DatasetError("%s: file name does not match the CUHK03-NP pattern %s"
-                           % (path, FILENAME_PATTERN))
-    pid, cam = int(match.group(1)), int(match.group(2))
-    if not 1 <= cam <= num_cameras:
-        raise DatasetError("%s: camera c%d out of range, expected c1..c%d"
-                           % (path, cam, num_cameras))
-    return pid, cam - 1
+    return parse_pid_camera(path, _NAME_RE, "CUHK03-NP", FILENAME_PATTERN, num_cameras)
 
 
 def find_root(root, subset="detected"):

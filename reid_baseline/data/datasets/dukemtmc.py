@@ -8,7 +8,7 @@ The authors withdrew the data set in 2019; it is read here for those who hold a 
 import os
 import re
 
-from .base import DatasetError, ReIDDataset
+from .base import ReIDDataset, parse_pid_camera
 from .base import find_root as _find_root
 from .market1501 import SPLIT_DIRS, has_split_dirs, parse_split
 
@@ -25,15 +25,7 @@ _NAME_RE = re.compile(r"^(\d{4})_c(\d)_f(\d{7})\.jpg$")
 
 def parse_filename(path, num_cameras=NUM_CAMERAS):
     """``(pid, camid)`` of a DukeMTMC-reID file name; camid is 0-based (c1 -> 0)."""
-    match = _NAME_RE.match(os.path.basename(path))
-    if match is None:
-        raise DatasetError("%s: file name does not match the DukeMTMC-reID pattern %s"
-                           % (path, FILENAME_PATTERN))
-    pid, cam = int(match.group(1)), int(match.group(2))
-    if not 1 <= cam <= num_cameras:
-        raise DatasetError("%s: camera c%d out of range, expected c1..c%d"
-                           % (path, cam, num_cameras))
-    return pid, cam - 1
+    return parse_pid_camera(path, _NAME_RE, "DukeMTMC-reID", FILENAME_PATTERN, num_cameras)
 
 
 def find_root(root):

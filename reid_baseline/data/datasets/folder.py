@@ -12,6 +12,7 @@ import csv
 import os
 import re
 
+from ...fileio import atomic_path
 from .base import SPLITS, DatasetError, Record, ReIDDataset, list_images
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -129,12 +130,10 @@ def make_toy_folder(out_dir, seed=0, overwrite=False, **sizes):
 
     written = write_toy_images({s: os.path.join(root, s) for s in SPLITS}, name, seed=seed,
                                num_junk=0, **sizes)
-    tmp = os.path.join(root, "list.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(os.path.join(root, "list.csv")) as tmp, open(tmp, "w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(CSV_HEADER)
         for split, rel, _, _ in written:
             pid, cam = parse_filename(rel)
             rows.writerow([split + "/" + rel, pid, cam, split])
-    os.replace(tmp, os.path.join(root, "list.csv"))
     return written

@@ -14,7 +14,7 @@ import collections
 import os
 import re
 
-from .base import DISTRACTOR_PID, JUNK_PID, DatasetError, Record, ReIDDataset, list_images
+from .base import DISTRACTOR_PID, JUNK_PID, Record, ReIDDataset, list_images, parse_pid_camera
 from .base import find_root as _find_root
 from .base import relabel_records
 
@@ -41,15 +41,7 @@ def parse_filename(path, num_cameras=6):
     pid is -1 for junk and 0 for distractors.  Raises DatasetError naming the
     file when the name does not match the pattern or the camera is not 1..num_cameras.
     """
-    match = _NAME_RE.match(os.path.basename(path))
-    if match is None:
-        raise DatasetError("%s: file name does not match the Market-1501 pattern %s"
-                           % (path, FILENAME_PATTERN))
-    pid, cam = int(match.group(1)), int(match.group(2))
-    if not 1 <= cam <= num_cameras:
-        raise DatasetError("%s: camera c%d out of range, expected c1..c%d"
-                           % (path, cam, num_cameras))
-    return pid, cam - 1
+    return parse_pid_camera(path, _NAME_RE, "Market-1501", FILENAME_PATTERN, num_cameras)
 
 
 def has_split_dirs(folder, split_dirs=SPLIT_DIRS):
