@@ -3,7 +3,6 @@ import collections
 import hashlib
 import os
 import re
-import sys
 import time
 
 import cv2
@@ -122,18 +121,18 @@ def test_identities_learnable_but_not_trivial(toy_market_root):
     assert raw < 0.5 and raw < person
 
 
-def test_script(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
-    try:
-        import make_toy_market1501 as script
-    finally:
-        sys.path.pop(0)
+def test_script(tmp_path, monkeypatch, capsys):
+    from conftest import run_script
+
     out = str(tmp_path / "toy")
-    assert script.main(["--out", out, "--num-train-ids", "3", "--num-test-ids", "2",
-                        "--images-per-id-per-camera", "1", "--seed", "7"]) == 0
-    printed = capsys.readouterr().out
-    assert "train_ids" in printed and "Market-1501-v15.09.15" in printed
+    code, printed, err = run_script(monkeypatch, capsys, "scripts/make_toy_dataset.py",
+                                    "market1501", "--out", out, "--num-train-ids", "3",
+                                    "--num-test-ids", "2", "--images-per-id-per-camera", "1",
+                                    "--seed", "7")
+    assert code == 0, err
+    assert "Market-1501-v15.09.15" in printed
     data = load_market1501(out, verify_counts=False)
     assert data.num_train_pids == 3 and len({r.pid for r in data.query}) == 2
-    assert script.main(["--out", out]) == 1  # exists, no --overwrite
-    assert "already exists" in capsys.readouterr().err
+    code, printed, err = run_script(monkeypatch, capsys, "scripts/make_toy_dataset.py",
+                                    "market1501", "--out", out)
+    assert code == 2 and err.startswith("error: ") and "already exists" in err  # no --overwrite
