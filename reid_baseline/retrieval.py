@@ -2,6 +2,7 @@
 and the Market-1501 metrics. One function serves the engine's periodic evaluation and
 evaluate.py."""
 import collections
+import glob
 import json
 import os
 
@@ -84,6 +85,10 @@ def write_figures(cfg, folder, ranking, visualize=0, top=10, seed=0):
     sample = np.random.RandomState(seed).choice(rest, n - len(worst), replace=False)
     out_dir = os.path.join(folder, "ranklists" + suffix)
     os.makedirs(out_dir, exist_ok=True)
+    # The previous evaluation's pictures go: a mix of two evaluations would mislead.
+    for old in glob.glob(os.path.join(out_dir, "worst_*_query*.png")) + glob.glob(
+            os.path.join(out_dir, "random_*_query*.png")):
+        os.remove(old)
     (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
     for kind, queries in (("worst", worst), ("random", sample)):
         for i, q in enumerate(queries, 1):

@@ -88,6 +88,9 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
                                                       capsys):
     cfg, _ = trained_run
     output = tmp_path / "res.json"
+    (tmp_path / "ranklists").mkdir()
+    for name in ("random_09_query00001.png", "notes.txt"):  # an earlier evaluation's; the user's
+        (tmp_path / "ranklists" / name).write_bytes(b"x")
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config",
                                  os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params",
                                  os.path.join(cfg.OUTPUT_DIR, "model_final.params"),
@@ -97,8 +100,9 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
     results = json.loads(output.read_text())
     assert 0 < results["mINP"] <= results["mAP"] + 1e-9 <= 100 + 1e-9
     assert Image.open(str(tmp_path / "cmc.png")).size == (500, 350)
-    lists = sorted(os.listdir(str(tmp_path / "ranklists")))
-    assert [n.split("_")[0] for n in lists] == ["random", "worst", "worst"]
+    lists = sorted(n for n in os.listdir(str(tmp_path / "ranklists")) if n != "notes.txt")
+    assert [n.split("_")[0] for n in lists] == ["random", "worst", "worst"]  # no stale one
+    assert (tmp_path / "ranklists" / "notes.txt").exists()
     for name in lists:
         assert Image.open(str(tmp_path / "ranklists" / name)).size == (11 * 125, 300)
 
