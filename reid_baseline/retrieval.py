@@ -141,7 +141,8 @@ def save_results(results, path):
         with atomic_path(path) as tmp, open(tmp, "w") as f:
             json.dump(results, f, indent=1)
     except OSError as exc:
-        raise OSError("cannot write the results to %s: %s" % (path, exc.strerror or exc)) from exc
+        reason = os.strerror(exc.errno) if exc.errno else exc  # not atomic_path's own wording
+        raise OSError("cannot write the results to %s: %s" % (path, reason)) from exc
 
 
 def format_results(results):
