@@ -15,8 +15,8 @@ import os
 from . import engine, retrieval
 from .ablation_report import METRICS, write_report
 from .checkpoint import last_checkpoint
-from .config import ConfigError, _flatten, ablation_changes, load_config
-from .data.datasets.base import DatasetError
+from .config import _flatten, ablation_changes, load_config
+from .errors import ConfigError, DatasetError
 from .errors import error_line
 
 # Knobs that say how a run is executed, not what it trains: a run folder may be continued with

@@ -15,7 +15,7 @@ from mxnet.contrib import amp
 from mxnet.contrib.amp.loss_scaler import LossScaler
 
 from . import evaluation  # noqa: F401  binds float32 distance kernels before amp.init wraps ops
-from .devices import DeviceError
+from .errors import DeviceError
 
 logger = logging.getLogger("reid_baseline")
 

@@ -18,7 +18,7 @@ import shutil
 import mxnet as mx
 
 from .amp import loss_scaler_state, restore_loss_scaler
-from .errors import error_line
+from .errors import CheckpointError, NonFiniteParameters, error_line
 
 STATE_FILE = "state.json"
 PARAMS_FILE = "model.params"
@@ -28,12 +28,6 @@ OPTIMIZER_FILE = "optimizer.nd"
 _NAME_RE = re.compile(r"^epoch_(\d{4,})(_interrupted)?$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, damaged, cannot be written or does not fit the model."""
-
-
-class NonFiniteParameters(CheckpointError):
-    """The parameters hold NaN or infinity: nothing is written."""
 
 
 def _optimizer_arrays(trainer):

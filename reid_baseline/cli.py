@@ -42,7 +42,8 @@ def build_parser(description, default_config=None):
 def config_from_args(args):
     """The frozen config: defaults, --config file, --ablation knobs, KEY VALUE overrides, then
     --gpus."""
-    from .config import ConfigError, load_config  # imported late so --help stays fast
+    from .config import load_config  # imported late so --help stays fast
+    from .errors import ConfigError
     overrides = list(args.opts)
     if args.gpus is not None and args.gpus.strip() == "auto":
         overrides += ["GPUS", "auto"]
@@ -59,17 +60,11 @@ def run(main):
     """Run a command line's main(): a user error (bad config, data, weights, devices, run
     folder, diverged training) or a failed file operation (OSError) prints one line and exits
     2; Ctrl-C exits 130."""
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data.datasets.base import DatasetError
-    from .devices import DeviceError
-    from .engine import RunDirError, TrainingDiverged
-    from .model import ModelError
+    from .errors import ReIDError
 
     try:
         main()
-    except (ConfigError, DatasetError, ModelError, CheckpointError, DeviceError, RunDirError,
-            TrainingDiverged) as exc:
+    except ReIDError as exc:
         print("error: %s" % exc, file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

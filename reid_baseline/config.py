@@ -11,6 +11,8 @@ import os
 import yaml
 from yacs.config import CfgNode as CN
 
+from .errors import ConfigError
+
 _C = CN()
 
 # ---------------------------------------------------------------------------- data
@@ -152,9 +154,6 @@ _RANGES = {
              '"auto" or distinct GPU ids >= 0'),
 }
 
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a wrong value."""
 
 
 def get_defaults():

@@ -4,16 +4,13 @@ import sys
 
 import mxnet as mx
 
-from .errors import error_line
+from .errors import DeviceError, error_line
 
 GPU_INSTALL_HINT = (
     "Install MXNet's CUDA build in a fresh virtualenv (never beside the CPU mxnet): "
     "REID_MXNET=mxnet-cu112 pip install -e . (needs CUDA 11.2 and cuDNN 8 on the system; its "
     "kernels cover GPUs of compute capability 5.0 to 8.6, Maxwell to Ampere; not Ada or Hopper).")
 
-
-class DeviceError(RuntimeError):
-    """The requested devices are not usable with the installed MXNet."""
 
 
 # Notes already printed by this process: the demo trains, then evaluates, and says it once.

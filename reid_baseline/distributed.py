@@ -18,8 +18,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, device_batch
+from .config import device_batch
+from .errors import CheckpointError, ConfigError
 
 LAUNCHER_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
                 "DMLC_NUM_WORKER")

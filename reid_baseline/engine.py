@@ -20,13 +20,14 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .amp import init_amp, scale_loss, skipped_steps
-from .checkpoint import (CheckpointError, NonFiniteParameters, find_resumable, last_checkpoint, load_checkpoint,
+from .checkpoint import (find_resumable, last_checkpoint, load_checkpoint,
                          save_checkpoint, save_parameters)
 from .config import save_config
 from .data.loader import build_train_loader
 from .data.datasets import build_datasets
 from .devices import build_contexts
 from .distributed import LOCAL, build_worker_group
+from .errors import CheckpointError, NonFiniteParameters, RunDirError, TrainingDiverged
 from .model import build_model
 from .retrieval import evaluate_retrieval
 from .solver import build_trainer, learning_rate_at
@@ -37,14 +38,6 @@ logger = logging.getLogger("reid_baseline")
 METRICS_FILE = "metrics.jsonl"
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN, infinite or exploded, or the weights did; nothing from the
-    diverged state is saved."""
-
-
-class RunDirError(RuntimeError):
-    """OUTPUT_DIR does not fit the request (a new run over an old one, --resume without one)
-    or cannot be written."""
 
 
 class _LogFileHandler(logging.FileHandler):

@@ -8,14 +8,12 @@ import mxnet as mx
 import numpy as np
 
 from .fileio import atomic_path
-from .model import ModelError, load_trained_model
+from .errors import ModelError, ParityError
+from .model import load_trained_model
 
 FORMATS = ("mxnet", "onnx")
 PARITY_TOLERANCE = 1e-4  # largest |MXNet - onnxruntime| feature difference accepted
 
-
-class ParityError(ModelError):
-    """The exported ONNX model does not reproduce MXNet's features."""
 
 
 def _input_shape(cfg, batch=1):

@@ -18,3 +18,49 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# The package marks what it writes, so it can tell its own outputs (safe to replace) from a
+# user's file that happens to sit at the output path (never replaced without --overwrite).
+PRODUCER = "reid_baseline"
+
+
+def check_output_file(path, overwrite=False, is_ours=None, what="output file"):
+    """Check, before any work starts, that `path` can receive an output file.
+
+    A folder at `path`, or a missing parent folder, is an OutputError. An existing file is
+    replaced only when `overwrite` is true or `is_ours(path)` says the package wrote it (e.g. a
+    JSON file with "written_by": PRODUCER); any other existing file is an OutputError naming
+    it. Returns `path`."""
+    from .errors import OutputError
+    if os.path.isdir(path):
+        raise OutputError("%s %s is a folder; expected a file name" % (what, path))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputError("%s %s: folder %s does not exist" % (what, path, parent))
+    if os.path.lexists(path) and not overwrite and not (is_ours is not None and is_ours(path)):
+        raise OutputError("%s %s exists and was not written by %s; choose another name or "
+                          "pass --overwrite" % (what, path, PRODUCER))
+    return path
+
+
+def json_is_ours(path):
+    """True when `path` is a JSON object the package wrote ("written_by": PRODUCER)."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("written_by") == PRODUCER
+
+
+def png_is_ours(path):
+    """True when `path` is a PNG the package wrote (its "Software" text chunk is PRODUCER;
+    matplotlib writes it from savefig(..., metadata={"Software": PRODUCER}))."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and (b"tEXtSoftware\x00" + PRODUCER.encode()) in head

@@ -17,16 +17,12 @@ import sys
 import threading
 import time
 
-from .config import ConfigError
+from .errors import LaunchError
 
 # Scheduler and servers: importing mxnet with DMLC_ROLE scheduler/server runs that role and exits.
 ROLE_COMMAND = [sys.executable, "-c", "import mxnet"]
 TAIL_LINES = 20  # lines of a failed process's output shown in the report
 
-
-class LaunchError(ConfigError):
-    """The job cannot be started as asked (no command, a program that is not found); a
-    ConfigError, so the command lines report it in one line."""
 
 
 class _Process(object):

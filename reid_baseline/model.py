@@ -14,14 +14,11 @@ from mxnet.gluon.model_zoo import model_store as mxnet_store
 
 from .batchnorm import attach_running_stat_updates, set_bn_group_size
 from .config import device_batch
-from .errors import error_line
+from .errors import ModelError, error_line
 
 BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
              "resnet50_v1b", "resnet101_v1b", "resnet152_v1b")
 
-
-class ModelError(ValueError):
-    """The model cannot be built or its weights cannot be loaded."""
 
 
 class Embedding(HybridBlock):

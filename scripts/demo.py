@@ -14,7 +14,8 @@ sys.path.insert(0, ROOT)
 from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
 from reid_baseline.data.datasets.market1501 import load_market1501  # noqa: E402
 from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
-from reid_baseline.engine import RunDirError, train  # noqa: E402
+from reid_baseline.engine import train  # noqa: E402
+from reid_baseline.errors import RunDirError  # noqa: E402
 from reid_baseline.evaluation import chance_rank1  # noqa: E402
 from reid_baseline.retrieval import (evaluate_params, format_results, record_ids,  # noqa: E402
                                      results_path, save_results, write_figures)

@@ -13,7 +13,7 @@ import mmap
 import numpy as np
 from PIL import Image
 
-from .datasets.base import DatasetError
+from ..errors import DatasetError
 
 CACHE_MODES = ("none", "decoded", "resized")
 # The cache may take at most this share of MemAvailable: the rest is for the network, the

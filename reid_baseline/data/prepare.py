@@ -22,7 +22,7 @@ import zipfile
 import zlib
 
 from .datasets import load_dataset
-from .datasets.base import DatasetError
+from ..errors import DatasetError
 from .datasets.market1501 import ROOT_NAME
 
 ZIP_NAME = ROOT_NAME + ".zip"

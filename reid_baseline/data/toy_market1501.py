@@ -17,7 +17,7 @@ import shutil
 import cv2
 import numpy as np
 
-from .datasets.base import DatasetError
+from ..errors import DatasetError
 from .datasets.market1501 import ROOT_NAME, SPLIT_DIRS
 
 HEIGHT, WIDTH = 128, 64

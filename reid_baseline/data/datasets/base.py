@@ -10,15 +10,14 @@ import os
 import cv2
 import numpy as np
 
+from ...errors import DatasetError
+
 Record = collections.namedtuple("Record", "path pid camid")
 
 JUNK_PID = -1  # the evaluation ignores gallery images with this id (Market-1501's junk)
 DISTRACTOR_PID = 0  # Market-1501's distractors; other sets have no such id
 SPLITS = ("train", "query", "gallery")
 
-
-class DatasetError(ValueError):
-    """A dataset file or folder is missing or is not what its layout has."""
 
 
 def find_root(root, official_names, is_root, expected, title):
