@@ -7,18 +7,12 @@ import os
 import sys
 
 import mxnet as mx
-from gluoncv.model_zoo import get_model
-from gluoncv.model_zoo import model_store as gluoncv_store
 from mxnet.gluon import HybridBlock, nn
-from mxnet.gluon.model_zoo import model_store as mxnet_store
 
 from .batchnorm import attach_running_stat_updates, set_bn_group_size
 from .config import device_batch
-from .errors import ModelError, error_line
-
-BACKBONES = ("resnet18_v1", "resnet34_v1", "resnet50_v1", "resnet101_v1", "resnet152_v1",
-             "resnet50_v1b", "resnet101_v1b", "resnet152_v1b")
-
+from .errors import ModelError
+from .pretrained import load_backbone
 
 
 class Embedding(HybridBlock):
@@ -81,104 +75,31 @@ def _trunk_of(net):
 def set_last_stride(trunk, stride):
     """Set the stride of the down-sampling convolutions of the last stage's first block.
 
-    GluonCV has no option for it, so we edit the conv's stride before the graph is built."""
+    GluonCV has no option for it, so we edit the conv's stride before the graph is built. In
+    v1d the down-sampling branch strides with an average pool (pool size = stride) instead."""
     changed = 0
-    for conv in _convs(trunk[-1][0]):
-        if max(conv._kwargs["stride"]) > 1:
-            conv._kwargs["stride"] = (stride, stride)
+    for layer in _strided_layers(trunk[-1][0]):
+        if max(layer._kwargs["stride"]) > 1:
+            layer._kwargs["stride"] = (stride, stride)
+            if isinstance(layer, nn.AvgPool2D):
+                layer._kwargs["kernel"] = (stride, stride)
             changed += 1
     if changed != 2:
-        raise ModelError("expected 2 strided convolutions in the last stage, found %d" % changed)
+        raise ModelError("expected 2 strided layers in the last stage, found %d" % changed)
 
 
-def _convs(block):
-    if isinstance(block, nn.Conv2D):
+def _strided_layers(block):
+    if isinstance(block, (nn.Conv2D, nn.AvgPool2D)):
         yield block
     for child in block._children.values():
-        yield from _convs(child)
-
-
-# MODEL.PRETRAINED keyword -> (model store, its name in messages, the Python that downloads a
-# backbone's weights from it). Both stores name files <name>-<first 8 hex of the sha1>.params under
-# <MXNET_HOME>/models and verify the sha1, but their resnet50_v1 and resnet152_v1 are different
-# trainings: GluonCV's resnet50_v1 has 77.36% ImageNet top-1, MXNet's own 76.47%, and MXNet's is
-# what the reference run that printed Rank-1 93.1 started from. (Their resnet18/34/101_v1 are
-# the same file.)
-IMAGENET_SOURCES = {
-    "imagenet": (gluoncv_store, "the GluonCV model store",
-                 "import gluoncv; gluoncv.model_zoo.get_model('%s', pretrained=True)"),
-    "imagenet-mxnet": (mxnet_store, "MXNet's model zoo",
-                       "import mxnet; mxnet.gluon.model_zoo.vision.get_model('%s', "
-                       "pretrained=True)"),
-}
-
-
-def _has_weights(store, name):
-    try:
-        store.short_hash(name)
-    except ValueError:  # the stores' own answer to "no pretrained model for this name"
-        return False
-    return True
-
-
-def imagenet_weights_file(name, source):
-    """Local path of the ImageNet weights of backbone `name` from `source` (a key of
-    IMAGENET_SOURCES), downloaded by that store into <MXNET_HOME>/models (default ~/.mxnet/models)
-    unless a file with the right name and sha1 is already there.
-
-    ModelError when the store has no weights for `name`, or the download fails (offline): the
-    message names the file, the command that fetches it on a connected machine and where to
-    copy it."""
-    store, label, fetch = IMAGENET_SOURCES[source]
-    if not _has_weights(store, name):
-        has = [b for b in BACKBONES if _has_weights(store, b)]
-        other = [key for key, (other_store, _, _) in IMAGENET_SOURCES.items()
-                 if key != source and _has_weights(other_store, name)]
-        raise ModelError("MODEL.PRETRAINED %s: %s has no ImageNet weights for %s, only for %s%s"
-                         % (source, label, name, ", ".join(has),
-                            "; MODEL.PRETRAINED %s has them" % other[0] if other else ""))
-    root = os.path.expanduser(os.path.join(mx.base.data_dir(), "models"))
-    file_name = "%s-%s.params" % (name, store.short_hash(name))
-    try:
-        return store.get_model_file(name, root=root)
-    except Exception as exc:  # no network, proxy, bad hash: all need the same advice
-        raise ModelError(
-            "MODEL.PRETRAINED %s: could not get %s (%s ImageNet weights) from %s: %s. Offline? "
-            "On a connected machine run python -c \"%s\", copy %s from its ~/.mxnet/models/ into "
-            "%s here (or set MODEL.PRETRAINED to the copied file's path)."
-            % (source, file_name, name, label, error_line(exc), fetch % name, file_name, root)
-        ) from exc
-
-
-def _load_backbone(name, pretrained, ctx):
-    """A GluonCV ResNet classifier with ImageNet weights (MODEL.PRETRAINED "imagenet": GluonCV's
-    store; "imagenet-mxnet": MXNet's model zoo, same architecture and parameter names), weights
-    from a .params file, or random ones ("")."""
-    if name not in BACKBONES:
-        raise ModelError("MODEL.BACKBONE must be one of %s, got %r" % (BACKBONES, name))
-    net = get_model(name, pretrained=False)
-    if pretrained in IMAGENET_SOURCES:
-        path = imagenet_weights_file(name, pretrained)
-    elif pretrained:
-        path = pretrained
-        if not os.path.isfile(path):
-            raise ModelError("MODEL.PRETRAINED: no such .params file: %s" % path)
-    else:
-        net.initialize(mx.init.MSRAPrelu(), ctx=ctx)
-        return net
-    try:
-        net.load_parameters(path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError, ValueError) as exc:
-        raise ModelError("MODEL.PRETRAINED: %s is not a %s parameter file saved by Gluon "
-                         "(net.save_parameters): %s" % (path, name, error_line(exc))) from exc
-    return net
+        yield from _strided_layers(child)
 
 
 def build_model(cfg, num_classes, ctx=mx.cpu()):
     """The ReID network of the config, initialised on `ctx` (a context or a list of them).
 
     Head initialisation follows the reference: BatchNorm gamma 1, classifier weights N(0, 0.001)."""
-    backbone = _load_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, ctx)
+    backbone = load_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, ctx)
     trunk = _trunk_of(backbone)
     set_last_stride(trunk, cfg.MODEL.LAST_STRIDE)
     dim = feature_dim(cfg)
@@ -263,4 +184,4 @@ def _shape_fits(expected, found):
 
 def feature_dim(cfg):
     """Length of the retrieval feature: 512 for ResNet-18/34, 2048 for the bottleneck ResNets."""
-    return 512 if cfg.MODEL.BACKBONE in ("resnet18_v1", "resnet34_v1") else 2048
+    return 512 if cfg.MODEL.BACKBONE.startswith(("resnet18_", "resnet34_")) else 2048
