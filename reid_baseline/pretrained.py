@@ -133,6 +133,7 @@ def hub_weights_file(repo, backbone):
     params, record = hub_cache_paths(repo)
     if _cached_record(params, record) is not None:
         return params
+    os.makedirs(models_dir(), exist_ok=True)
     for path, what in ((params, "cached weights"), (record, "weights record")):
         check_output_file(path, is_ours=lambda _: json_is_ours(record), what=what)
     from huggingface_hub import hf_hub_download
@@ -145,7 +146,6 @@ def hub_weights_file(repo, backbone):
                          % (HF_PREFIX, repo, HF_FILE, error_line(exc), repo, HF_FILE)) from exc
     tensors = read_safetensors(source)
     check_pairing(backbone, timm_backbone(tensors, source), HF_PREFIX + repo)
-    os.makedirs(models_dir(), exist_ok=True)
     with atomic_path(params) as tmp:
         mx.nd.save(tmp, {k: mx.nd.array(v) for k, v in timm_to_gluoncv(tensors).items()})
     revision = os.path.basename(os.path.dirname(source))  # the Hub cache's snapshots/<commit>/
