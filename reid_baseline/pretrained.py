@@ -177,11 +177,15 @@ def _load_strict(net, arrays, origin, ctx):
     if extra:
         raise ModelError("MODEL.PRETRAINED: %s has %d tensors the backbone lacks, e.g. %s"
                          % (origin, len(extra), extra[0]))
-    net.initialize(ctx=ctx)
-    for name, param in wanted.items():
-        value = arrays[name]
-        param.set_data(value if isinstance(value, mx.nd.NDArray) else
-                       mx.nd.array(value, dtype="float32"))
+    # Gluon 1.x has no public load-from-dict: _load_init is what Block.load_parameters calls
+    # (it also completes the shapes left to the first forward pass).
+    for name, param in every.items():
+        if name in arrays:
+            value = arrays[name]
+            param._load_init(value if isinstance(value, mx.nd.NDArray) else
+                             mx.nd.array(value, dtype="float32"), ctx)
+        else:  # the classifier, when the file has none
+            param.initialize(ctx=ctx)
 
 
 def load_backbone(name, pretrained, ctx):

@@ -347,3 +347,132 @@ def test_hub_offline_is_a_one_line_error_naming_the_file(hub):
         "from the Hugging Face Hub: Cannot reach https://huggingface.co: offline. Offline? "
         "Download https://huggingface.co/timm/resnet50.gluon_in1k/resolve/main/model.safetensors "
         "on a connected machine and set MODEL.PRETRAINED to its path")
+
+
+# ---------------------------------------------------------------- ImageNet weights from the stores
+# MODEL.PRETRAINED -> the store our code asks, the zoo whose network wrote its files, the file
+# name of resnet50_v1's weights and the command that fetches them on a connected machine.
+STORES = {
+    "imagenet": (gluoncv_store, get_model, "resnet50_v1-cc729d95.params",
+                 "python -c \"import gluoncv; gluoncv.model_zoo.get_model('resnet50_v1', "
+                 "pretrained=True)\""),
+    "imagenet-mxnet": (mxnet_store, mx.gluon.model_zoo.vision.get_model,
+                       "resnet50_v1-0aee57f9.params",
+                       "python -c \"import mxnet; mxnet.gluon.model_zoo.vision.get_model("
+                       "'resnet50_v1', pretrained=True)\""),
+}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty MXNET_HOME and no network: every store download raises OSError and is recorded."""
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
+    monkeypatch.delenv("MXNET_GLUON_REPO", raising=False)
+    calls = []
+
+    def download(url, *args, **kwargs):
+        calls.append(url)
+        raise OSError("Temporary failure in name resolution")
+
+    for store, _, _, _ in STORES.values():
+        monkeypatch.setattr(store, "download", download)
+    return calls
+
+
+@pytest.mark.parametrize("source", STORES)
+def test_imagenet_weights_of_each_store_load_into_the_backbone(offline, monkeypatch, tmp_path,
+                                                               source):
+    store, zoo_get_model, file_name, _ = STORES[source]
+    # The file as the store keeps it: saved from that zoo's own resnet50_v1, under the store's
+    # name for it in $MXNET_HOME/models. The sha1 check is the only thing faked.
+    zoo_net = zoo_get_model("resnet50_v1")
+    zoo_net.initialize()
+    zoo_net(mx.nd.zeros((1, 3, 32, 32)))
+    for param in zoo_net.collect_params().values():  # BatchNorm statistics too
+        param.set_data(mx.nd.random.uniform(0.5, 1.5, shape=param.shape))
+    models = tmp_path / "mxnet_home" / "models"
+    models.mkdir(parents=True)
+    zoo_net.save_parameters(str(models / file_name))
+    monkeypatch.setattr(store, "check_sha1", lambda path, sha1: True)
+    cfg = _cfg("MODEL.PRETRAINED", source)
+    assert pretrained.weights_status(cfg)["cached"] is True
+
+    net = build_model(cfg, num_classes=7)
+    saved = mx.nd.load(str(models / file_name))
+    trunk = net.embedding.trunk._collect_params_with_prefix()
+    # Every convolution and BatchNorm of the file's feature extractor, and only those, is in
+    # the trunk with the file's values (the classifier "output" is the ImageNet head we drop).
+    assert {"features." + name for name in trunk} == {n for n in saved if n.startswith("features.")}
+    for name, param in trunk.items():
+        np.testing.assert_array_equal(param.data().asnumpy(), saved["features." + name].asnumpy())
+    assert offline == []  # found locally: no download tried
+
+
+@pytest.mark.parametrize("source", STORES)
+def test_failed_store_download_names_the_file_and_the_alternatives(offline, tmp_path, source):
+    _, _, file_name, command = STORES[source]
+    with pytest.raises(ModelError) as err:
+        build_model(_cfg("MODEL.PRETRAINED", source, "MODEL.BACKBONE", "resnet50_v1"),
+                    num_classes=3)
+    message = str(err.value)
+    # the store did try to download that file (it fetches <name>.zip and unpacks it)
+    assert [url.rsplit("/", 1)[1] for url in offline] == [file_name.replace(".params", ".zip")]
+    assert message.startswith("MODEL.PRETRAINED %s: could not get %s" % (source, file_name))
+    assert "name resolution" in message and command in message
+    assert "unreliable since MXNet's retirement (2023)" in message
+    assert "copy %s" % file_name in message
+    assert "into %s;" % (tmp_path / "mxnet_home" / "models") in message
+    assert "MXNET_GLUON_REPO to a mirror serving gluon/models/%s" % file_name.replace(
+        ".params", ".zip") in message
+    assert "configs/market1501_v1b.yml" in message and "hf:timm/resnet50.gluon_in1k" in message
+    other = [f for s, (_, _, f, _) in STORES.items() if s != source][0]
+    assert other not in message and "\n" not in message
+
+
+def test_store_download_uses_the_mirror(offline, monkeypatch):
+    monkeypatch.setenv("MXNET_GLUON_REPO", "https://mirror.example.org/mxnet")
+    with pytest.raises(ModelError):
+        build_model(_cfg("MODEL.PRETRAINED", "imagenet"), num_classes=3)
+    assert offline == ["https://mirror.example.org/mxnet/gluon/models/resnet50_v1-cc729d95.zip"]
+
+
+def test_mxnet_zoo_has_no_v1b_weights():
+    with pytest.raises(ModelError) as err:
+        build_model(_cfg("MODEL.PRETRAINED", "imagenet-mxnet", "MODEL.BACKBONE", "resnet50_v1b"),
+                    num_classes=3)
+    assert str(err.value) == (
+        "MODEL.PRETRAINED imagenet-mxnet: MXNet's model zoo has no ImageNet weights for "
+        "resnet50_v1b, only for resnet18_v1, resnet34_v1, resnet50_v1, resnet101_v1, "
+        "resnet152_v1; MODEL.PRETRAINED imagenet has them")
+
+
+# ---------------------------------------------------------------- weights_status
+def test_status_of_each_kind_of_weights(offline, monkeypatch, tmp_path, resnet50_file):
+    models = str(tmp_path / "mxnet_home" / "models")
+    status = pretrained.weights_status(_cfg())
+    assert status == {"kind": "none", "pretrained": "", "path": None, "cached": True,
+                      "source": None, "source_ok": None, "problem": None}
+    status = pretrained.weights_status(_cfg("MODEL.PRETRAINED", "imagenet-mxnet"))
+    assert status["path"] == os.path.join(models, "resnet50_v1-0aee57f9.params")
+    assert status["cached"] is False and status["problem"] is None
+    assert status["source"] == ("https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/"
+                                "gluon/models/resnet50_v1-0aee57f9.zip")
+    status = pretrained.weights_status(_cfg("MODEL.PRETRAINED", resnet50_file))
+    assert (status["kind"], status["cached"], status["source"]) == ("file", True, None)
+    status = pretrained.weights_status(_cfg("MODEL.PRETRAINED", "hf:timm/resnet50.gluon_in1k"))
+    assert status["problem"].startswith("MODEL.PRETRAINED hf:timm/resnet50.gluon_in1k holds "
+                                        "resnet50_v1b weights")
+    status = pretrained.weights_status(_cfg("MODEL.PRETRAINED", str(tmp_path / "gone.params")))
+    assert status["cached"] is False and "no such file" in status["problem"]
+    assert offline == []  # a status never downloads
+
+
+def test_status_source_check_never_raises(monkeypatch, tmp_path):
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    # port 9 (discard) on the loopback interface: refused at once, no network involved
+    monkeypatch.setenv("MXNET_GLUON_REPO", "http://127.0.0.1:9/")
+    status = pretrained.weights_status(_cfg("MODEL.PRETRAINED", "imagenet"), check_source=True,
+                                       timeout=2)
+    assert status["source"] == "http://127.0.0.1:9/gluon/models/resnet50_v1-cc729d95.zip"
+    assert status["source_ok"] is False and status["cached"] is False
+    assert pretrained.weights_status(_cfg(), check_source=True)["source_ok"] is None
