@@ -41,11 +41,14 @@ _C.DATALOADER.CACHE = "none"
 
 # ---------------------------------------------------------------------------- model
 _C.MODEL = CN()
-_C.MODEL.BACKBONE = "resnet50_v1"  # GluonCV name: resnet{18,34,50,101,152}_v1, resnet{50,101,152}_v1b
-# Backbone weights: "imagenet" (GluonCV's model store; its resnet50_v1 has 77.36% ImageNet top-1),
-# "imagenet-mxnet" (MXNet's own model zoo, resnet*_v1 only; its resnet50_v1, 76.47%, is what the
-# run behind 93.1 started from), a .params file, or "" (random). Both stores download into
-# ~/.mxnet/models ($MXNET_HOME/models); offline, the error names the file to copy there.
+# GluonCV ResNet: resnet{18,34,50,101,152}_v1 (stride on the 1x1 convolution) or _v1b (on the
+# 3x3), resnet{50,101,152}_v1c/_v1d/_v1s (v1b with a deep stem; docs/WEIGHTS.md).
+_C.MODEL.BACKBONE = "resnet50_v1"
+# Backbone weights (docs/WEIGHTS.md): "imagenet" (GluonCV's model store; its resnet50_v1 has 77.36%
+# ImageNet top-1), "imagenet-mxnet" (MXNet's model zoo, resnet*_v1 only; its resnet50_v1, 76.47%,
+# is what the run behind 93.1 started from), "hf:<owner>/<repo>" (a timm ResNet on the Hugging
+# Face Hub, e.g. hf:timm/resnet50.gluon_in1k for resnet50_v1b), a .params or timm .safetensors
+# file, or "" (random). Downloads are kept in ~/.mxnet/models ($MXNET_HOME/models).
 _C.MODEL.PRETRAINED = "imagenet"
 _C.MODEL.LAST_STRIDE = 1  # stride of the last ResNet stage (1: 24x8 map at 384x128; 2: ImageNet)
 _C.MODEL.POOLING = "avg"  # global pooling of the feature map: avg | max | avgmax (sum of both)
@@ -146,6 +149,11 @@ _RANGES = {
     "SOLVER.EVAL_PERIOD": (lambda v: v >= 0, ">= 0"),
     "SOLVER.COLLAPSE_FACTOR": (lambda v: v == 0 or v > 1, "0 (off) or > 1"),
     "MODEL.BN_GROUP_SIZE": (lambda v: v == 0 or v >= 2, "0 (the whole device batch) or >= 2"),
+    "MODEL.PRETRAINED": (lambda v: v in ("", "imagenet", "imagenet-mxnet")
+                         or (v.startswith("hf:") and v.count("/") == 1 and " " not in v)
+                         or v.endswith((".params", ".safetensors")),
+                         '"", imagenet, imagenet-mxnet, hf:<owner>/<repo>, or a .params or '
+                         '.safetensors file'),
     "TEST.BATCH_SIZE": (lambda v: v >= 1, ">= 1"),
     "TEST.RERANK_K1": (lambda v: v >= 1, ">= 1"),
     "TEST.RERANK_K2": (lambda v: v >= 1, ">= 1"),

@@ -131,7 +131,9 @@ def hub_weights_file(repo, backbone):
     """The converted .params file of Hub repository `repo` (timm's model.safetensors), downloaded
     with huggingface_hub and converted once; later calls use the cache and its record."""
     params, record = hub_cache_paths(repo)
-    if _cached_record(params, record) is not None:
+    cached = _cached_record(params, record)
+    if cached is not None:
+        check_pairing(backbone, cached.get("backbone"), HF_PREFIX + repo)
         return params
     os.makedirs(models_dir(), exist_ok=True)
     for path, what in ((params, "cached weights"), (record, "weights record")):

@@ -476,3 +476,30 @@ def test_status_source_check_never_raises(monkeypatch, tmp_path):
     assert status["source"] == "http://127.0.0.1:9/gluon/models/resnet50_v1-cc729d95.zip"
     assert status["source_ok"] is False and status["cached"] is False
     assert pretrained.weights_status(_cfg(), check_source=True)["source_ok"] is None
+
+
+# ---------------------------------------------------------------- the knob and the v1b config
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_v1b_config_is_the_recipe_but_for_the_backbone_and_its_weights():
+    v1b = load_config(os.path.join(ROOT, "configs", "market1501_v1b.yml"))
+    recipe = load_config(os.path.join(ROOT, "configs", "market1501.yml"))
+    differ = {key for key in ("MODEL", "INPUT", "SOLVER", "TEST", "DATASETS", "DATALOADER")
+              for knob in v1b[key] if v1b[key][knob] != recipe[key][knob]}
+    assert differ == {"MODEL"}
+    assert {k for k in v1b.MODEL if v1b.MODEL[k] != recipe.MODEL[k]} == {"BACKBONE", "PRETRAINED"}
+    assert (v1b.MODEL.BACKBONE, v1b.MODEL.PRETRAINED) == ("resnet50_v1b",
+                                                          "hf:timm/resnet50.gluon_in1k")
+    assert v1b.OUTPUT_DIR != recipe.OUTPUT_DIR
+    status = pretrained.weights_status(v1b)
+    assert status["kind"] == "hf" and status["problem"] is None
+
+
+@pytest.mark.parametrize("value", ["imagenet1k", "hf:resnet50", "hf:timm/a/b", "weights.bin"])
+def test_pretrained_knob_rejects_what_no_loader_reads(value):
+    from reid_baseline.errors import ConfigError
+    with pytest.raises(ConfigError, match="MODEL.PRETRAINED must be \"\", imagenet, "
+                                          "imagenet-mxnet, hf:<owner>/<repo>, or a .params or "
+                                          ".safetensors file, got '%s'" % value):
+        _cfg("MODEL.PRETRAINED", value)
