@@ -161,29 +161,30 @@ def hub_weights_file(repo, backbone):
 
 
 # ---------------------------------------------------------------- loading
-def _load_strict(net, arrays, origin, ctx):
-    """Every trunk parameter of the GluonCV classifier `net` from `arrays` (GluonCV names), shapes
-    checked; a missing, extra or misshapen tensor is a ModelError naming it and `origin`."""
+def _load_strict(net, name, arrays, origin, ctx):
+    """Every trunk parameter of the GluonCV classifier `net` (backbone `name`) from `arrays`,
+    shapes checked; a missing, extra or misshapen tensor is a ModelError naming it and `origin`."""
     every = net._collect_params_with_prefix()
     # the ImageNet classifier (v1: output, v1b: fc) is not part of the trunk: used if present
     wanted = {k: p for k, p in every.items() if not k.startswith(("fc.", "output."))}
-    for name, param in wanted.items():
-        if name not in arrays:
-            raise ModelError("MODEL.PRETRAINED: %s has no tensor for %s" % (origin, name))
-        shape = tuple(arrays[name].shape)
+    for key, param in wanted.items():
+        if key not in arrays:
+            raise ModelError("MODEL.PRETRAINED: %s has no tensor for %s (MODEL.BACKBONE %s)"
+                             % (origin, key, name))
+        shape = tuple(arrays[key].shape)
         if len(shape) != len(param.shape) or any(e not in (0, f) for e, f in
                                                   zip(param.shape, shape)):
-            raise ModelError("MODEL.PRETRAINED: %s has %s with shape %s, the backbone expects %s"
-                             % (origin, name, shape, param.shape))
+            raise ModelError("MODEL.PRETRAINED: %s has %s with shape %s, MODEL.BACKBONE %s "
+                             "expects %s" % (origin, key, shape, name, param.shape))
     extra = sorted(set(arrays) - set(every))
     if extra:
-        raise ModelError("MODEL.PRETRAINED: %s has %d tensors the backbone lacks, e.g. %s"
-                         % (origin, len(extra), extra[0]))
+        raise ModelError("MODEL.PRETRAINED: %s has %d tensors MODEL.BACKBONE %s lacks, e.g. %s"
+                         % (origin, len(extra), name, extra[0]))
     # Gluon 1.x has no public load-from-dict: _load_init is what Block.load_parameters calls
     # (it also completes the shapes left to the first forward pass).
-    for name, param in every.items():
-        if name in arrays:
-            value = arrays[name]
+    for key, param in every.items():
+        if key in arrays:
+            value = arrays[key]
             param._load_init(value if isinstance(value, mx.nd.NDArray) else
                              mx.nd.array(value, dtype="float32"), ctx)
         else:  # the classifier, when the file has none
@@ -226,7 +227,7 @@ def load_backbone(name, pretrained, ctx):
         if not isinstance(arrays, dict):
             raise ModelError("MODEL.PRETRAINED: %s holds unnamed arrays; expected a %s parameter "
                              "file saved by Gluon (net.save_parameters)" % (path, name))
-    _load_strict(net, arrays, path, ctx)
+    _load_strict(net, name, arrays, path, ctx)
     return net
 
 

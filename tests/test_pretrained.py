@@ -253,10 +253,10 @@ def test_corrupt_or_truncated_safetensors_is_a_one_line_error(resnet50_file, tmp
 
 
 @pytest.mark.parametrize("change, expected", [
-    ("missing", "has no tensor for layer3.2.bn2.running_var"),
-    ("misshapen", "has layer2.1.conv2.weight with shape (128, 128, 1, 1), the backbone "
-                  "expects (128, 0, 3, 3)"),
-    ("extra", "has 1 tensors the backbone lacks, e.g. layer1.0.se.fc1.weight")])
+    ("missing", "has no tensor for layer3.2.bn2.running_var (MODEL.BACKBONE resnet50_v1b)"),
+    ("misshapen", "has layer2.1.conv2.weight with shape (128, 128, 1, 1), MODEL.BACKBONE "
+                  "resnet50_v1b expects (128, 0, 3, 3)"),
+    ("extra", "has 1 tensors MODEL.BACKBONE resnet50_v1b lacks, e.g. layer1.0.se.fc1.weight")])
 def test_missing_extra_or_misshapen_tensor_is_named(tmp_path, change, expected):
     tensors = timm_tensors("resnet50")
     if change == "missing":
