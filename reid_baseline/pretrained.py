@@ -99,8 +99,8 @@ def imagenet_weights_file(name, source):
             "works) into %s; or set MXNET_GLUON_REPO to a mirror serving gluon/models/%s; or "
             "train configs/market1501_v1b.yml (resnet50_v1b with the Hugging Face Hub weights "
             "hf:timm/resnet50.gluon_in1k, see docs/WEIGHTS.md)."
-            % (source, file_name, name, label, error_line(exc), STORE_RETIRED, file_name,
-               fetch % name, root, file_name.replace(".params", ".zip"))) from exc
+            % (source, file_name, name, label, error_line(exc).rstrip("."), STORE_RETIRED,
+               file_name, fetch % name, root, file_name.replace(".params", ".zip"))) from exc
 
 
 # ---------------------------------------------------------------- the Hub, cached as .params
@@ -145,7 +145,8 @@ def hub_weights_file(repo, backbone):
         raise ModelError("MODEL.PRETRAINED %s%s: could not download %s from the Hugging Face Hub: "
                          "%s. Offline? Download https://huggingface.co/%s/resolve/main/%s on a "
                          "connected machine and set MODEL.PRETRAINED to its path"
-                         % (HF_PREFIX, repo, HF_FILE, error_line(exc), repo, HF_FILE)) from exc
+                         % (HF_PREFIX, repo, HF_FILE, error_line(exc).rstrip("."), repo,
+                            HF_FILE)) from exc
     tensors = read_safetensors(source)
     check_pairing(backbone, timm_backbone(tensors, source), HF_PREFIX + repo)
     with atomic_path(params) as tmp:
