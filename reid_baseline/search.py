@@ -19,7 +19,7 @@ from .data.loader import build_test_loader
 from .data.datasets.base import DatasetError, Record, read_image
 from .evaluation import compute_distance
 from .features import extract_features
-from .rerank import _top_k, re_ranking_features
+from .rerank import re_ranking_features, top_k as _top_k
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what read_image decodes
 INDEX_KEYS = ("paths", "features", "config", "params")
