@@ -10,11 +10,9 @@ Example: python scripts/export_model.py --config configs/market1501.yml \\
              --params runs/market1501/model_final.params --prefix runs/market1501/reid --format onnx
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
+from reid_baseline.cli import build_parser, config_from_args, run
 
 
 def main():
