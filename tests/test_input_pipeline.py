@@ -1,5 +1,5 @@
-"""The OpenCV/NumPy input pipeline against the MXNet/GluonCV one it replaced (issue 10), the
-loader's determinism whatever NUM_WORKERS and DATALOADER.CACHE, and the cache itself."""
+"""The OpenCV/NumPy input pipeline against the MXNet/GluonCV blocks (reference_pipeline.py),
+the loader's determinism whatever NUM_WORKERS and DATALOADER.CACHE, and the cache itself."""
 import os
 import shutil
 import struct
