@@ -3,7 +3,7 @@
 A layout module parses its own folders or list files into (path, pid, camid) records and
 hands them to :class:`ReIDDataset`, which relabels the training identities, checks the
 query/gallery structure and the official counts, and checks every image file cheaply
-(:func:`..images.check_image_files`).
+(check_image_files of data/images.py).
 """
 import collections
 import os
@@ -16,7 +16,6 @@ Record = collections.namedtuple("Record", "path pid camid")
 JUNK_PID = -1  # the evaluation ignores gallery images with this id (Market-1501's junk)
 DISTRACTOR_PID = 0  # Market-1501's distractors; other sets have no such id
 SPLITS = ("train", "query", "gallery")
-
 
 
 def find_root(root, official_names, is_root, expected, title):
