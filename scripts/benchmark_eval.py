@@ -419,7 +419,8 @@ def main(argv=None):
               % (name, r["by_kernel"]["numpy"], r["by_kernel"]["onednn"], r["chosen"],
                  r["seconds"], r["seconds"] / best))
     r = st["matrix product %d x %d x %d" % PRODUCT_SHAPE]
-    print("kernel choice: %.3f s in-process (first MXNet call included); its timings: %s"
+    print("kernel choice: %.3f s in-process (first MXNet call included); its measurement "
+          "made again after the stage: %s"
           % (r["choose_s"], ", ".join("%s %.2f ms" % (k, v * 1e3)
                                       for k, v in r["calibration_s"].items())))
     checks = {}
