@@ -15,7 +15,7 @@ import os
 from . import engine, retrieval
 from .ablation_report import METRICS, write_report
 from .checkpoint import last_checkpoint
-from .config import _flatten, ablation_changes, load_config
+from .config import ablation_changes, flatten, load_config
 from .errors import ConfigError, DatasetError
 from .errors import error_line
 
@@ -73,7 +73,7 @@ def plan_study(base, ablations, repeats=1, out="runs/ablations", overrides=()):
 
 def _differences(cfg, other, ignore=("OUTPUT_DIR",)):
     """[(key, value in cfg, value in other)] of the knobs that differ, keys in `ignore` aside."""
-    a, b = _flatten(cfg), _flatten(other)
+    a, b = flatten(cfg), flatten(other)
     return [(k, a[k], b.get(k)) for k in a if k not in ignore and a[k] != b.get(k)]
 
 
@@ -104,7 +104,7 @@ def check_data(study):
     """The dataset folders exist (checked once, before the first run)."""
     cfg = study.runs[0].cfg
     for key in ("DATASETS.ROOT", "DATASETS.TEST_ROOT"):
-        folder = _flatten(cfg).get(key)
+        folder = flatten(cfg).get(key)
         if folder and not os.path.isdir(folder):
             raise DatasetError("%s %s: no such folder" % (key, folder))
 

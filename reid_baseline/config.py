@@ -11,6 +11,8 @@ import os
 import yaml
 from yacs.config import CfgNode as CN
 
+# device_batch and device_count are part of this module's API (model.py, the tests).
+from .environment import device_batch, device_count, worker_count  # noqa: F401
 from .errors import ConfigError
 
 _C = CN()
@@ -264,12 +266,12 @@ def _nest(key, value):
     return value
 
 
-def _flatten(mapping, prefix=""):
+def flatten(mapping, prefix=""):
     """{"SECTION.KEY": value} for a (nested) config mapping."""
     flat = {}
     for key, value in mapping.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, prefix + key + "."))
+            flat.update(flatten(value, prefix + key + "."))
         else:
             flat[prefix + key] = value
     return flat
@@ -284,8 +286,8 @@ def ablation_changes(path):
     data.pop("OUTPUT_DIR", None)
     cfg = get_defaults()
     _merge(cfg, data, path)  # names unknown keys and wrong types; coerces ints to floats
-    flat = _flatten(cfg)
-    changes = {key: flat[key] for key in _flatten(data)}
+    flat = flatten(cfg)
+    changes = {key: flat[key] for key in flatten(data)}
     if not changes:
         raise ConfigError("%s: changes no config knob (_BASE_ and OUTPUT_DIR do not count)" % path)
     _check_values(changes, path + ": ")
@@ -332,27 +334,9 @@ def _check_values(flat, prefix=""):
             raise ConfigError("%s%s must be %s, got %r" % (prefix, key, _RANGES[key][1], value))
 
 
-def device_count(cfg):
-    """How many devices each training batch is split over: the number of GPUS ids, or 1 for
-    [] (the CPU) and for "auto" (GPU 0 or the CPU, see devices.build_contexts)."""
-    return 1 if cfg.GPUS == "auto" else max(len(cfg.GPUS), 1)
-
-
-def worker_count(cfg):
-    """How many workers share each batch: those of the job MXNet's launcher started for a
-    dist_* SOLVER.KVSTORE (its DMLC_* environment), else 1."""
-    from .distributed import launcher_worker_count  # here: distributed imports this module
-    return launcher_worker_count(cfg.SOLVER.KVSTORE)
-
-
-def device_batch(cfg):
-    """Images per device and step: SOLVER.BATCH_SIZE over the workers and their devices."""
-    return cfg.SOLVER.BATCH_SIZE // (worker_count(cfg) * device_count(cfg))
-
-
 def _check(cfg):
     """Check every knob, then the knobs that depend on each other."""
-    _check_values(_flatten(cfg))
+    _check_values(flatten(cfg))
     workers = worker_count(cfg)
     devices = workers * device_count(cfg)
     split = ("%d workers x %d devices" % (workers, device_count(cfg)) if workers > 1

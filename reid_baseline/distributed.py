@@ -12,68 +12,17 @@ counts everywhere), else the job waits forever; the launcher stops a job whose p
 """
 import contextlib
 import ctypes
-import os
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from .config import device_batch
+from .environment import check_launcher_env, device_batch, is_distributed
 from .errors import CheckpointError, ConfigError
 
-LAUNCHER_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
-                "DMLC_NUM_WORKER")
-HOW_TO_LAUNCH = ("start it with MXNet's launcher: python scripts/launch_local.py --workers 2 "
-                 "--servers 1 -- python train.py ... on one machine, MXNet's tools/launch.py "
-                 "across machines (README, \"Multi-machine training\")")
 # The engine's own sums and their sizes (running_stats: all BatchNorm statistics). The Trainer
 # keys its parameters 0 .. P-1; these get P, P+1, ... (MXNet forbids mixing int and str keys).
 _SUMS = ("metrics", "resume", "running_stats")
-
-
-def is_distributed(kvstore):
-    """True for the SOLVER.KVSTORE values that make a process one worker of a job."""
-    return kvstore.startswith("dist")
-
-
-def launcher_worker_count(kvstore, environ=None):
-    """How many workers share each batch: DMLC_NUM_WORKER for a dist_* kvstore started by
-    MXNet's launcher, else 1 (also for a dist_* config read outside a job, e.g. by evaluate.py)."""
-    environ = os.environ if environ is None else environ
-    if not is_distributed(kvstore) or "DMLC_NUM_WORKER" not in environ:
-        return 1
-    return _positive_int(environ, "DMLC_NUM_WORKER")
-
-
-def _positive_int(environ, name):
-    value = environ[name]
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError("environment variable %s must be a number >= 1 (set by MXNet's "
-                          "launcher), got %r" % (name, value))
-    return int(value)
-
-
-def check_launcher_env(kvstore, environ=None):
-    """Raise ConfigError, saying how to launch, when SOLVER.KVSTORE and the launcher's
-    environment disagree: a dist_* kvstore without it, or a single-machine kvstore inside a
-    job of several workers (each would train alone, all into one OUTPUT_DIR)."""
-    environ = os.environ if environ is None else environ
-    if is_distributed(kvstore):
-        missing = [name for name in LAUNCHER_ENV if not environ.get(name)]
-        if missing:
-            raise ConfigError("SOLVER.KVSTORE %s makes this process one worker of a distributed "
-                              "job, but the launcher's environment is missing (%s is not set): %s"
-                              % (kvstore, ", ".join(missing), HOW_TO_LAUNCH))
-        if environ["DMLC_ROLE"] != "worker":
-            raise ConfigError("SOLVER.KVSTORE %s: DMLC_ROLE is %r; training runs in the processes "
-                              "the launcher starts as workers" % (kvstore, environ["DMLC_ROLE"]))
-        for name in ("DMLC_NUM_WORKER", "DMLC_NUM_SERVER"):
-            _positive_int(environ, name)
-    elif environ.get("DMLC_ROLE") == "worker" and environ.get("DMLC_NUM_WORKER", "1") != "1":
-        raise ConfigError("this process is one of %s workers started by MXNet's launcher, but "
-                          "SOLVER.KVSTORE is %s: the workers would train separately; set "
-                          "SOLVER.KVSTORE dist_sync (dist_device_sync with GPUs)"
-                          % (environ["DMLC_NUM_WORKER"], kvstore))
 
 
 def build_worker_group(cfg, environ=None):

@@ -1,6 +1,9 @@
 """Distance computation and Market-1501 ranking metrics (CMC, mAP).
 
-The metrics are numpy only; the distances' matrix product runs in MXNet (oneDNN).
+The metrics are numpy only. The distances' matrix product runs in numpy's BLAS or in MXNet's
+oneDNN, whichever is faster on the CPU at hand (:func:`product_kernel`): numpy's bundled
+OpenBLAS falls back to a generic kernel on CPUs it does not know (4x slower than oneDNN on an
+AMD EPYC), while on an Intel Xeon with AVX-512 its SkylakeX kernel takes half oneDNN's time.
 
 ``evaluate_ranking`` never sorts whole gallery rows. For each query it only
 needs the ranks of its true matches among the valid gallery items, and the
@@ -12,10 +15,17 @@ an integer key (query, distance, gallery index) and located among the matches'
 keys with one searchsorted. When most items of a block are such candidates (a
 weak model), the block's rows are sorted instead (numpy's SIMD float sort).
 """
+import functools
+import logging
+import time
+
 import mxnet as mx
 import numpy as np
 
-__all__ = ["compute_distance", "evaluate_ranking", "chance_rank1", "AP_MODES", "METRICS"]
+__all__ = ["compute_distance", "evaluate_ranking", "chance_rank1", "product_nt",
+           "product_kernel", "measure_product_kernels", "AP_MODES", "METRICS", "KERNELS"]
+
+logger = logging.getLogger(__name__)
 
 # Bound at import: mxnet.contrib.amp.init() (SOLVER.AMP) later replaces mx.nd.FullyConnected
 # with a wrapper that casts to bfloat16/float16 and ignores `out`; distances stay float32.
@@ -24,6 +34,10 @@ _MAX_TENSOR = 2 ** 31 - 1
 
 METRICS = ("cosine", "euclidean")
 AP_MODES = ("trapezoid", "noninterp")
+KERNELS = ("numpy", "onednn")  # the matrix products compute_distance can use
+# The product timed to choose the kernel: 0.13 GFLOP, about 2 ms each on two cores, with the
+# feature width of real use, so each kernel runs its large-product code path.
+_CALIBRATION_SHAPE = (128, 512, 1024)
 
 # Work on blocks of about 4M distance entries (16 MB of float32) at a time.
 _BLOCK_ENTRIES = 1 << 22
@@ -32,14 +46,14 @@ _BLOCK_ENTRIES = 1 << 22
 _SORT_ABOVE = 0.2
 
 
-def compute_distance(query_feats, gallery_feats, metric="cosine"):
+def compute_distance(query_feats, gallery_feats, metric="cosine", kernel=None):
     """Return the (Q, G) float32 distance matrix between two feature sets.
 
     ``metric="cosine"``: ``1 - cos(q, g)``; features are normalised on the fly
     unless their norms are already 1. ``metric="euclidean"``: the plain
     (not squared) L2 distance, from ``|q|^2 + |g|^2 - 2 q.g`` clipped at 0.
-    One float32 matrix product (:func:`_product_nt`); everything else is done in place on
-    its result.
+    One float32 matrix product (:func:`product_nt`, by `kernel`: None for this process's
+    :func:`product_kernel`); everything else is done in place on its result.
     """
     if metric not in METRICS:
         raise ValueError("metric must be one of %s, got %r" % (METRICS, metric))
@@ -54,7 +68,7 @@ def compute_distance(query_feats, gallery_feats, metric="cosine"):
     # astype(copy=False) only copies when the input is not float32 already.
     q = q.astype(np.float32, copy=False)
     g = g.astype(np.float32, copy=False)
-    dist = _product_nt(q, g)
+    dist = product_nt(q, g, kernel)
     if metric == "cosine":
         # einsum: row norms without a temporary copy of the features
         qn = np.sqrt(np.einsum("ij,ij->i", q, q))
@@ -74,15 +88,19 @@ def compute_distance(query_feats, gallery_feats, metric="cosine"):
     return dist
 
 
-def _product_nt(a, b):
-    """``a @ b.T`` in float32 by MXNet's oneDNN FullyConnected, written straight into numpy.
-
-    numpy's bundled OpenBLAS falls back to a generic kernel on CPUs it does not know (issue
-    10: 4x slower on a Xeon); oneDNN picks its kernel from the CPU's flags at run time."""
+def product_nt(a, b, kernel=None):
+    """``a @ b.T`` of two float32 (N, D) and (M, D) arrays as a new (N, M) float32 array, by
+    `kernel` ("numpy": numpy's BLAS; "onednn": MXNet's oneDNN FullyConnected; None: the
+    faster of the two in this process, see :func:`product_kernel`)."""
+    kernel = product_kernel() if kernel is None else kernel
+    if kernel not in KERNELS:
+        raise ValueError("kernel must be one of %s, got %r" % (KERNELS, kernel))
     out = np.empty((a.shape[0], b.shape[0]), np.float32)
     if out.size == 0 or a.shape[1] == 0:
         out[...] = 0
         return out
+    if kernel == "numpy":
+        return np.matmul(a, b.T, out=out)
     # Zero-copy wrappers of views (from_numpy marks what it wraps read-only: the views, not
     # the caller's arrays or `out`); MXNet writes the product into out's memory. Row blocks
     # keep each output under 2**31 entries, the tensor size limit of MXNet's pip wheels.
@@ -96,6 +114,47 @@ def _product_nt(a, b):
                          no_bias=True, num_hidden=b.shape[0], out=result)
         result.wait_to_read()
     return out
+
+
+def measure_product_kernels(shape=_CALIBRATION_SHAPE, repeats=2):
+    """Seconds each kernel of KERNELS takes for one (N, D) x (M, D) product of `shape` (N, M,
+    D): the best of `repeats` runs, the kernels taking turns, after one untimed run each
+    (MXNet's first operator call and oneDNN's code generation are not what is compared).
+
+    The time of a tiny product is taken out of each: it is what handing a product to the
+    kernel costs (MXNet's engine thread), paid once per call, while real products are large."""
+    n, m, d = shape
+    a = np.full((n, d), 0.5, np.float32)
+    b = np.full((m, d), 0.25, np.float32)
+    tiny_a, tiny_b = a[:1, :8], b[:1, :8]
+    best = dict.fromkeys(KERNELS, float("inf"))
+    call = dict.fromkeys(KERNELS, float("inf"))
+    for kernel in KERNELS:
+        product_nt(a, b, kernel)
+        product_nt(tiny_a, tiny_b, kernel)
+    for _ in range(repeats):
+        for kernel in KERNELS:
+            start = time.perf_counter()
+            product_nt(tiny_a, tiny_b, kernel)
+            middle = time.perf_counter()
+            product_nt(a, b, kernel)
+            end = time.perf_counter()
+            call[kernel] = min(call[kernel], middle - start)
+            best[kernel] = min(best[kernel], end - middle)
+    return {kernel: max(best[kernel] - call[kernel], 1e-9) for kernel in KERNELS}
+
+
+@functools.lru_cache(maxsize=None)
+def product_kernel():
+    """The kernel ("numpy" or "onednn") of this process's distance products: the faster one
+    in :func:`measure_product_kernels`, measured at the first call (a few milliseconds) and
+    kept for the life of the process; logged once at debug level."""
+    seconds = measure_product_kernels()
+    kernel = min(KERNELS, key=seconds.get)
+    logger.debug("distance product kernel: %s (%s for a %d x %d x %d product)", kernel,
+                 ", ".join("%s %.2f ms" % (k, seconds[k] * 1e3) for k in KERNELS),
+                 *_CALIBRATION_SHAPE)
+    return kernel
 
 
 def _order_bits(vals):

@@ -22,7 +22,7 @@ results can differ from it only where distances tie exactly.
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["re_ranking", "re_ranking_features"]
+__all__ = ["re_ranking", "re_ranking_features", "top_k"]
 
 _BLOCK_ENTRIES = 1 << 22  # ~16 MB of float32 per row block
 # Rows of feature distances computed at once for the neighbours (64 MB of float32): wider
@@ -68,8 +68,9 @@ def _top_k_exact(block, k):
     return np.take_along_axis(idx, order, axis=1)
 
 
-def _top_k(block, k, stride=16):
-    """Same result as _top_k_exact, faster on wide rows.
+def top_k(block, k, stride=16):
+    """Indices of the k smallest entries of each row of `block`, ordered by (value, column):
+    ``np.argsort(block, axis=1, kind="stable")[:, :k]``, faster on wide rows.
 
     The k-th smallest of every stride-th column bounds each row's k-th smallest
     from above, so the entries at or below it (about k * stride per row) hold
@@ -91,21 +92,39 @@ def _top_k(block, k, stride=16):
     return np.take_along_axis(packed_cols, _top_k_exact(vals, k), axis=1)
 
 
-def _neighbours(q_g, q_q, g_g, k):
-    """Top-k neighbour lists of all Q+G items, and each row's normaliser.
+def _neighbours(n, k, rows, squared_rows, what):
+    """Top-k neighbour lists of all n items, and each row's normaliser, from row blocks.
 
-    Row i of the original's normalised matrix is column i of the squared
-    distance matrix divided by that column's maximum (it normalises columns,
-    then transposes), so a block of rows is built from columns of the inputs.
-    """
-    n_q, n_g = q_g.shape
-    n = n_q + n_g
-    rows = max(1, min(n, _BLOCK_ENTRIES // n))
-    block = np.empty((rows, n), dtype=np.float32)
+    squared_rows(a, b) gives rows a..b of the squared distance matrix as a float32 array
+    (the block may be reused or dropped afterwards); each row is divided by its maximum (the
+    original's normalisation) and only its k nearest are kept, so no n x n matrix exists.
+    `what` names the input in the NaN error."""
     top = np.empty((n, k), dtype=np.int64)
     scale = np.empty(n, dtype=np.float32)
     for a in range(0, n, rows):
         b = min(a + rows, n)
+        blk = squared_rows(a, b)
+        scale[a:b] = blk.max(axis=1)  # max propagates NaN: a free NaN check
+        if np.isnan(scale[a:b]).any():
+            raise ValueError("%s must not contain NaN" % what)
+        blk /= scale[a:b, None]
+        top[a:b] = top_k(blk, k)
+        del blk  # freed before the next block is computed
+    return top, scale
+
+
+def _squared_distance_rows(q_g, q_q, g_g):
+    """squared_rows(a, b) for _neighbours from three distance matrices.
+
+    Row i of the original's normalised matrix is column i of the squared distance matrix
+    divided by that column's maximum (it normalises columns, then transposes), so a block of
+    rows is built from columns of the inputs. Returns (rows per block, squared_rows)."""
+    n_q, n_g = q_g.shape
+    n = n_q + n_g
+    rows = max(1, min(n, _BLOCK_ENTRIES // n))
+    block = np.empty((rows, n), dtype=np.float32)
+
+    def squared_rows(a, b):
         blk = block[:b - a]
         # Square in the input dtype, store as float32 (as the original does).
         if a < n_q:  # query rows: columns of q_q, then rows of q_g
@@ -122,12 +141,9 @@ def _neighbours(q_g, q_q, g_g, k):
             for t in range(0, n_g, 512):
                 u = min(t + 512, n_g)
                 np.square(g_g[t:u, ga:gb].T, out=out[:, n_q + t:n_q + u])
-        scale[a:b] = blk.max(axis=1)  # max propagates NaN: a free NaN check
-        if np.isnan(scale[a:b]).any():
-            raise ValueError("distance matrices must not contain NaN")
-        blk /= scale[a:b, None]
-        top[a:b] = _top_k(blk, k)
-    return top, scale
+        return blk
+
+    return rows, squared_rows
 
 
 def _squared_values(rows, cols, q_g, q_q, g_g):
@@ -193,7 +209,9 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     q_g, q_q, g_g = (np.asarray(x) for x in (q_g_dist, q_q_dist, g_g_dist))
     _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value)
     n_q, n_g = q_g.shape
-    top, scale = _neighbours(q_g, q_q, g_g, min(max(int(k1) + 1, int(k2)), n_q + n_g))
+    rows, squared_rows = _squared_distance_rows(q_g, q_q, g_g)
+    top, scale = _neighbours(n_q + n_g, min(max(int(k1) + 1, int(k2)), n_q + n_g), rows,
+                             squared_rows, "distance matrices")
 
     def squared_pairs(rows, cols):
         return _squared_values(rows, cols, q_g, q_q, g_g)
@@ -227,20 +245,13 @@ def re_ranking_features(query_feats, gallery_feats, k1=20, k2=6, lambda_value=0.
     n_q, n_g = len(q), len(g)
     n = n_q + n_g
     feats = np.concatenate([q, g])
-    k = min(max(int(k1) + 1, int(k2)), n)
-    rows = max(1, min(n, _FEATURE_BLOCK_ENTRIES // n))
-    top = np.empty((n, k), dtype=np.int64)
-    scale = np.empty(n, dtype=np.float32)
-    for a in range(0, n, rows):
-        b = min(a + rows, n)
+
+    def squared_rows(a, b):
         blk = compute_distance(feats[a:b], feats, metric="euclidean")
-        np.square(blk, out=blk)
-        scale[a:b] = blk.max(axis=1)
-        if np.isnan(scale[a:b]).any():
-            raise ValueError("features must not contain NaN")
-        blk /= scale[a:b, None]
-        top[a:b] = _top_k(blk, k)
-        del blk
+        return np.square(blk, out=blk)
+
+    rows = max(1, min(n, _FEATURE_BLOCK_ENTRIES // n))
+    top, scale = _neighbours(n, min(max(int(k1) + 1, int(k2)), n), rows, squared_rows, "features")
 
     def squared_pairs(rows_idx, cols_idx):
         out = np.empty(len(rows_idx), dtype=np.float32)

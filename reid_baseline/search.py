@@ -16,25 +16,15 @@ from tqdm import tqdm
 
 from .fileio import atomic_path
 from .data.loader import build_test_loader
-from .data.datasets.base import DatasetError, Record, read_image
+from .data.datasets.base import DatasetError, Record
+from .data.images import IMAGE_EXTENSIONS, find_images, read_image
 from .evaluation import compute_distance
 from .features import extract_features
-from .rerank import _top_k, re_ranking_features
+from .rerank import re_ranking_features, top_k as _top_k
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what read_image decodes
 INDEX_KEYS = ("paths", "features", "config", "params")
 CHUNK_IMAGES = 2048  # images per extraction call: an unreadable file costs one chunk's re-check
 SEARCH_BLOCK_ENTRIES = 1 << 24  # query x gallery distances per block (64 MB of float32)
-
-
-def list_images(folder):
-    """Every image file (IMAGE_EXTENSIONS, any case) under `folder`, sorted, as paths."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return found
 
 
 def embed_images(cfg, embedding, paths, ctx, desc="images"):
@@ -90,7 +80,7 @@ def build_index(cfg, params_path, images_dir, out_path):
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):  # found before hours of embedding, not after
         raise FileNotFoundError("--out: folder %s does not exist" % out_dir)
-    paths = list_images(images_dir)
+    paths = find_images(images_dir)
     if not paths:
         raise DatasetError("--images: no image files (%s) under %s"
                            % ("/".join(IMAGE_EXTENSIONS), images_dir))

@@ -13,12 +13,10 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from reid_baseline.benchmarking import describe_machine
+from reid_baseline.data.toy_market1501 import make_toy_market1501
 
-from benchmark_eval import machine_info  # noqa: E402  (same folder)
-from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _samples_per_s(run_dir):
@@ -41,7 +39,7 @@ def main():
               "SOLVER.CHECKPOINT_PERIOD", str(args.epochs), "DATALOADER.NUM_WORKERS", "0",
               "GPUS", "[]"] + args.opts
     train = [sys.executable, os.path.join(ROOT, "train.py")]
-    results = {"machine": machine_info(), "epochs_timed": args.epochs - 1}
+    results = {"machine": describe_machine(), "epochs_timed": args.epochs - 1}
     for workers in (1, args.workers):
         run_dir = os.path.join(work, "w%d" % workers)
         env = dict(os.environ, OMP_NUM_THREADS=str(max(args.threads // workers, 1)))

@@ -6,18 +6,21 @@ Builds a synthetic Market-1501-sized problem (750 test identities, 6 cameras,
 2048-d L2-normalised float32 features = identity centre + camera offset +
 identity-camera offset + noise), then runs every stage in a fresh
 ``spawn`` subprocess so that its peak RSS (ru_maxrss, inputs included) is its
-own. The sort-based oracle of the metrics (tests/reference_impls.py) runs too,
-and the results must agree; the dense reference re-ranking (about 9 GB and
-minutes at full size) only with --with-reference-rerank.
+own. The distance product is timed by each kernel (numpy's BLAS, MXNet's
+oneDNN) and by the one evaluation.product_kernel chose in that process, for a
+2,000 x 8,000 x 2,048 product and for the Market-size compute_distance. A plain
+sort-based evaluation (below) runs too, and the results must agree; the dense,
+loop-based re-ranking of the paper (about 9 GB and minutes at full size) only
+with --with-reference-rerank.
 
     OMP_NUM_THREADS=2 python scripts/benchmark_eval.py --out results.json
     python scripts/benchmark_eval.py --small
+    OMP_NUM_THREADS=2 python scripts/benchmark_eval.py --distances-only --repeats 2
 """
 import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -25,10 +28,8 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (ROOT, os.path.join(ROOT, "tests")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from reid_baseline.benchmarking import best_time, describe_machine, machine_line
+
 
 FULL = dict(n_ids=750, n_query=3368, n_gallery_ids=13120, n_distractors=2793,
             n_cams=6, dim=2048)
@@ -76,6 +77,70 @@ def make_problem(seed, n_ids, n_query, n_gallery_ids, n_distractors, n_cams, dim
             q_pids, g_pids, q_cams, g_cams)
 
 
+# ----------------------------------------------------------------- baselines
+# The plain algorithms the package's versions are timed against: whole-row sorts, dense
+# matrices and Python loops, as the published code does it (the tests keep their own).
+
+def sorted_evaluation(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
+                      ap_mode="trapezoid"):
+    """Market-1501 CMC/mAP by a stable argsort of every row (the official protocol)."""
+    cmcs, aps = [], []
+    for q in range(distmat.shape[0]):
+        order = np.argsort(distmat[q], kind="stable")
+        pids, cams = g_pids[order], g_camids[order]
+        keep = (pids != -1) & ~((pids == q_pids[q]) & (cams == q_camids[q]))
+        good = np.flatnonzero(pids[keep] == q_pids[q])
+        if not len(good):
+            continue
+        cmc = np.zeros(max_rank)
+        cmc[min(good[0], max_rank):] = 1
+        cmcs.append(cmc)
+        i = np.arange(len(good), dtype=np.float64)
+        precision = (i + 1) / (good + 1)
+        if ap_mode == "trapezoid":
+            old = np.where(good != 0, i / np.maximum(good, 1), 1.0)
+            aps.append(np.sum((1.0 / len(good)) * (old + precision) / 2.0))
+        else:
+            aps.append(np.mean(precision))
+    return dict(cmc=np.mean(cmcs, axis=0), mAP=float(np.mean(aps)), num_valid_queries=len(aps))
+
+
+def dense_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
+    """k-reciprocal re-ranking (Zhong et al., CVPR 2017) with dense (Q+G)^2 matrices and
+    loops over items, as the authors' code; initial ranking by a stable argsort."""
+    dist = np.block([[q_q_dist, q_g_dist], [q_g_dist.T, g_g_dist]]).astype(np.float32) ** 2
+    dist = (dist / dist.max(axis=0)).T
+    n_q, n = q_g_dist.shape[0], dist.shape[0]
+    rank = np.argsort(dist, axis=1, kind="stable")
+
+    def reciprocal(i, k):
+        forward = rank[i, :k + 1]
+        return forward[np.flatnonzero((rank[forward, :k + 1] == i).any(axis=1))]
+
+    V = np.zeros_like(dist)
+    for i in range(n):
+        recip = reciprocal(i, k1)
+        expansion = [recip]
+        for c in recip:
+            half = reciprocal(c, int(np.around(k1 / 2.0)))
+            if len(np.intersect1d(half, recip)) > 2.0 / 3 * len(half):
+                expansion.append(half)
+        expansion = np.unique(np.concatenate(expansion))
+        weight = np.exp(-dist[i, expansion])
+        V[i, expansion] = weight / weight.sum()
+    if k2 != 1:
+        V = np.stack([V[rank[i, :k2]].mean(axis=0) for i in range(n)])
+    users = [np.flatnonzero(V[:, f]) for f in range(n)]
+    jaccard = np.empty((n_q, n), dtype=np.float32)
+    for i in range(n_q):
+        shared = np.zeros(n, dtype=np.float32)
+        for f in np.flatnonzero(V[i]):
+            shared[users[f]] += np.minimum(V[i, f], V[users[f], f])
+        jaccard[i] = 1 - shared / (2.0 - shared)
+    final = jaccard * (1 - lambda_value) + dist[:n_q] * lambda_value
+    return final[:, n_q:]
+
+
 # ----------------------------------------------------------------- stages
 # Each stage runs in its own spawned process: it loads its inputs from
 # workdir, runs, and returns seconds (best of `repeats`) and peak RSS.
@@ -87,16 +152,6 @@ def _load(workdir, *names):
 def _ids(workdir):
     z = np.load(os.path.join(workdir, "ids.npz"))
     return z["q_pids"], z["g_pids"], z["q_cams"], z["g_cams"]
-
-
-def _timed(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        out = None  # free the previous result before the next run
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def _status_mb(field):
@@ -124,25 +179,40 @@ def _current_rss_mb():
 
 
 def stage_distance(workdir, repeats):
-    from reid_baseline.evaluation import compute_distance
+    """compute_distance (cosine, Q x G) by each kernel, then by the one chosen in-process."""
+    from reid_baseline.evaluation import KERNELS, compute_distance, product_kernel
     qf, gf = _load(workdir, "qf", "gf")
+    chosen = product_kernel()
     base = _current_rss_mb()
-    sec, d = _timed(lambda: compute_distance(qf, gf, "cosine"), repeats)
+    by_kernel = {k: best_time(lambda: compute_distance(qf, gf, "cosine", kernel=k), repeats)[0]
+                 for k in KERNELS}
+    sec, d = best_time(lambda: compute_distance(qf, gf, "cosine"), repeats)
     peak = _rss_mb()
     np.save(os.path.join(workdir, "dist_cos.npy"), d)
-    return dict(seconds=sec, peak_rss_mb=peak, rss_after_loading_mb=base,
-                input_mb=(qf.nbytes + gf.nbytes) / 2**20)
+    return dict(seconds=sec, by_kernel=by_kernel, chosen=chosen, peak_rss_mb=peak,
+                rss_after_loading_mb=base, input_mb=(qf.nbytes + gf.nbytes) / 2**20)
+
+
+PRODUCT_SHAPE = (2000, 8000, 2048)  # rows of a, rows of b, width
 
 
 def stage_products(workdir, repeats):
-    """The bare Q x G matrix product by each kernel: numpy (its OpenBLAS) and MXNet oneDNN."""
-    from reid_baseline.evaluation import _product_nt
-    qf, gf = _load(workdir, "qf", "gf")
-    numpy_s, _ = _timed(lambda: qf @ gf.T, repeats)
-    onednn_s, _ = _timed(lambda: _product_nt(qf, gf), repeats)
-    return dict(seconds=min(numpy_s, onednn_s), numpy_matmul_s=numpy_s,
-                mxnet_onednn_fc_s=onednn_s, peak_rss_mb=_rss_mb(),
-                gflop=2.0 * qf.shape[0] * gf.shape[0] * qf.shape[1] / 1e9)
+    """The bare a @ b.T float32 product of PRODUCT_SHAPE by each kernel and by the chosen one,
+    with the chooser's own measurement."""
+    from reid_baseline.evaluation import KERNELS, product_kernel, product_nt
+    from reid_baseline.evaluation import measure_product_kernels
+    n, m, d = PRODUCT_SHAPE
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, d), dtype=np.float32)
+    b = rng.standard_normal((m, d), dtype=np.float32)
+    start = time.perf_counter()
+    chosen = product_kernel()
+    choose_s = time.perf_counter() - start
+    by_kernel = {k: best_time(lambda: product_nt(a, b, k), repeats)[0] for k in KERNELS}
+    sec, _ = best_time(lambda: product_nt(a, b), repeats)
+    return dict(seconds=sec, by_kernel=by_kernel, chosen=chosen, choose_s=choose_s,
+                calibration_s=measure_product_kernels(), peak_rss_mb=_rss_mb(),
+                gflop=2.0 * n * m * d / 1e9)
 
 
 def stage_rerank_inputs(workdir, repeats):
@@ -156,13 +226,13 @@ def stage_rerank_inputs(workdir, repeats):
 
 def _metrics_stage(workdir, repeats, ap_mode, oracle, dist_name="dist_cos"):
     if oracle:
-        from reference_impls import reference_evaluate as fn
+        fn = sorted_evaluation
     else:
         from reid_baseline.evaluation import evaluate_ranking as fn
     (dist,) = _load(workdir, dist_name)
     ids = _ids(workdir)
     base = _current_rss_mb()
-    sec, res = _timed(lambda: fn(dist, *ids, max_rank=50, ap_mode=ap_mode), repeats)
+    sec, res = best_time(lambda: fn(dist, *ids, max_rank=50, ap_mode=ap_mode), repeats)
     return dict(seconds=sec, peak_rss_mb=_rss_mb(), rss_after_loading_mb=base,
                 input_mb=dist.nbytes / 2**20, cmc=[float(x) for x in res["cmc"]],
                 mAP=res["mAP"], num_valid_queries=res["num_valid_queries"])
@@ -186,7 +256,7 @@ def stage_oracle_noninterp(workdir, repeats):
 
 def _rerank_stage(workdir, reference):
     if reference:
-        from reference_impls import reference_re_ranking as fn
+        fn = dense_re_ranking
     else:
         from reid_baseline.rerank import re_ranking as fn
     q_g, q_q, g_g = _load(workdir, "q_g", "q_q", "g_g")
@@ -241,7 +311,7 @@ def stage_search(workdir, repeats):
     (gf,) = _load(workdir, "search_gf")
     qf = gf[:10] + 0
     base = _current_rss_mb()
-    sec, (idx, _) = _timed(lambda: top_k_search(qf, gf, 10), repeats)
+    sec, (idx, _) = best_time(lambda: top_k_search(qf, gf, 10), repeats)
     assert (idx[:, 0] == np.arange(10)).all()  # each query finds itself first
     return dict(seconds=sec, peak_rss_mb=_rss_mb(), rss_after_loading_mb=base,
                 input_mb=gf.nbytes / 2**20, gallery_per_second=len(gf) / sec)
@@ -253,21 +323,6 @@ def _run_in_subprocess(stage, workdir, repeats):
         return pool.apply(stage, (workdir, repeats))
 
 
-def machine_info():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import scipy
-    return dict(cpu=cpu, cpu_count=os.cpu_count(), mem_gb=round(mem, 1),
-                omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
-                python=platform.python_version(), numpy=np.__version__,
-                scipy=scipy.__version__, platform=platform.platform())
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", action="store_true", help="small problem, quick run")
@@ -275,6 +330,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3,
                     help="timed runs of the fast stages (best is reported)")
+    ap.add_argument("--distances-only", action="store_true",
+                    help="only the matrix product and compute_distance stages (each kernel)")
     ap.add_argument("--skip-oracle", action="store_true",
                     help="skip the sort-based metric oracle")
     ap.add_argument("--with-reference-rerank", action="store_true",
@@ -308,15 +365,17 @@ def main(argv=None):
              q_cams=q_cams, g_cams=g_cams)
     del qf, gf
 
-    stages = [("best matrix product (Q x G)", stage_products),
-              ("distance (cosine, Q x G)", stage_distance),
-              ("metrics, trapezoid AP", stage_metrics_trapezoid),
-              ("metrics, non-interpolated AP", stage_metrics_noninterp)]
-    if not args.skip_oracle:
+    stages = [("matrix product %d x %d x %d" % PRODUCT_SHAPE, stage_products),
+              ("distance (cosine, Q x G)", stage_distance)]
+    if not args.distances_only:
+        stages += [("metrics, trapezoid AP", stage_metrics_trapezoid),
+                   ("metrics, non-interpolated AP", stage_metrics_noninterp)]
+    if not (args.skip_oracle or args.distances_only):
         stages += [("oracle metrics (sort), trapezoid", stage_oracle_trapezoid),
                    ("oracle metrics (sort), non-interp.", stage_oracle_noninterp)]
-    stages += [("re-ranking inputs (euclidean, 3 matrices)", stage_rerank_inputs),
-               ("re-ranking (k1=20, k2=6, lambda=0.3)", stage_rerank)]
+    if not args.distances_only:
+        stages += [("re-ranking inputs (euclidean, 3 matrices)", stage_rerank_inputs),
+                   ("re-ranking (k1=20, k2=6, lambda=0.3)", stage_rerank)]
     if args.with_reference_rerank:
         stages.append(("reference re-ranking (dense, loops)", stage_rerank_reference))
     if args.msmt17_rerank:
@@ -340,7 +399,8 @@ def main(argv=None):
 
     problem = dict(sizes, num_gallery=sizes["n_gallery_ids"] + sizes["n_distractors"],
                    seed=args.seed, idcam_scale=args.idcam_scale, noise_scale=args.noise_scale)
-    results = dict(machine=machine_info(), problem=problem, stages={})
+    results = dict(machine=describe_machine(), problem=problem, stages={})
+    print("machine:", machine_line(results["machine"]))
     print("problem:", problem)
     print("| stage | time (s) | peak RSS (MB) | inputs (MB) |")
     print("|---|---:|---:|---:|")
@@ -352,23 +412,32 @@ def main(argv=None):
               flush=True)
 
     st = results["stages"]
-    prod = st["best matrix product (Q x G)"]
-    print("matrix product: numpy %.3f s, MXNet oneDNN %.3f s (%.0f GFLOP); compute_distance / "
-          "best product = %.2f" % (prod["numpy_matmul_s"], prod["mxnet_onednn_fc_s"],
-                                   prod["gflop"], st["distance (cosine, Q x G)"]["seconds"]
-                                   / prod["seconds"]))
+    for name in ("matrix product %d x %d x %d" % PRODUCT_SHAPE, "distance (cosine, Q x G)"):
+        r = st[name]
+        best = min(r["by_kernel"].values())
+        print("%s: numpy %.3f s, oneDNN %.3f s; chosen %s %.3f s = %.2fx the faster kernel"
+              % (name, r["by_kernel"]["numpy"], r["by_kernel"]["onednn"], r["chosen"],
+                 r["seconds"], r["seconds"] / best))
+    r = st["matrix product %d x %d x %d" % PRODUCT_SHAPE]
+    print("kernel choice: %.3f s in-process (first MXNet call included); its measurement "
+          "made again after the stage: %s"
+          % (r["choose_s"], ", ".join("%s %.2f ms" % (k, v * 1e3)
+                                      for k, v in r["calibration_s"].items())))
     checks = {}
     for mode, fast, oracle in (("trapezoid", "metrics, trapezoid AP",
                                 "oracle metrics (sort), trapezoid"),
                                ("noninterp", "metrics, non-interpolated AP",
                                 "oracle metrics (sort), non-interp.")):
+        if fast not in st:
+            continue
         print("%s: Rank-1 %.4f  Rank-5 %.4f  mAP %.4f"
               % (mode, st[fast]["cmc"][0], st[fast]["cmc"][4], st[fast]["mAP"]))
         if oracle in st:
             checks[mode] = dict(cmc_identical=st[fast]["cmc"] == st[oracle]["cmc"],
                                 mAP_abs_diff=abs(st[fast]["mAP"] - st[oracle]["mAP"]))
-    rr = st["re-ranking (k1=20, k2=6, lambda=0.3)"]
-    print("after re-ranking: Rank-1 %.4f  mAP %.4f" % (rr["rank1"], rr["mAP"]))
+    rr = st.get("re-ranking (k1=20, k2=6, lambda=0.3)")
+    if rr:
+        print("after re-ranking: Rank-1 %.4f  mAP %.4f" % (rr["rank1"], rr["mAP"]))
     for name, r in st.items():
         if name.startswith("search"):
             print("%s: %.2f s, %.0f gallery images/s, peak RSS %.2f GB (gallery %.2f GB)"

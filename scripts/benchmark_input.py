@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Training input pipeline speed: images/s per CPU core, old MXNet/GluonCV blocks vs the new
-OpenCV/NumPy batches, at each DATALOADER.CACHE mode.
+"""Training input pipeline speed: images/s per CPU core, MXNet/GluonCV per-image blocks vs the
+package's OpenCV/NumPy batches, at each DATALOADER.CACHE mode.
 
 Generates a Market-1501-sized set (12,936 JPEGs of 64x128, the toy generator's images) once in
 --data, then times training batches of 32 at 384x128 (the recipe: flip, pad 10 + crop):
-- "old": today's blocks before issue 10 (tests/reference_pipeline.py), in this process;
-- "new": build_train_loader with NUM_WORKERS 0 (one process: its images/s is per core) for
+- "MXNet/GluonCV blocks": MXNet's decoder and Gluon/GluonCV transform blocks per image (the
+  usual Gluon pipeline, written out below), in this process;
+- "package": build_train_loader with NUM_WORKERS 0 (one process: its images/s is per core) for
   each cache mode, epoch 1 (cache being filled) and epoch 2 (served from RAM);
 - with --workers N also NUM_WORKERS N, whose CPU time is summed over all processes.
 "images/CPU-s" divides by the CPU time used (process + workers), which load on a shared
@@ -16,19 +17,17 @@ machine changes less than the wall clock.
 import argparse
 import json
 import os
+import random
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "scripts")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import numpy as np
 
-from benchmark_eval import machine_info  # noqa: E402  (same folder)
-from reid_baseline.config import load_config  # noqa: E402
-from reid_baseline.data.datasets.base import Record  # noqa: E402
-from reid_baseline.data.loader import build_train_loader  # noqa: E402
-from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
+from reid_baseline.benchmarking import describe_machine
+from reid_baseline.config import load_config
+from reid_baseline.data.datasets.base import Record
+from reid_baseline.data.loader import build_train_loader
+from reid_baseline.data.toy_market1501 import make_toy_market1501
 
 MARKET_TRAIN_IMAGES = 12936
 
@@ -55,18 +54,42 @@ def _cpu_seconds(pids):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def time_old(cfg, records, batches):
-    """The pre-issue-10 pipeline, as its loader ran with NUM_WORKERS 0."""
-    import mxnet as mx
-    from reference_pipeline import old_read_image, old_train_sample, old_train_transform
+def gluon_train_transform(cfg):
+    """The recipe's training augmentation as Gluon/GluonCV blocks on one HWC NDArray: resize,
+    random flip, zero-pad + random crop, random erasing, to tensor, normalise."""
+    from gluoncv.data.transforms.block import RandomCrop, RandomErasing
+    from mxnet.gluon import nn
+    from mxnet.gluon.data.vision import transforms
 
-    transform, bs = old_train_transform(cfg), cfg.SOLVER.BATCH_SIZE
+    steps = [transforms.Resize(size=(cfg.INPUT.WIDTH, cfg.INPUT.HEIGHT), interpolation=1)]
+    if cfg.INPUT.FLIP_PROB > 0:
+        flip = nn.HybridLambda(lambda F, x: F.flip(x, axis=1))
+        steps.append(transforms.RandomApply(flip, p=cfg.INPUT.FLIP_PROB))
+    if cfg.INPUT.PAD > 0:
+        steps.append(RandomCrop(size=(cfg.INPUT.WIDTH, cfg.INPUT.HEIGHT), pad=cfg.INPUT.PAD))
+    if cfg.INPUT.ERASING_PROB > 0:
+        mean = tuple(round(m * 255) for m in cfg.INPUT.PIXEL_MEAN)
+        steps.append(RandomErasing(probability=float(cfg.INPUT.ERASING_PROB), mean=mean))
+    return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(
+        mean=tuple(cfg.INPUT.PIXEL_MEAN), std=tuple(cfg.INPUT.PIXEL_STD))])
+
+
+def time_gluon_blocks(cfg, records, batches):
+    """MXNet's decoder and the Gluon/GluonCV blocks, image by image, in this process."""
+    import mxnet as mx
+
+    transform, bs = gluon_train_transform(cfg), cfg.SOLVER.BATCH_SIZE
     wall, cpu = time.perf_counter(), time.process_time()
     for b in range(batches):
-        batch = [old_train_sample(transform, old_read_image(records[i].path), 0, i)
-                 for i in range(b * bs, (b + 1) * bs)]
+        batch = []
+        for i in range(b * bs, (b + 1) * bs):
+            random.seed(i)  # the blocks draw from Python's and NumPy's random state
+            np.random.seed(i)
+            with open(records[i].path, "rb") as f:
+                image = mx.image.imdecode(f.read(), flag=1, to_rgb=True)
+            batch.append(transform(image))
         mx.nd.stack(*batch).wait_to_read()
-    return _row("old blocks (MXNet/GluonCV), 0 workers", batches * bs,
+    return _row("MXNet/GluonCV blocks, 0 workers", batches * bs,
                 time.perf_counter() - wall, time.process_time() - cpu)
 
 
@@ -85,7 +108,7 @@ def time_new(cfg, records, epochs, batches):
             if i + 1 == batches:
                 break
         cpu = time.process_time() + _cpu_seconds(workers) - cpu
-        rows.append(_row("new, cache %s, %d workers, epoch %d" % (
+        rows.append(_row("package, cache %s, %d workers, epoch %d" % (
             cfg.DATALOADER.CACHE, cfg.DATALOADER.NUM_WORKERS, epoch + 1), n,
             time.perf_counter() - wall, cpu))
     return rows
@@ -103,9 +126,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="folder of the generated set (made if absent)")
     ap.add_argument("--images", type=int, default=MARKET_TRAIN_IMAGES)
-    ap.add_argument("--old-batches", type=int, default=20,
-                    help="batches timed for the old pipeline (it is slow)")
-    ap.add_argument("--batches", type=int, default=0, help="limit the new pipeline's batches "
+    ap.add_argument("--gluon-batches", type=int, default=20,
+                    help="batches timed for the MXNet/GluonCV blocks (they are slow)")
+    ap.add_argument("--batches", type=int, default=0, help="limit the package pipeline's batches "
                     "per epoch (default: whole epochs)")
     ap.add_argument("--workers", type=int, default=0, help="also time NUM_WORKERS N")
     ap.add_argument("--out", help="write the results as JSON")
@@ -113,10 +136,11 @@ def main(argv=None):
 
     records = market_sized_records(args.data, args.images)
     base = ["MODEL.PRETRAINED", "", "DATASETS.VERIFY_COUNTS", "False", "GPUS", "[]"]
-    results = dict(machine=machine_info(), load_average=os.getloadavg(), images=len(records),
+    results = dict(machine=describe_machine(), load_average=os.getloadavg(), images=len(records),
                    rows=[])
     print("| pipeline | images | images/s (wall) | images/CPU-s |\n|---|---:|---:|---:|")
-    results["rows"].append(time_old(load_config(None, base), records, args.old_batches))
+    results["rows"].append(time_gluon_blocks(load_config(None, base), records,
+                                              args.gluon_batches))
     runs = [("0", mode) for mode in ("none", "decoded", "resized")]
     if args.workers:
         runs += [(str(args.workers), mode) for mode in ("none", "resized")]

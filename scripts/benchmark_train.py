@@ -14,14 +14,12 @@ import time
 import mxnet as mx
 from mxnet import autograd, gluon
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmark_eval import machine_info  # noqa: E402  (same folder)
-from reid_baseline.amp import init_amp, scale_loss  # noqa: E402
-from reid_baseline.cli import config_from_args  # noqa: E402
-from reid_baseline.devices import build_contexts  # noqa: E402
-from reid_baseline.model import build_model  # noqa: E402
-from reid_baseline.solver import build_trainer  # noqa: E402
+from reid_baseline.amp import init_amp, scale_loss
+from reid_baseline.benchmarking import describe_machine
+from reid_baseline.cli import config_from_args
+from reid_baseline.devices import build_contexts
+from reid_baseline.model import build_model
+from reid_baseline.solver import build_trainer
 
 
 def _time_train_steps(cfg, hybridize, steps, ctx):
@@ -74,7 +72,7 @@ def main():
     cfg = config_from_args(args)
     ctx = build_contexts(cfg.GPUS)
     init_amp(cfg, ctx)
-    results = {"machine": machine_info(), "mxnet": mx.__version__,
+    results = {"machine": describe_machine(), "mxnet": mx.__version__,
                "context": str(ctx), "input": [cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH],
                "batch_size": cfg.SOLVER.BATCH_SIZE, "backbone": cfg.MODEL.BACKBONE,
                "bn_group_size": cfg.MODEL.BN_GROUP_SIZE, "amp": cfg.SOLVER.AMP}

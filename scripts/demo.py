@@ -6,19 +6,17 @@ Example: OMP_NUM_THREADS=2 python scripts/demo.py [--ablation FILE] [KEY VALUE .
 """
 import os
 import shutil
-import sys
+
+from reid_baseline.cli import build_parser, config_from_args, run
+from reid_baseline.data.datasets.market1501 import load_market1501
+from reid_baseline.data.toy_market1501 import make_toy_market1501
+from reid_baseline.engine import train
+from reid_baseline.errors import RunDirError
+from reid_baseline.evaluation import chance_rank1
+from reid_baseline.retrieval import (evaluate_params, format_results, record_ids,
+                                     results_path, save_results, write_figures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
-from reid_baseline.data.datasets.market1501 import load_market1501  # noqa: E402
-from reid_baseline.data.toy_market1501 import make_toy_market1501  # noqa: E402
-from reid_baseline.engine import train  # noqa: E402
-from reid_baseline.errors import RunDirError  # noqa: E402
-from reid_baseline.evaluation import chance_rank1  # noqa: E402
-from reid_baseline.retrieval import (evaluate_params, format_results, record_ids,  # noqa: E402
-                                     results_path, save_results, write_figures)
 
 # Written into OUTPUT_DIR before training: the only proof that a folder is an earlier demo run,
 # and so the only folder the demo may delete.

@@ -10,11 +10,9 @@ Example: python scripts/export_model.py --config configs/market1501.yml \\
              --params runs/market1501/model_final.params --prefix runs/market1501/reid --format onnx
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
+from reid_baseline.cli import build_parser, config_from_args, run
 
 
 def main():
@@ -29,13 +27,13 @@ def main():
     args = parser.parse_args()
     cfg = config_from_args(args)
     from reid_baseline.export import export_model
-    from reid_baseline.search import list_images
+    from reid_baseline.data.images import find_images
     images = []
     if args.format == "onnx":
         folder = args.check_images or cfg.DATASETS.ROOT
         if args.check_images and not os.path.isdir(folder):
             raise FileNotFoundError("--check-images: folder %s does not exist" % folder)
-        images = list_images(folder)[:8] if os.path.isdir(folder) else []
+        images = find_images(folder)[:8] if os.path.isdir(folder) else []
         if not images:
             print("note: no images under %s: the parity check uses random images only" % folder)
     out = export_model(cfg, args.params, args.prefix, args.format, check_images=images)

@@ -7,13 +7,11 @@ Example (2 workers sharing each batch of 32):
 If a process fails, the others are stopped and the launcher exits non-zero naming it.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import run  # noqa: E402
-from reid_baseline.launcher import launch_local  # noqa: E402
+from reid_baseline.cli import run
+from reid_baseline.launcher import launch_local
 
 
 def main():

@@ -8,14 +8,11 @@ The images are those of the toy Market-1501 set (reid_baseline/data/toy_market15
 laid out as the data set's own files; train on it with DATASETS.VERIFY_COUNTS False.
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import run  # noqa: E402
-from reid_baseline.data.datasets import NAMES, load_dataset, make_toy_dataset  # noqa: E402
+from reid_baseline.cli import run
+from reid_baseline.data.datasets import NAMES, load_dataset, make_toy_dataset
 
 
 def main(argv=None):

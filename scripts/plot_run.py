@@ -5,12 +5,9 @@ accuracy and learning rate per epoch; Rank-1/mAP/mINP at the evaluated epochs).
 Example: python scripts/plot_run.py runs/demo_toy [--out curves.png]
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import run  # noqa: E402
+from reid_baseline.cli import run
 
 
 def main():

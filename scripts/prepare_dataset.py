@@ -9,13 +9,10 @@ Only Market-1501 has a download mirror and a published MD5; for the others the z
 printed (--md5 HEX enforces one).
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import run  # noqa: E402
-from reid_baseline.data.prepare import ARCHIVES, prepare_dataset  # noqa: E402
+from reid_baseline.cli import run
+from reid_baseline.data.prepare import ARCHIVES, prepare_dataset
 
 
 def main(argv=None):

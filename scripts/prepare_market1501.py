@@ -6,13 +6,10 @@ Examples:
   python scripts/prepare_market1501.py --out data            # downloads from the mirror
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import run  # noqa: E402
-from reid_baseline.data.prepare import (MARKET1501_MD5, MARKET1501_URL,  # noqa: E402
+from reid_baseline.cli import run
+from reid_baseline.data.prepare import (MARKET1501_MD5, MARKET1501_URL,
                                         prepare_market1501)
 
 

@@ -12,10 +12,9 @@ import glob
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from reid_baseline.cli import config_from_args, run
 
-from reid_baseline.cli import config_from_args, run  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ABLATIONS = sorted(glob.glob(os.path.join(ROOT, "configs", "ablations", "*.yml")))
 

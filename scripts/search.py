@@ -8,11 +8,9 @@
            [--html results.html] [--png results.png]
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reid_baseline.cli import build_parser, config_from_args, run  # noqa: E402
+from reid_baseline.cli import build_parser, config_from_args, run
 
 
 def _report_skipped(skipped, what):

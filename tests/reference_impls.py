@@ -1,4 +1,4 @@
-"""Plain, slow reference implementations (oracles) for the tests and benchmark.
+"""Plain, slow reference implementations (oracles) for the tests.
 
 Deliberately straightforward: full stable sorts, dense matrices, Python loops.
 """

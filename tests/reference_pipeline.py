@@ -1,4 +1,4 @@
-"""The input pipeline before issue 10, kept as the oracle of the new one (tests, benchmark).
+"""The input pipeline as MXNet/GluonCV blocks, the oracle of the package's OpenCV/NumPy one.
 
 Per image: MXNet decode, then MXNet/GluonCV blocks (Resize, RandomApply(flip), RandomCrop with
 zero padding, RandomErasing, ToTensor, Normalize), with Python's and NumPy's random state

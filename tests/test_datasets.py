@@ -14,7 +14,7 @@ import pytest
 from reid_baseline.config import load_config
 from reid_baseline.data.datasets import (CrossDataset, DatasetError, build_datasets, load_dataset,
                                          make_toy_dataset)
-from reid_baseline.data.datasets.base import read_image
+from reid_baseline.data.images import read_image
 from reid_baseline.data.datasets.market1501 import load_market1501
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

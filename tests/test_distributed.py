@@ -15,7 +15,7 @@ from mxnet import autograd, gluon
 
 from reid_baseline.config import ConfigError, load_config
 from reid_baseline.data.loader import EpochShuffleSampler, build_train_loader
-from reid_baseline.distributed import check_launcher_env, launcher_worker_count
+from reid_baseline.environment import check_launcher_env, launcher_worker_count
 
 from conftest import TINY_OVERRIDES
 

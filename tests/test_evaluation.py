@@ -263,4 +263,45 @@ def test_distance_products_are_split_into_row_blocks_under_the_tensor_size_limit
     q, g = rng.rand(7, 5).astype(np.float32), rng.rand(9, 5).astype(np.float32)
     expected = 1 - (q.astype(np.float64) @ g.T) / np.outer(np.linalg.norm(q, axis=1),
                                                             np.linalg.norm(g, axis=1))
-    np.testing.assert_allclose(evaluation.compute_distance(q, g), expected, atol=1e-6)
+    np.testing.assert_allclose(evaluation.compute_distance(q, g, kernel="onednn"), expected,
+                               atol=1e-6)
+
+
+def _float64_distance(q, g, metric):
+    q, g = q.astype(np.float64), g.astype(np.float64)
+    if metric == "cosine":
+        return 1 - (q @ g.T) / np.outer(np.linalg.norm(q, axis=1), np.linalg.norm(g, axis=1))
+    return np.sqrt(np.maximum((q * q).sum(1)[:, None] + (g * g).sum(1)[None] - 2 * q @ g.T, 0))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_every_product_kernel_gives_the_float64_distances(monkeypatch, metric):
+    from reid_baseline import evaluation
+    assert evaluation.product_kernel() in evaluation.KERNELS
+    assert evaluation.product_kernel() == evaluation.product_kernel()  # chosen once
+    rng = np.random.RandomState(3)
+    q, g = rng.rand(37, 300).astype(np.float32), rng.rand(53, 300).astype(np.float32)
+    expected = _float64_distance(q, g, metric)
+    chosen = {}
+    for kernel in evaluation.KERNELS:  # the chooser's pick forced to each kernel in turn
+        monkeypatch.setattr(evaluation, "product_kernel", lambda kernel=kernel: kernel)
+        chosen[kernel] = evaluation.compute_distance(q, g, metric)
+        assert chosen[kernel].dtype == np.float32 and chosen[kernel].shape == (37, 53)
+        np.testing.assert_allclose(chosen[kernel], expected, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(evaluation.product_nt(q, g), q.astype(np.float64) @ g.T,
+                                   rtol=1e-5, atol=0)
+    np.testing.assert_allclose(chosen["numpy"], chosen["onednn"], rtol=0, atol=2e-5)
+
+
+def test_measure_product_kernels_times_both_kernels():
+    from reid_baseline import evaluation
+    seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
+    assert sorted(seconds) == sorted(evaluation.KERNELS)
+    assert all(s > 0 for s in seconds.values())
+
+
+def test_unknown_product_kernel_is_refused():
+    from reid_baseline import evaluation
+    with pytest.raises(ValueError, match="kernel"):
+        evaluation.compute_distance(np.ones((2, 3)), np.ones((4, 3)), kernel="cuda")

@@ -1,5 +1,5 @@
-"""The OpenCV/NumPy input pipeline against the MXNet/GluonCV one it replaced (issue 10), the
-loader's determinism whatever NUM_WORKERS and DATALOADER.CACHE, and the cache itself."""
+"""The OpenCV/NumPy input pipeline against the MXNet/GluonCV blocks (reference_pipeline.py),
+the loader's determinism whatever NUM_WORKERS and DATALOADER.CACHE, and the cache itself."""
 import os
 import shutil
 import struct
@@ -13,7 +13,8 @@ from reference_pipeline import (old_read_image, old_test_transform, old_train_sa
                                 old_train_transform)
 from reid_baseline.config import load_config
 from reid_baseline.data import cache as cache_module
-from reid_baseline.data.datasets.base import DatasetError, Record, read_image
+from reid_baseline.data.datasets.base import DatasetError, Record
+from reid_baseline.data.images import read_image
 from reid_baseline.data.loader import build_test_loader, build_train_loader
 from reid_baseline.data.transforms import build_train_transform, resize_image
 

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from reid_baseline.data.datasets.base import DatasetError, Record, read_image, relabel_records
+from reid_baseline.data.datasets.base import DatasetError, Record, relabel_records
+from reid_baseline.data.images import read_image
 from reid_baseline.data.datasets.market1501 import (
     EXPECTED_COUNTS, ROOT_NAME, Market1501, find_root, load_market1501, parse_filename, parse_split)
 from reid_baseline.data.toy_market1501 import make_toy_market1501

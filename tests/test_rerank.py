@@ -96,7 +96,7 @@ def test_input_validation():
 
 @pytest.mark.parametrize("levels", [None, 7, 50])
 def test_top_k_matches_stable_argsort(levels):
-    from reid_baseline.rerank import _top_k
+    from reid_baseline.rerank import top_k
     rng = np.random.default_rng(levels or 0)
     block = rng.random((40, 3000)).astype(np.float32)
     if levels:  # heavy ties, also at the k-th position
@@ -105,7 +105,7 @@ def test_top_k_matches_stable_argsort(levels):
     block[4, ::7] = np.inf      # infinities
     for k in (1, 5, 21, 60):
         expected = np.argsort(block, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(_top_k(block, k), expected)
+        np.testing.assert_array_equal(top_k(block, k), expected)
 
 
 def test_matches_reference_wide_rows():

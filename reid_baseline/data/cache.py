@@ -15,7 +15,6 @@ from PIL import Image
 
 from ..errors import DatasetError
 
-CACHE_MODES = ("none", "decoded", "resized")
 # The cache may take at most this share of MemAvailable: the rest is for the network, the
 # loader's batches in flight and the rest of the machine.
 _MAX_SHARE_OF_AVAILABLE = 0.8

@@ -5,7 +5,8 @@ image are functions of (SOLVER.SEED, epoch, image index) only, so the same confi
 run whatever DATALOADER.NUM_WORKERS is and whichever worker decodes an image, and a resumed run
 sees the same epochs as an uninterrupted one.
 
-Workers run no MXNet op (issue 10): they decode and resize with OpenCV and build whole numpy
+Workers run no MXNet op (in a forked worker each small op waits for a time slice of MXNet's
+OpenMP threads): they decode (data/images.py) and resize with OpenCV and build whole numpy
 batches (data/transforms.py); the main process wraps each batch as an NDArray without a copy.
 """
 import weakref
@@ -16,7 +17,8 @@ from mxnet.gluon.data import DataLoader, Dataset, Sampler
 
 from . import shared_batch
 from .cache import build_image_cache
-from .datasets.base import DatasetError, read_image
+from ..errors import DatasetError
+from .images import read_image
 from .transforms import batch_shape, build_test_transform, build_train_transform, resize_image
 
 

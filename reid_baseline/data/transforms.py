@@ -1,11 +1,11 @@
-"""Image decoding and the training/test transforms, with OpenCV and NumPy only (no MXNet ops).
+"""The training/test transforms, with OpenCV and NumPy only (no MXNet ops).
 
-Loader workers must run no MXNet op: each small op waits for an OpenMP time slice (issue 10).
-Images are decoded and resized one by one with OpenCV, which is what MXNet's `imdecode` and
-`Resize` run underneath (OpenCV 3.4 inside MXNet; the tests check equal pixels). Flip, zero-pad
-+ random crop, random erasing and ToTensor + Normalize are then applied to whole batches with
-array slicing and lookup tables, with exactly the semantics of the GluonCV/MXNet blocks used
-before (tests/reference_impls.py keeps them as the oracle).
+Loader workers must run no MXNet op: in a forked worker each small op waits for a time slice
+of MXNet's OpenMP threads. Images (decoded by data/images.py) are resized one by one with
+OpenCV, which is what MXNet's `Resize` runs underneath (the tests check equal pixels). Flip,
+zero-pad + random crop, random erasing and ToTensor + Normalize are then applied to whole
+batches with array slicing and lookup tables, with exactly the semantics of the GluonCV/MXNet
+blocks (tests/reference_pipeline.py keeps those blocks as the oracle).
 """
 import math
 import random
@@ -72,8 +72,8 @@ class TrainBatchTransform(object):
     """Flip, zero-pad + random crop, random erasing and normalisation of a batch.
 
     Image `key`'s decisions come from Python's `random.Random` seeded with "seed:key" and are
-    drawn in the order and with the calls of the blocks used before (MXNet RandomApply,
-    GluonCV RandomCrop and RandomErasing), so runs equal earlier versions' runs."""
+    drawn in the order and with the calls of the Gluon blocks (MXNet RandomApply, GluonCV
+    RandomCrop and RandomErasing), so a run gives the pixels the Gluon pipeline gives."""
 
     def __init__(self, height, width, flip_prob, pad, erasing_prob, erase_value, mean, std,
                  seed):
@@ -137,7 +137,8 @@ def build_train_transform(cfg):
     """The training batch transform of `cfg` (INPUT.*, SOLVER.SEED).
 
     Each step with a zero knob (INPUT.FLIP_PROB, INPUT.PAD, INPUT.ERASING_PROB) draws nothing.
-    Erased pixels take the mean colour in the 0-255 scale of the uint8 image, as before."""
+    Erased pixels take the mean colour in the 0-255 scale of the uint8 image, as GluonCV's
+    RandomErasing does."""
     return TrainBatchTransform(
         cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH, cfg.INPUT.FLIP_PROB, cfg.INPUT.PAD,
         cfg.INPUT.ERASING_PROB, [round(m * 255) for m in cfg.INPUT.PIXEL_MEAN],

@@ -1,23 +1,21 @@
-"""What every data set layout shares: records, errors, image checks and the loaded data set.
+"""What every data set layout shares: records, errors and the loaded data set.
 
 A layout module parses its own folders or list files into (path, pid, camid) records and
 hands them to :class:`ReIDDataset`, which relabels the training identities, checks the
-query/gallery structure and the official counts, and checks every image file cheaply.
+query/gallery structure and the official counts, and checks every image file cheaply
+(check_image_files of data/images.py).
 """
 import collections
 import os
 
-import cv2
-import numpy as np
-
 from ...errors import DatasetError
+from ..images import check_image_files
 
 Record = collections.namedtuple("Record", "path pid camid")
 
 JUNK_PID = -1  # the evaluation ignores gallery images with this id (Market-1501's junk)
 DISTRACTOR_PID = 0  # Market-1501's distractors; other sets have no such id
 SPLITS = ("train", "query", "gallery")
-
 
 
 def find_root(root, official_names, is_root, expected, title):
@@ -37,9 +35,9 @@ def find_root(root, official_names, is_root, expected, title):
                            n + "/" for n in official_names), found))
 
 
-def list_images(folder, extensions=(".jpg",)):
-    """Sorted file names in `folder` ending with one of `extensions` (any case); a missing
-    folder or one without such files is a DatasetError."""
+def split_image_names(folder, extensions=(".jpg",)):
+    """Sorted names of the files directly in the split folder `folder` that end with one of
+    `extensions` (any case); a missing folder or one without such files is a DatasetError."""
     if not os.path.isdir(folder):
         raise DatasetError("%s: split folder does not exist" % folder)
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(extensions))
@@ -163,63 +161,6 @@ class ReIDDataset(object):
         return self.summary()
 
 
-# Bytes read from the end of a file for the end-of-image check: room for zero padding.
-_TAIL_BYTES = 1024
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def image_problem(head, tail):
-    """What is wrong with a JPEG or PNG file given its first bytes and its last bytes, or None.
-
-    Catches an empty file, a file that is neither a JPEG (start marker FFD8) nor a PNG
-    (signature), a truncated JPEG (no end marker FFD9 at the end; zero padding after it is
-    allowed) and a truncated PNG (no IEND chunk at the end).
-    """
-    if not head:
-        return "empty file (0 bytes)"
-    if head[:8] == _PNG_SIGNATURE:
-        # OpenCV decodes a truncated PNG partially too; the last chunk must be IEND.
-        if b"IEND" not in tail.rstrip(b"\x00")[-12:]:
-            return "truncated PNG (no IEND chunk at the end of the file)"
-        return None
-    if head[:2] != b"\xff\xd8":
-        return ("not a JPEG (does not start with the marker FFD8; starts with %r) nor a PNG"
-                % head[:8])
-    # OpenCV decodes a truncated JPEG partially (grey bottom) without any error, so
-    # require the end-of-image marker; some writers pad with zeros after it.
-    if b"\xff\xd9" not in tail.rstrip(b"\x00")[-16:]:
-        return "truncated JPEG (no end-of-image marker FFD9 at the end of the file)"
-    return None
-
-
-def _read_ends(path):
-    with open(path, "rb", buffering=0) as f:
-        head = f.read(8)
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - _TAIL_BYTES))
-        return head, f.read()
-
-
-def check_image_files(paths, root, show=10):
-    """Raise one DatasetError listing every file of `paths` that :func:`image_problem` rejects.
-
-    Reads a few bytes at both ends of each file only (Market-1501's 32k files take well
-    under a second with a warm page cache); names are shown relative to `root`.
-    """
-    bad = []
-    for path in paths:
-        try:
-            problem = image_problem(*_read_ends(path))
-        except OSError as err:
-            problem = "cannot read the file (%s)" % (err.strerror or err)
-        if problem:
-            bad.append("%s: %s" % (os.path.relpath(path, root), problem))
-    if bad:
-        first = "; the first %d:" % show if len(bad) > show else ":"
-        raise DatasetError("%s: %d damaged image files (re-extract or re-download the dataset)"
-                           "%s %s" % (root, len(bad), first, "; ".join(bad[:show])))
-
-
 def parse_pid_camera(path, name_re, dataset, pattern, num_cameras):
     """``(pid, camid)`` from the name of `path` matched by `name_re` (group 1 the identity,
     group 2 the 1-based camera); camid is 0-based (c1 -> 0). A name that does not match, or
@@ -234,27 +175,3 @@ def parse_pid_camera(path, name_re, dataset, pattern, num_cameras):
         raise DatasetError("%s: camera c%d out of range, expected c1..c%d"
                            % (path, cam, num_cameras))
     return pid, cam - 1
-
-
-def read_image(path):
-    """Read an image (JPEG or PNG) as an HWC uint8 RGB numpy array, with OpenCV: the pixels of
-    MXNet's `mx.image.imdecode` (which runs OpenCV underneath) without an MXNet op, so loader
-    workers never wait for an OpenMP thread (issue 10).
-
-    Raises DatasetError naming the file when it is missing, empty, not an image, truncated
-    or not decodable.  Called once per sample by the data loader: one read, one decode.
-    """
-    try:
-        with open(path, "rb") as f:
-            buf = f.read()
-    except (IOError, OSError) as err:
-        raise DatasetError("%s: cannot read image file (%s)" % (path, err))
-    problem = image_problem(buf[:8], buf[-_TAIL_BYTES:])
-    if problem:
-        raise DatasetError("%s: %s; re-extract or re-download the dataset" % (path, problem))
-    # IMREAD_COLOR applies the EXIF orientation, as MXNet's decoder does.
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-        raise DatasetError("%s: not a decodable image (%d bytes, starts with %r)"
-                           % (path, len(buf), buf[:8]))
-    return np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB

@@ -13,9 +13,9 @@ import os
 import re
 
 from ...fileio import atomic_path
-from .base import SPLITS, DatasetError, Record, ReIDDataset, list_images
+from ..images import IMAGE_EXTENSIONS
+from .base import SPLITS, DatasetError, Record, ReIDDataset, split_image_names
 
-EXTENSIONS = (".jpg", ".jpeg", ".png")
 CSV_HEADER = ["path", "pid", "camid", "split"]
 FILENAME_PATTERN = "<pid>_c<cam>_<anything>.<jpg|png> (e.g. 17_c3_frame0042.jpg)"
 _NAME_RE = re.compile(r"^([-+]?\d+)_c([-+]?\d+)_.*$", re.IGNORECASE)
@@ -38,7 +38,7 @@ def _read_folders(root):
     for split in SPLITS:
         folder = os.path.join(root, split)
         records[split] = [Record(os.path.join(folder, n), *parse_filename(os.path.join(folder, n)))
-                          for n in list_images(folder, EXTENSIONS)]
+                          for n in split_image_names(folder, IMAGE_EXTENSIONS)]
     return records, {split: os.path.join(root, split) for split in SPLITS}
 
 

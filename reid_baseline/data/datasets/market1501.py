@@ -14,7 +14,7 @@ import collections
 import os
 import re
 
-from .base import DISTRACTOR_PID, JUNK_PID, Record, ReIDDataset, list_images, parse_pid_camera
+from .base import DISTRACTOR_PID, JUNK_PID, Record, ReIDDataset, parse_pid_camera, split_image_names
 from .base import find_root as _find_root
 from .base import relabel_records
 
@@ -70,7 +70,7 @@ def parse_split(folder, relabel=False, num_cameras=6, parse=None, extensions=(".
     folder = os.path.abspath(str(folder))
     parse = parse or (lambda path: parse_filename(path, num_cameras))
     records = []
-    for name in list_images(folder, extensions):
+    for name in split_image_names(folder, extensions):
         path = os.path.join(folder, name)
         pid, camid = parse(path)
         if pid != JUNK_PID:

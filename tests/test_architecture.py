@@ -1,0 +1,166 @@
+"""The package's shape: no import cycles (counting imports inside functions), config loading
+without MXNet, one error tree, no private names imported across modules.
+
+The import graph is read from the source with ast (an independent reading, not the tool the
+package's contributors run), so an import inside a function counts like one at the top.
+"""
+import ast
+import importlib
+import inspect
+import os
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "reid_baseline"
+
+
+def _modules(package_dir, package):
+    """{module name: source path} of every .py file under package_dir."""
+    found = {}
+    for folder, dirs, files in os.walk(package_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        rel = os.path.relpath(folder, os.path.dirname(package_dir)).replace(os.sep, ".")
+        for name in files:
+            if name.endswith(".py"):
+                module = rel if name == "__init__.py" else rel + "." + name[:-3]
+                found[module] = os.path.join(folder, name)
+    return found
+
+
+def _imports(module, path, modules):
+    """(imported module, line, private names) for every import statement of `path`, at any
+    depth (module level, functions, methods), restricted to modules of the package."""
+    is_package = path.endswith("__init__.py")
+    parts = module.split(".")
+    out = []
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    out.append((alias.name, node.lineno, []))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts if is_package else parts[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target not in modules:
+                continue
+            private = [a.name for a in node.names
+                       if a.name.startswith("_") and not a.name.startswith("__")]
+            out.append((target, node.lineno, private))
+            for alias in node.names:  # "from . import x": the submodule x
+                if target + "." + alias.name in modules:
+                    out.append((target + "." + alias.name, node.lineno, []))
+    return out
+
+
+def import_graph(package_dir, package):
+    """{module: set of package modules it imports anywhere in its source}."""
+    modules = _modules(package_dir, package)
+    return {m: {t for t, _, _ in _imports(m, p, modules) if t != m} for m, p in modules.items()}
+
+
+def find_cycles(graph):
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_cycle_finder_sees_an_import_inside_a_function(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .sub.b import f\n")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import g\n    return g\n")
+    (pkg / "c.py").write_text("from . import a\n")
+    graph = import_graph(str(pkg), "pkg")
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.c"] == {"pkg", "pkg.a"}
+    assert find_cycles(graph) == [["pkg.a", "pkg.sub.b"]]
+    (pkg / "sub" / "b.py").write_text("def f():\n    return 1\n")
+    assert find_cycles(import_graph(str(pkg), "pkg")) == []
+
+
+def test_the_package_has_no_import_cycle():
+    cycles = find_cycles(import_graph(os.path.join(ROOT, PACKAGE), PACKAGE))
+    assert not cycles, "import cycles: %s" % "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def _python_files(*folders):
+    for folder in folders:
+        for base, dirs, files in os.walk(os.path.join(ROOT, folder)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield os.path.join(base, name)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    modules = _modules(os.path.join(ROOT, PACKAGE), PACKAGE)
+    found = []
+    for path in _python_files(PACKAGE, "scripts"):
+        rel = os.path.relpath(path, ROOT)
+        module = rel[:-3].replace(os.sep, ".")
+        module = module[:-len(".__init__")] if module.endswith(".__init__") else module
+        for target, line, private in _imports(module, path, modules):
+            found += ["%s:%d imports %s from %s" % (rel, line, name, target) for name in private]
+    assert not found, "\n".join(found)
+
+
+def test_loading_a_config_imports_neither_mxnet_nor_gluoncv():
+    code = ("import sys; from reid_baseline.config import load_config; "
+            "load_config('configs/market1501.yml', []); "
+            "print(sorted(m for m in ('mxnet', 'gluoncv') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.timeout(300)
+def test_every_exception_class_of_the_package_is_a_reid_error():
+    from reid_baseline.errors import ReIDError
+    package = importlib.import_module(PACKAGE)
+    names = [PACKAGE] + [m.name for m in pkgutil.walk_packages(package.__path__, PACKAGE + ".")]
+    checked, wrong = 0, []
+    for name in names:
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == name and issubclass(cls, BaseException):
+                checked += 1
+                if not issubclass(cls, ReIDError):
+                    wrong.append("%s.%s" % (name, cls.__qualname__))
+    assert checked >= 11  # the tree of errors.py at least
+    assert not wrong, "exception classes outside ReIDError: %s" % ", ".join(wrong)
