@@ -377,6 +377,7 @@ def test_build_datasets_cross(toy_sets, make_tiny_cfg, tmp_path):
     assert "MSMT17_V1 at" in cross.summary() and "Market-1501 at" in cross.summary()
 
 
+@pytest.mark.timeout(900)
 def test_cross_dataset_train_and_evaluate(toy_sets, make_tiny_cfg, tmp_path):
     """Train on a (small) toy Market-1501 set evaluating on the toy MSMT17 set each epoch,
     then evaluate the saved model on DukeMTMC-reID as evaluate.py does."""
@@ -391,14 +392,25 @@ def test_cross_dataset_train_and_evaluate(toy_sets, make_tiny_cfg, tmp_path):
                         "DATASETS.TEST_NAME", "msmt17", "DATASETS.TEST_ROOT", toy_sets["msmt17"][0])
     history = train(cfg)
     msmt = load_dataset("msmt17", toy_sets["msmt17"][0], False)
-    assert history[0]["num_query"] == len(msmt.query) and 0 <= history[0]["rank1"] <= 100
+    assert history[0]["num_query"] == len(msmt.query)
+    # What is learnt on one set ranks another's people well above a random order.
+    assert history[0]["rank1"] > 3 * _chance(msmt), (history[0]["rank1"], _chance(msmt))
     duke_cfg = make_tiny_cfg(tmp_path / "run", "DATASETS.ROOT", market,
                              "DATASETS.TEST_NAME", "dukemtmc", "DATASETS.TEST_ROOT",
                              toy_sets["dukemtmc"][0])
     results = evaluate_params(duke_cfg, str(tmp_path / "run" / "model_final.params"))
     duke = load_dataset("dukemtmc", toy_sets["dukemtmc"][0], False)
     assert results["num_query"] == len(duke.query) and results["num_gallery"] == len(duke.gallery)
-    assert np.isfinite(results["mAP"])
+    assert results["rank1"] > 3 * _chance(duke), (results["rank1"], _chance(duke))
+
+
+def _chance(dataset):
+    """Rank-1 (percent) of a random gallery order on `dataset`'s query/gallery."""
+    from reid_baseline.evaluation import chance_rank1
+    from reid_baseline.retrieval import record_ids
+
+    (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
+    return 100 * chance_rank1(q_pids, g_pids, q_cams, g_cams)
 
 
 # ---------------------------------------------------------------- preparation and scripts
