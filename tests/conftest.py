@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Time limit (s) of a test that uses a training fixture: whichever test comes first pays for
 # the fixture's training run too (pytest.ini's default limit is for everything else).
 TRAINING_FIXTURES = ("trained_run", "two_worker_run", "tiny_study")
-TRAINING_FIXTURE_TIMEOUT = 1200
+TRAINING_FIXTURE_TIMEOUT = 1800
 
 
 def pytest_collection_modifyitems(items):

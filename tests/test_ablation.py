@@ -177,6 +177,7 @@ def test_a_second_call_skips_the_finished_runs(tiny_study, small_toy_root, monke
     assert again["effects"] == first["effects"] and again["failed"] == []
 
 
+@pytest.mark.timeout(900)
 def test_an_interrupted_run_is_resumed(small_toy_root, tmp_path, monkeypatch):
     run = ablation.plan_study(None, [NO_TEST_FLIP], 1, str(tmp_path), _tiny(
         small_toy_root, "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",

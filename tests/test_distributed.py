@@ -145,6 +145,7 @@ def tiny_train_set(tmp_path_factory):
                                cameras_per_id=(3, 3), num_distractors=4, num_junk=2, seed=1)["root"]
 
 
+@pytest.mark.timeout(900)
 def test_one_step_of_two_workers_equals_one_process_on_the_whole_batch(tiny_train_set, tmp_path):
     """2 workers x 16 images vs an independent one-process computation on the same 32: the
     gradients of the two halves (each half its own BatchNorm batch, as on its worker) summed
@@ -227,6 +228,7 @@ def test_two_workers_train_with_one_writer(two_worker_run):
     assert "loss %s" % loss in open(os.path.join(run_dir, "train.log")).read()
 
 
+@pytest.mark.timeout(1200)
 def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run, tmp_path):
     import shutil
 
@@ -245,6 +247,7 @@ def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run, 
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]  # the original untouched
 
 
+@pytest.mark.timeout(600)
 def test_a_killed_worker_stops_the_job_and_is_named(make_tiny_cfg, toy_market_root, tmp_path):
     proc = subprocess.Popen(LAUNCH + ["--workers", "2", "--grace", "5", "--"] + TRAIN + TINY_OVERRIDES + [
         "DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path), "SOLVER.KVSTORE", "dist_sync",

@@ -37,6 +37,7 @@ def run_copy(saved_model, tmp_path):
     return config, str(tmp_path / "model_final.params")
 
 
+@pytest.mark.timeout(600)
 def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
     missing = tmp_path / "nope" / "results.json"
@@ -67,6 +68,7 @@ def _marked_png(path):
     FigureCanvasAgg(fig).print_png(str(path), metadata={"Software": PRODUCER})
 
 
+@pytest.mark.timeout(900)
 def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
     mine = tmp_path / "mine.json"
@@ -108,6 +110,7 @@ def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, c
     assert len(os.listdir(ranklists)) == 2
 
 
+@pytest.mark.timeout(600)
 def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, monkeypatch,
                                                           capsys):
     config, params = run_copy

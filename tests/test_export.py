@@ -84,7 +84,6 @@ assert not any(name.startswith("reid_baseline") for name in sys.modules if sys.m
 """
 
 
-@pytest.mark.timeout(600)
 def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_path,
                                                  monkeypatch, capsys):
     import subprocess
