@@ -81,10 +81,11 @@ def download(url, path, timeout=60):
     except (OSError, ValueError) as err:  # URLError and socket timeouts are OSErrors
         store = ("the apache-mxnet bucket behind it has been unreliable since MXNet's "
                  "retirement (2023); " if url == MARKET1501_URL else "")
-        raise DatasetError(
-            "could not download %s (%s): %sdownload the official %s from the dataset authors' "
-            "page %s and pass its path with --zip (zip_path=...)"
-            % (url, err, store, os.path.basename(path), OFFICIAL_PAGE))
+        page = (" from the dataset authors' page %s" % OFFICIAL_PAGE
+                if os.path.basename(path) == ZIP_NAME else "")
+        raise DatasetError("could not download %s (%s): %sdownload the official %s%s and pass "
+                           "its path with --zip (zip_path=...)"
+                           % (url, err, store, os.path.basename(path), page))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
