@@ -387,20 +387,26 @@ def test_cross_dataset_train_and_evaluate(toy_sets, make_tiny_cfg, tmp_path):
 
     market = make_toy_market1501(str(tmp_path / "market"), seed=4, num_distractors=2,
                                  num_junk=2, **SMALL)["root"]
+    # Test sets of 12 people (chance Rank-1 about 1/12): room to be well above chance.
+    roots = {name: str(tmp_path / name) for name in ("msmt17", "dukemtmc")}
+    for name, root in roots.items():
+        make_toy_dataset(name, root, seed=5, num_train_ids=2, num_test_ids=12,
+                         images_per_id_per_camera=1)
     cfg = make_tiny_cfg(tmp_path / "run", "DATASETS.ROOT", market, "SOLVER.BATCH_SIZE", "8",
-                        "SOLVER.MAX_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1",
-                        "DATASETS.TEST_NAME", "msmt17", "DATASETS.TEST_ROOT", toy_sets["msmt17"][0])
+                        "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "2",
+                        "DATASETS.TEST_NAME", "msmt17", "DATASETS.TEST_ROOT", roots["msmt17"])
     history = train(cfg)
-    msmt = load_dataset("msmt17", toy_sets["msmt17"][0], False)
-    assert history[0]["num_query"] == len(msmt.query)
+    msmt = load_dataset("msmt17", roots["msmt17"], False)
+    assert history[-1]["num_query"] == len(msmt.query)
     # What is learnt on one set ranks another's people well above a random order.
-    assert history[0]["rank1"] > 3 * _chance(msmt), (history[0]["rank1"], _chance(msmt))
+    assert history[-1]["rank1"] > 3 * _chance(msmt), (history[-1]["rank1"], _chance(msmt))
     duke_cfg = make_tiny_cfg(tmp_path / "run", "DATASETS.ROOT", market,
                              "DATASETS.TEST_NAME", "dukemtmc", "DATASETS.TEST_ROOT",
-                             toy_sets["dukemtmc"][0])
+                             roots["dukemtmc"])
     results = evaluate_params(duke_cfg, str(tmp_path / "run" / "model_final.params"))
-    duke = load_dataset("dukemtmc", toy_sets["dukemtmc"][0], False)
+    duke = load_dataset("dukemtmc", roots["dukemtmc"], False)
     assert results["num_query"] == len(duke.query) and results["num_gallery"] == len(duke.gallery)
+    # seen: 41.2 (chance 7.2) on MSMT17, 33.3 (chance 6.0) on DukeMTMC-reID
     assert results["rank1"] > 3 * _chance(duke), (results["rank1"], _chance(duke))
 
 
