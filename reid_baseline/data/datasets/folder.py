@@ -3,9 +3,9 @@
 Folders: ``train/``, ``query/`` and ``gallery/`` holding images named
 ``<pid>_c<cam>_<anything>.<jpg|png>``, e.g. ``17_c3_frame0042.jpg``. Or a CSV list file with the
 header row ``path,pid,camid,split`` (split: train, query or gallery; paths relative to the list
-file, staying under its folder unless ``allow_outside_root``: DATASETS.ALLOW_OUTSIDE_ROOT; each
-image listed once). Ids and cameras are any integers. Every id is a person (there is no junk or distractor
-id); query and gallery ids are renumbered 0..M-1 in sorted order (``test_pids[i]`` is the
+file, staying under its folder unless ``allow_outside_root``: DATASETS.ALLOW_OUTSIDE_ROOT;
+each image listed once; UTF-8). Ids and cameras are any integers. Every id is a person (there
+is no junk or distractor id); query and gallery ids are renumbered 0..M-1 in sorted order (``test_pids[i]`` is the
 original of i) so that no id takes the evaluation's junk meaning (-1). Train and test ids are
 separate numberings (the same number in both is not checked as a leak).
 """
