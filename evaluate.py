@@ -11,6 +11,8 @@ def main():
                         help="results JSON (default beside --params: results.json, or "
                              "results_rerank.json with TEST.RERANK True); cmc.png and the rank "
                              "lists go to its folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files this package did not write")
     parser.add_argument("--visualize", type=int, default=0, metavar="N",
                         help="also write rank-list PNGs of N queries (the worst by AP and a "
                              "random sample) into ranklists/ beside the results")
@@ -18,12 +20,13 @@ def main():
     if args.visualize < 0:
         parser.error("--visualize must be >= 0, got %d" % args.visualize)
     cfg = config_from_args(args)
-    from reid_baseline.retrieval import (evaluate_params, format_results, results_path,
-                                         save_results, write_figures)
+    from reid_baseline.retrieval import (check_evaluation_outputs, evaluate_params,
+                                         format_results, results_path, save_results,
+                                         write_figures)
     output = args.output or results_path(cfg, os.path.dirname(os.path.abspath(args.params)))
     folder = os.path.dirname(os.path.abspath(output))
-    if args.output and not os.path.isdir(folder):  # found before the evaluation, not after
-        raise FileNotFoundError("--output: folder %s does not exist" % folder)
+    # found before the evaluation, not after: a folder or a user's file in an output's place
+    check_evaluation_outputs(cfg, output, args.visualize, args.overwrite)
     results, ranking = evaluate_params(cfg, args.params, with_ranking=True)
     print(format_results(results))
     save_results(results, output)  # the numbers first: a failing picture never costs them

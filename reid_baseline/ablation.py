@@ -16,7 +16,7 @@ from . import engine, retrieval
 from .ablation_report import METRICS, write_report
 from .checkpoint import last_checkpoint
 from .config import ablation_changes, flatten, load_config
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError
 from .errors import error_line
 
 # Knobs that say how a run is executed, not what it trains: a run folder may be continued with
@@ -101,12 +101,12 @@ def check_run_folders(runs):
 
 
 def check_data(study):
-    """The dataset folders exist (checked once, before the first run)."""
-    cfg = study.runs[0].cfg
-    for key in ("DATASETS.ROOT", "DATASETS.TEST_ROOT"):
-        folder = flatten(cfg).get(key)
-        if folder and not os.path.isdir(folder):
-            raise DatasetError("%s %s: no such folder" % (key, folder))
+    """The study's data sets load as training loads them (checked once, before the first run):
+    the same roots are accepted (a folder, or a CSV list for DATASETS.NAME folder) and the
+    same DatasetError names what is wrong."""
+    from .data.datasets import build_datasets
+
+    build_datasets(study.runs[0].cfg)
 
 
 def read_results(path):

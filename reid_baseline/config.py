@@ -25,6 +25,7 @@ _C.DATASETS.NAME = "market1501"  # training set layout: market1501 | dukemtmc | 
 _C.DATASETS.TEST_NAME = ""  # query/gallery set layout ("": DATASETS.NAME); cross-dataset tests
 _C.DATASETS.TEST_ROOT = ""  # root of the query/gallery set ("": DATASETS.ROOT)
 _C.DATASETS.CUHK03_SUBSET = "detected"  # CUHK03-NP boxes (for cuhk03np sets): detected | labeled
+_C.DATASETS.ALLOW_OUTSIDE_ROOT = False  # a folder set's CSV list may name images outside its folder
 
 _C.INPUT = CN()
 _C.INPUT.HEIGHT = 384  # network input height (recipe: 384 instead of 256)

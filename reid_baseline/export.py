@@ -7,7 +7,7 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
-from .fileio import atomic_path
+from .fileio import PRODUCER, atomic_path, check_output_file
 from .errors import ModelError, ParityError
 from .model import load_trained_model
 
@@ -51,8 +51,19 @@ def export_onnx(embedding, cfg, path):
         inputs = [i for i in model.graph.input if i.name not in weights]
         del model.graph.input[:]
         model.graph.input.extend(inputs)
+        onnx.helper.set_model_props(model, {"written_by": PRODUCER})  # see onnx_is_ours
         onnx.save(model, tmp)
     return path
+
+
+def onnx_is_ours(path):
+    """True when `path` is an ONNX model this package exported (metadata written_by)."""
+    try:
+        import onnx
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - any unreadable file is not ours
+        return False
+    return any(p.key == "written_by" and p.value == PRODUCER for p in model.metadata_props)
 
 
 def parity_batches(cfg, image_paths, num_random=4, seed=0):
@@ -89,27 +100,43 @@ def onnx_max_difference(embedding, onnx_path, batches):
     return diffs
 
 
-def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_random=4):
+def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_random=4,
+                 overwrite=False):
     """Export the feature network of `params_path` (see the module doc); returns a dict with
-    the files written and, for ONNX, the parity differences. A difference above
-    PARITY_TOLERANCE raises ParityError; the file is then renamed PREFIX.onnx.rejected (kept
-    for inspection, never under the name a deployment would pick up)."""
+    the files written and, for ONNX, the parity differences.
+
+    The ONNX file is written under PREFIX.onnx.unchecked and renamed PREFIX.onnx only after
+    its parity check passes: an unchecked file never sits under the name a deployment would
+    pick up. The check images are read before anything is written (an unreadable one is a
+    DatasetError). A difference above PARITY_TOLERANCE raises ParityError; the file is then
+    renamed PREFIX.onnx.rejected (kept for inspection); any other failure removes it."""
     if fmt not in FORMATS:
         raise ModelError("--format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
     folder = os.path.dirname(os.path.abspath(prefix))
     if not os.path.isdir(folder):  # found before the model is loaded
         raise FileNotFoundError("--prefix: folder %s does not exist" % folder)
+    path = prefix + ".onnx"
+    if fmt == "onnx":
+        check_output_file(path, overwrite, onnx_is_ours, "ONNX file")
+        batches = parity_batches(cfg, check_images, num_random)  # before anything is written
     embedding = load_trained_model(cfg, params_path, mx.cpu()).embedding
     if fmt == "mxnet":
         return {"files": list(export_symbol(embedding, cfg, prefix))}
-    path = export_onnx(embedding, cfg, prefix + ".onnx")
-    diffs = onnx_max_difference(embedding, path, parity_batches(cfg, check_images, num_random))
+    unchecked = path + ".unchecked"
+    try:
+        export_onnx(embedding, cfg, unchecked)
+        diffs = onnx_max_difference(embedding, unchecked, batches)
+    except BaseException:
+        if os.path.exists(unchecked):
+            os.remove(unchecked)
+        raise
     worst = max(diffs.values())
     if worst > PARITY_TOLERANCE:
-        os.replace(path, path + ".rejected")
+        os.replace(unchecked, path + ".rejected")
         raise ParityError("%s: onnxruntime's features differ from MXNet's by up to %.3g (%s), "
                           "above the tolerance %g: kept as %s.rejected, do not use it"
                           % (path, worst, ", ".join("%s images %.3g" % kv
                                                     for kv in diffs.items()), PARITY_TOLERANCE,
                              path))
+    os.replace(unchecked, path)
     return {"files": [path], "max_abs_diff": diffs, "max_abs_diff_all": worst}

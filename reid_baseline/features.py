@@ -16,7 +16,8 @@ def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="fe
                       disable=None):
         data = batch[0] if isinstance(batch, (list, tuple)) else batch
         outputs = []
-        for x in gluon.utils.split_and_load(data, ctx, even_split=False):
+        # A last batch smaller than the device count goes to as many devices as it has images.
+        for x in gluon.utils.split_and_load(data, ctx[:data.shape[0]], even_split=False):
             feat = embedding(x)
             if flip:  # NCHW: axis 3 is the width
                 feat = (feat + embedding(x.flip(axis=3))) * 0.5

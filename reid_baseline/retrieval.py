@@ -9,7 +9,8 @@ import os
 import numpy as np
 
 from .data.loader import build_test_loader
-from .fileio import atomic_path
+from .fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
+from .errors import OutputError
 from .evaluation import AP_MODES, compute_distance, evaluate_ranking
 from .features import extract_features
 from .rerank import re_ranking_features
@@ -133,13 +134,33 @@ def results_path(cfg, folder):
     return os.path.join(folder, "results_rerank.json" if cfg.TEST.RERANK else "results.json")
 
 
+def check_evaluation_outputs(cfg, output, visualize=0, overwrite=False):
+    """Before an evaluation starts: the results file `output`, the CMC plot beside it and,
+    with `visualize`, the rank lists it replaces can be written. A folder in a file's place,
+    a missing folder, or an existing file the package did not write (unless `overwrite`) is
+    an OutputError naming it (fileio.check_output_file)."""
+    check_output_file(output, overwrite, json_is_ours, "results file")
+    folder = os.path.dirname(os.path.abspath(output))
+    suffix = "_rerank" if cfg.TEST.RERANK else ""
+    check_output_file(os.path.join(folder, "cmc%s.png" % suffix), overwrite, png_is_ours,
+                      "CMC plot")
+    if visualize:
+        out_dir = os.path.join(folder, "ranklists" + suffix)
+        if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+            raise OutputError("rank-list folder %s is a file; expected a folder" % out_dir)
+        for old in sorted(glob.glob(os.path.join(out_dir, "worst_*_query*.png")) +
+                          glob.glob(os.path.join(out_dir, "random_*_query*.png"))):
+            check_output_file(old, overwrite, png_is_ours, "rank list")
+
+
 def save_results(results, path):
-    """Write `results` as JSON atomically (fileio.atomic_path): never a half file.
+    """Write the dict `results` as JSON atomically (fileio.atomic_path): never a half file;
+    the file carries "written_by": PRODUCER (fileio.json_is_ours knows it as the package's).
 
     Raises OSError with a one-line message naming `path` when it cannot be written."""
     try:
         with atomic_path(path) as tmp, open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump(dict(results, written_by=PRODUCER), f, indent=1)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else exc  # not atomic_path's own wording
         raise OSError("cannot write the results to %s: %s" % (path, reason)) from exc

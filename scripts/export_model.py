@@ -5,7 +5,7 @@
 loadable without this package by mx.gluon.SymbolBlock.imports(PREFIX + "-symbol.json",
 ["data"], PREFIX + "-0000.params"). --format onnx: PREFIX.onnx (mx.onnx, dynamic batch), then
 random and real images through MXNet and onnxruntime; exits 2 if the features differ by more
-than 1e-4. Input: N x 3 x INPUT.HEIGHT x INPUT.WIDTH RGB, normalised with INPUT.PIXEL_MEAN/STD.
+than 1e-4 (PREFIX.onnx is written only after the check passes). Input: N x 3 x INPUT.HEIGHT x INPUT.WIDTH RGB, normalised with INPUT.PIXEL_MEAN/STD.
 Example: python scripts/export_model.py --config configs/market1501.yml \\
              --params runs/market1501/model_final.params --prefix runs/market1501/reid --format onnx
 """
@@ -24,6 +24,8 @@ def main():
     parser.add_argument("--check-images", default=None, metavar="DIR",
                         help="real images for the ONNX parity check: the first 8 under DIR "
                              "(default: DATASETS.ROOT, if it exists)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing PREFIX.onnx this package did not write")
     args = parser.parse_args()
     cfg = config_from_args(args)
     from reid_baseline.export import export_model
@@ -36,7 +38,8 @@ def main():
         images = find_images(folder)[:8] if os.path.isdir(folder) else []
         if not images:
             print("note: no images under %s: the parity check uses random images only" % folder)
-    out = export_model(cfg, args.params, args.prefix, args.format, check_images=images)
+    out = export_model(cfg, args.params, args.prefix, args.format, check_images=images,
+                       overwrite=args.overwrite)
     print("wrote %s (input: Nx3x%dx%d normalised RGB)"
           % (" and ".join(out["files"]), cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH))
     if args.format == "onnx":

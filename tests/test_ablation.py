@@ -177,6 +177,7 @@ def test_a_second_call_skips_the_finished_runs(tiny_study, small_toy_root, monke
     assert again["effects"] == first["effects"] and again["failed"] == []
 
 
+@pytest.mark.timeout(900)
 def test_an_interrupted_run_is_resumed(small_toy_root, tmp_path, monkeypatch):
     run = ablation.plan_study(None, [NO_TEST_FLIP], 1, str(tmp_path), _tiny(
         small_toy_root, "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
@@ -228,3 +229,37 @@ def test_a_failed_run_is_reported_the_others_go_on_and_the_command_fails(
     assert report["failed"] == ["no_warmup seed 613: TrainingDiverged: training loss became "
                                 "nan at epoch 1, iteration 4"]
     assert "## Failed runs" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_own_data_list_is_accepted_as_train_accepts_it(tmp_path, monkeypatch):
+    """DATASETS.NAME folder with DATASETS.ROOT a CSV list: the study checks the data the way
+    training loads it (no "no such folder"), and a missing root is the loader's own error."""
+    from reid_baseline.data.datasets import build_datasets, make_toy_dataset
+    from reid_baseline.errors import DatasetError
+
+    make_toy_dataset("folder", str(tmp_path / "own"), seed=1, num_train_ids=4, num_test_ids=3,
+                     images_per_id_per_camera=1)
+    csv_root = str(tmp_path / "own" / "list.csv")
+    trained = []
+
+    def fake_train(cfg, resume=False):
+        build_datasets(cfg)  # what engine.train loads first
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        open(os.path.join(cfg.OUTPUT_DIR, "model_final.params"), "w").close()
+        trained.append(cfg.OUTPUT_DIR)
+
+    monkeypatch.setattr(engine, "train", fake_train)
+    monkeypatch.setattr(retrieval, "evaluate_params", lambda cfg, params: {
+        "rank1": 50.0, "mAP_trapezoid": 40.0, "mAP_noninterp": 41.0})
+    base = os.path.join(ROOT, "configs", "demo_toy.yml")
+    report = ablation.run_study(base, [NO_PAD_CROP], out=str(tmp_path / "study"),
+                                overrides=["DATASETS.NAME", "folder", "DATASETS.ROOT", csv_root])
+    assert report["failed"] == [] and len(trained) == 2
+    missing = str(tmp_path / "own" / "nothere.csv")
+    with pytest.raises(DatasetError) as info:
+        ablation.run_study(base, [NO_PAD_CROP], out=str(tmp_path / "study2"),
+                           overrides=["DATASETS.NAME", "folder", "DATASETS.ROOT", missing])
+    with pytest.raises(DatasetError) as by_train:
+        build_datasets(load_config(base, ["DATASETS.NAME", "folder", "DATASETS.ROOT", missing]))
+    assert str(info.value) == str(by_train.value) == "%s: no such folder or CSV list file" % missing
+    assert not os.path.exists(str(tmp_path / "study2"))

@@ -88,8 +88,8 @@ def test_a_failed_file_operation_is_one_line_naming_the_path(capsys):
 
 def test_prepare_script_user_error_exits_2_with_one_line(tmp_path):
     missing = str(tmp_path / "nothere.zip")
-    proc = _script(os.path.join("scripts", "prepare_market1501.py"), "--out", str(tmp_path),
-                   "--zip", missing)
+    proc = _script(os.path.join("scripts", "prepare_dataset.py"), "market1501", "--out",
+                   str(tmp_path), "--zip", missing)
     _one_error_line(proc, "%s: zip file does not exist" % missing)
 
 

@@ -189,14 +189,29 @@ def test_config_path_that_is_a_folder_names_it(tmp_path):
     assert str(tmp_path) in str(err.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_config_names_the_file(tmp_path):
+def test_unreadable_config_names_the_file(tmp_path, monkeypatch):
+    """Runs as root too (root reads a chmod 0 file): the read itself is refused."""
+    import builtins
+
     path = tmp_path / "secret.yml"
     path.write_text("SOLVER:\n  BASE_LR: 0.1\n")
-    path.chmod(0)
-    with pytest.raises(ConfigError, match="cannot be read") as err:
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(ConfigError) as err:
         load_config(str(path))
-    assert str(path) in str(err.value)
+    assert str(err.value) == "%s: cannot be read: Permission denied" % path
+    monkeypatch.undo()
+    fifo = tmp_path / "fifo.yml"  # a named pipe in the file's place: an error, never a hang
+    os.mkfifo(str(fifo))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(fifo))
+    assert str(fifo) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_invalid_yaml_is_reported_in_one_line(tmp_path):
@@ -263,11 +278,29 @@ def test_range_edges_that_are_allowed():
     assert cfg.INPUT.PAD == 0 and cfg.SOLVER.COLLAPSE_FACTOR == 0 and cfg.GPUS == [1, 0]
 
 
+def _yaml_values(path):
+    """{KEY.SUB: value} that the YAML file itself sets (not its _BASE_)."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    data.pop("_BASE_", None)
+    return _flat(data)
+
+
 def test_defaults_and_every_shipped_config_pass_the_checks():
-    load_config()
-    for path in glob.glob(os.path.join(ROOT, "configs", "*.yml")) + ABLATIONS:
-        load_config(path)
-        load_config(os.path.join(ROOT, "configs", "demo_toy.yml"), ablation=path)
+    assert _flat(load_config()) == _flat(get_defaults())
+    toy = os.path.join(ROOT, "configs", "demo_toy.yml")
+    paths = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yml"))) + ABLATIONS
+    assert len(paths) >= len(ABLATIONS) + 5 and len(ABLATIONS) >= 10
+    for path in paths:
+        cfg = _flat(load_config(path))
+        for key, value in _yaml_values(path).items():  # every value the file sets is taken
+            got = cfg[key]
+            assert (list(got) if isinstance(got, (list, tuple)) else got) == value, (path, key)
+        on_toy, toy_cfg = _flat(load_config(toy, ablation=path)), _flat(load_config(toy))
+        changed = {k for k in toy_cfg if toy_cfg[k] != on_toy[k]} - {"OUTPUT_DIR"}
+        assert changed <= set(_yaml_values(path)), path  # an ablation sets only its own knobs
 
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=os.path.basename)

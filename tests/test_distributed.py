@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import mxnet as mx
 import numpy as np
@@ -27,10 +26,59 @@ LAUNCHER_ENV = {"DMLC_ROLE": "worker", "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS
                 "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": "2"}
 
 
+def _started_by(pid):
+    """(pid, start time) of every live process whose parent is `pid`, from /proc."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append((int(entry), fields[19]))
+    return children
+
+
+def _stop_job(proc, grace=30):
+    """Test cleanup (in `finally`): stop a launch_local job still running and everything it
+    started. The launcher stops its job on SIGTERM; the processes it started (each in its own
+    process group) are killed if still there, checked by start time so no other is."""
+    if proc.poll() is not None:
+        return
+    started = _started_by(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid, start in started:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                same = f.read().rsplit(")", 1)[1].split()[19] == start
+            if same:
+                os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _run_job(command, timeout=240):
+    """Run a command to its end (a CompletedProcess-like result); the job is stopped in any
+    case, also when the test fails or times out."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT, env=JOB_ENV)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(command, proc.returncode, out, "")
+    finally:
+        _stop_job(proc)
+
+
 def _launch(overrides, workers=2, timeout=240):
-    return subprocess.run(LAUNCH + ["--workers", str(workers), "--servers", "1", "--"] + TRAIN
-                          + overrides, capture_output=True, text=True, cwd=ROOT, env=JOB_ENV,
-                          timeout=timeout)
+    return _run_job(LAUNCH + ["--workers", str(workers), "--servers", "1", "--"] + TRAIN
+                    + overrides, timeout)
 
 
 def test_shards_are_disjoint_equal_slices_of_the_one_process_batches():
@@ -97,6 +145,7 @@ def tiny_train_set(tmp_path_factory):
                                cameras_per_id=(3, 3), num_distractors=4, num_junk=2, seed=1)["root"]
 
 
+@pytest.mark.timeout(900)
 def test_one_step_of_two_workers_equals_one_process_on_the_whole_batch(tiny_train_set, tmp_path):
     """2 workers x 16 images vs an independent one-process computation on the same 32: the
     gradients of the two halves (each half its own BatchNorm batch, as on its worker) summed
@@ -179,33 +228,44 @@ def test_two_workers_train_with_one_writer(two_worker_run):
     assert "loss %s" % loss in open(os.path.join(run_dir, "train.log")).read()
 
 
-def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run):
+@pytest.mark.timeout(1200)
+def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run, tmp_path):
+    import shutil
+
     run_dir, overrides, first = two_worker_run
     assert first.returncode == 0
-    proc = subprocess.run(LAUNCH + ["--workers", "2", "--"] + TRAIN + ["--resume"] + overrides
-                          + ["SOLVER.MAX_EPOCHS", "3", "SOLVER.EVAL_PERIOD", "0"],
-                          capture_output=True, text=True, cwd=ROOT, env=JOB_ENV, timeout=240)
+    copy = str(tmp_path / "copy")  # the shared run folder stays as the other tests read it
+    shutil.copytree(run_dir, copy)
+    proc = _run_job(LAUNCH + ["--workers", "2", "--"] + TRAIN + ["--resume"] + overrides
+                    + ["OUTPUT_DIR", copy, "SOLVER.MAX_EPOCHS", "3", "SOLVER.EVAL_PERIOD", "0"])
     assert proc.returncode == 0, proc.stdout[-3000:]
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    with open(os.path.join(copy, "metrics.jsonl")) as f:
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
-    assert "resumed from %s at epoch 3" % os.path.join(run_dir, "checkpoints", "epoch_0002") in proc.stdout
-    assert open(os.path.join(run_dir, "worker_1.log")).read().count("resumed from") == 1
+    assert "resumed from %s at epoch 3" % os.path.join(copy, "checkpoints", "epoch_0002") in proc.stdout
+    assert open(os.path.join(copy, "worker_1.log")).read().count("resumed from") == 1
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]  # the original untouched
 
 
+@pytest.mark.timeout(600)
 def test_a_killed_worker_stops_the_job_and_is_named(make_tiny_cfg, toy_market_root, tmp_path):
     proc = subprocess.Popen(LAUNCH + ["--workers", "2", "--grace", "5", "--"] + TRAIN + TINY_OVERRIDES + [
         "DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path), "SOLVER.KVSTORE", "dist_sync",
         "SOLVER.MAX_EPOCHS", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=ROOT, env=JOB_ENV)
-    lines = []
-    for line in proc.stdout:  # wait until both workers train
-        lines.append(line)
-        if "distributed training" in line:
-            break
-    pid = int(re.search(r"worker 1 \(pid (\d+)\)", "".join(lines)).group(1))
-    os.kill(pid, signal.SIGKILL)
-    killed = time.time()
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and time.time() - killed < 30
-    assert "launch_local: worker 1 (pid %d) was killed by signal SIGKILL; stopped the 3 other " \
-           "processes of the job" % pid in rest
+    try:
+        lines = []
+        for line in proc.stdout:  # wait until both workers train
+            lines.append(line)
+            if "distributed training" in line:
+                break
+        pid = int(re.search(r"worker 1 \(pid (\d+)\)", "".join(lines)).group(1))
+        os.kill(pid, signal.SIGKILL)
+        # The job stops by itself (a generous bound: 20 epochs would take many minutes).
+        rest, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 1
+        assert "launch_local: worker 1 (pid %d) was killed by signal SIGKILL; stopped the 3 " \
+               "other processes of the job" % pid in rest
+        assert "epoch 20:" not in "".join(lines) + rest  # stopped, not trained to the end
+    finally:
+        _stop_job(proc)

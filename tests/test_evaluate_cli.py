@@ -37,6 +37,7 @@ def run_copy(saved_model, tmp_path):
     return config, str(tmp_path / "model_final.params")
 
 
+@pytest.mark.timeout(600)
 def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
     missing = tmp_path / "nope" / "results.json"
@@ -44,18 +45,72 @@ def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch,
                                  "--params", params, "--output", missing)
     # a missing folder is found before the evaluation
     assert code == 2 and out == ""
-    assert err.splitlines() == ["error: --output: folder %s does not exist" % missing.parent]
+    assert err.splitlines() == ["error: results file %s: folder %s does not exist"
+                                % (missing, missing.parent)]
     folder = tmp_path / "a_folder"
     folder.mkdir()
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "--output", folder)
-    assert code == 2
-    assert "rank1" in out and "mAP (trapezoid AP" in out  # the metrics are not lost
-    assert err.splitlines() == ["error: cannot write the results to %s: Is a directory" % folder]
+    assert code == 2 and out == ""  # before the evaluation, not after
+    assert err.splitlines() == ["error: results file %s is a folder; expected a file name"
+                                % folder]
     assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == ["a_folder",
                                                                          "model_final.params"]
 
 
+def _marked_png(path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from reid_baseline.fileio import PRODUCER
+
+    fig = Figure(figsize=(1, 1))
+    FigureCanvasAgg(fig).print_png(str(path), metadata={"Software": PRODUCER})
+
+
+@pytest.mark.timeout(900)
+def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, capsys):
+    config, params = run_copy
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "notes"}')
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params, "--output", mine)
+    assert code == 2 and out == ""  # refused before the evaluation
+    assert err.splitlines() == ["error: results file %s exists and was not written by "
+                                "reid_baseline; choose another name or pass --overwrite" % mine]
+    assert mine.read_text() == '{"my": "notes"}'
+    # a results file the package wrote is replaced; a user's cmc.png beside it is not
+    (tmp_path / "cmc.png").write_bytes(b"\x89PNG\r\n\x1a\n the user's plot")
+    save_results({"rank1": 1.0}, str(tmp_path / "results.json"))
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params)
+    assert code == 2 and out == "" and "CMC plot %s exists" % (tmp_path / "cmc.png") in err
+    assert json.loads((tmp_path / "results.json").read_text())["rank1"] == 1.0
+    # one the package wrote (marked) is replaced, and so are its results
+    _marked_png(tmp_path / "cmc.png")
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params)
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["written_by"] == "reid_baseline" and results["num_query"] == 136
+    # a user's PNG among the rank lists that would be replaced
+    ranklists = tmp_path / "ranklists"
+    ranklists.mkdir()
+    (ranklists / "worst_01_query00001.png").write_bytes(b"\x89PNG\r\n\x1a\n mine")
+    _marked_png(tmp_path / "cmc.png")
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params, "--visualize", "2")
+    assert code == 2 and "rank list %s exists" % (ranklists / "worst_01_query00001.png") in err
+    # --overwrite: the user asked for it
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params, "--output", mine, "--visualize", "2",
+                                 "--overwrite")
+    assert code == 0, err
+    assert json.loads(mine.read_text())["written_by"] == "reid_baseline"
+    assert len(os.listdir(ranklists)) == 2
+
+
+@pytest.mark.timeout(600)
 def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, monkeypatch,
                                                           capsys):
     config, params = run_copy
@@ -77,7 +132,7 @@ def test_results_path_and_save_results(make_tiny_cfg, tmp_path):
     save_results({"rank1": 50.0}, path)
     with pytest.raises(TypeError):  # not JSON: the previous file stays whole, no .tmp left
         save_results({"rank1": object()}, path)
-    assert json.loads(open(path).read()) == {"rank1": 50.0}
+    assert json.loads(open(path).read()) == {"rank1": 50.0, "written_by": "reid_baseline"}
     assert os.listdir(tmp_path) == ["results.json"]
     with pytest.raises(OSError, match="cannot write the results to .*nope.results.json: No such"):
         save_results({}, str(tmp_path / "nope" / "results.json"))

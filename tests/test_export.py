@@ -66,16 +66,95 @@ def test_parity_above_tolerance_fails_with_one_line(trained, tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path)) == ["bad.onnx.rejected"]  # never under the real name
 
 
+# Run by a bare Python in which `import reid_baseline` fails: only MXNet reads the export.
+_LOAD_WITHOUT_PACKAGE = """
+import sys
+sys.modules["reid_baseline"] = None  # import reid_baseline raises ImportError from here on
+try:
+    import reid_baseline  # noqa: F401
+    sys.exit("reid_baseline could be imported")
+except ImportError:
+    pass
+import mxnet as mx
+import numpy as np
+prefix, batch, out = sys.argv[1:]
+net = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+np.save(out, net(mx.nd.array(np.load(batch))).asnumpy())
+assert not any(name.startswith("reid_baseline") for name in sys.modules if sys.modules[name])
+"""
+
+
 def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_path,
                                                  monkeypatch, capsys):
+    import subprocess
+    import sys
+
     from reid_baseline.model import load_trained_model
     cfg, config, params = trained
     code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "sym")
     assert code == 0, err
-    net = mx.gluon.SymbolBlock.imports(str(tmp_path / "sym-symbol.json"), ["data"],
-                                       str(tmp_path / "sym-0000.params"))
     paths = sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[:3]
-    batch = mx.nd.array(_toy_batch(cfg, paths))
-    expected = load_trained_model(cfg, params).embedding(batch).asnumpy()
-    np.testing.assert_allclose(net(batch).asnumpy(), expected, rtol=0, atol=1e-5)
+    batch = _toy_batch(cfg, paths)
+    np.save(str(tmp_path / "batch.npy"), batch)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-c", _LOAD_WITHOUT_PACKAGE, str(tmp_path / "sym"),
+                             str(tmp_path / "batch.npy"), str(tmp_path / "got.npy")],
+                            cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output.decode(errors="replace")
+    expected = load_trained_model(cfg, params).embedding(mx.nd.array(batch)).asnumpy()
+    np.testing.assert_allclose(np.load(str(tmp_path / "got.npy")), expected, rtol=0, atol=1e-5)
+
+
+def _onnx_files(folder):
+    return sorted(n for n in os.listdir(str(folder)) if ".onnx" in n)
+
+
+def test_unreadable_check_images_leave_no_onnx_file(trained, tmp_path, monkeypatch, capsys):
+    cfg, config, params = trained
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+                                 config, "--params", params, "--prefix", tmp_path / "b",
+                                 "--format", "onnx", "--check-images", images)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "broken.jpg" in err
+    assert _onnx_files(tmp_path) == []  # nothing at b.onnx, no temporary file either
+
+
+def test_onnx_file_is_named_only_after_its_check_passes(trained, tmp_path, monkeypatch, capsys):
+    from reid_baseline import export
+    cfg, config, params = trained
+    checked = []
+
+    def fake_check(embedding, path, batches):
+        assert path != str(tmp_path / "c.onnx") and os.path.isfile(path)
+        checked.append(path)
+        if len(checked) == 1:
+            raise RuntimeError("onnxruntime crashed")
+        return {"random": 1e-6}
+
+    monkeypatch.setattr(export, "export_onnx",
+                        lambda embedding, cfg, path: open(path, "w").close() or path)
+    monkeypatch.setattr(export, "onnx_max_difference", fake_check)
+    args = ["scripts/export_model.py", "--config", config, "--params", params, "--prefix",
+            tmp_path / "c", "--format", "onnx", "--check-images", tmp_path / "none"]
+    tmp_path.joinpath("none").mkdir()
+    with pytest.raises(RuntimeError):
+        run_script(monkeypatch, capsys, *args)
+    assert _onnx_files(tmp_path) == []  # a check that failed to run leaves nothing
+    code, out, err = run_script(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert _onnx_files(tmp_path) == ["c.onnx"]
+    # a user's file at the name is never replaced (the fake file carries no mark)
+    code, out, err = run_script(monkeypatch, capsys, *args)
+    assert code == 2 and "ONNX file %s exists and was not written by" % (tmp_path / "c.onnx") in err
+    assert run_script(monkeypatch, capsys, *args, "--overwrite")[0] == 0

@@ -33,8 +33,8 @@ def image_problem(head, tail):
             return "truncated PNG (no IEND chunk at the end of the file)"
         return None
     if head[:2] != b"\xff\xd8":
-        return ("not a JPEG (does not start with the marker FFD8; starts with %r) nor a PNG"
-                % head[:8])
+        # Its bytes are not shown: the file may be anything (a list may name any path).
+        return "not a JPEG (no start marker FFD8) nor a PNG (no PNG signature)"
     # OpenCV decodes a truncated JPEG partially (grey bottom) without any error, so
     # require the end-of-image marker; some writers pad with zeros after it.
     if b"\xff\xd9" not in tail.rstrip(b"\x00")[-16:]:
@@ -100,6 +100,5 @@ def read_image(path):
     # IMREAD_COLOR applies the EXIF orientation, as MXNet's decoder does.
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if img is None or img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-        raise DatasetError("%s: not a decodable image (%d bytes, starts with %r)"
-                           % (path, len(buf), buf[:8]))
+        raise DatasetError("%s: not a decodable image (%d bytes)" % (path, len(buf)))
     return np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB

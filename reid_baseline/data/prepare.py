@@ -1,16 +1,21 @@
 """Get a data set's official zip, verify its checksum, extract it safely, check the layout.
 
-Market-1501 has a mirror and a published checksum; DukeMTMC-reID (withdrawn by its authors),
-MSMT17 (by request to its authors) and CUHK03-NP (from the re-ranking authors' links) come
-only from a local zip, and no checksum of theirs is published, so the found MD5 is printed
-for the user to compare with their source (pass ``md5`` to enforce one).
+Market-1501 has a download address and a published checksum; DukeMTMC-reID (withdrawn by its
+authors), MSMT17 (by request to its authors) and CUHK03-NP (from the re-ranking authors'
+links) come only from a local zip, and no checksum of theirs is published, so the found MD5 is
+printed for the user to compare with their source (pass ``md5`` to enforce one).
 
-URL: the GluonCV mirror used by GluonCV's ``scripts/datasets/market1501.py`` (that
-script checks no hash).  MD5: the checksum of ``Market-1501-v15.09.15.zip`` that
-open-reid (``Cysu/open-reid``, ``reid/datasets/market1501.py``) verifies; it is
-the original release from Liang Zheng's page, assumed to be the file the mirror
-serves.  If a download from the mirror fails the check, compare with a copy from
-the official page and pass ``md5=None`` / ``--md5 none`` to skip verification.
+Extraction is all or nothing: the archive's member count and declared sizes are checked
+against the set's known size before anything is written, the bytes are counted again while
+extracting (a declared size can lie), everything lands in a temporary folder beside the
+set's final folder and is moved into place only when complete; a different set already in
+the final folder is kept unless ``overwrite`` is asked.
+
+URL: the GluonCV address used by GluonCV's ``scripts/datasets/market1501.py`` (that script
+checks no hash), in the ``apache-mxnet`` S3 bucket, which has been unreliable since MXNet's
+retirement (2023). MD5: the checksum of ``Market-1501-v15.09.15.zip`` that open-reid
+(``Cysu/open-reid``, ``reid/datasets/market1501.py``) verifies; it is the original release
+from the authors' page, assumed to be the file the bucket serves.
 """
 import hashlib
 import os
@@ -29,7 +34,28 @@ ZIP_NAME = ROOT_NAME + ".zip"
 MARKET1501_URL = ("http://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/gluon/dataset/"
                   + ZIP_NAME)
 MARKET1501_MD5 = "65005ab7d12ec1c44de4eeafe813e68a"
-OFFICIAL_PAGE = "http://www.liangzheng.org/Project/project_reid.html"  # as cited by torchreid
+# The dataset authors' page (Liang Zheng's Market-1501 page), where the official zip is linked.
+OFFICIAL_PAGE = "https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html"
+
+GIB = 1 << 30
+# name -> (official zip name, download URL or None, published MD5 or None)
+ARCHIVES = {
+    "market1501": (ZIP_NAME, MARKET1501_URL, MARKET1501_MD5),
+    "dukemtmc": ("DukeMTMC-reID.zip", None, None),
+    "msmt17": ("MSMT17_V1.zip or MSMT17_V2.zip", None, None),
+    "cuhk03np": ("cuhk03-np.zip", None, None),
+}
+# name -> (most members, most extracted bytes) an archive of the set may hold: about twice the
+# set's files (Market-1501's zip also holds gt_bbox/ and gt_query/: ~68k files, ~0.3 GB) and
+# a generous bound on their bytes (person crops are a few to a few tens of KB each).
+ARCHIVE_LIMITS = {
+    "market1501": (150000, 2 * GIB),       # 36,036 images + 31,995 gt_bbox/gt_query files
+    "dukemtmc": (80000, 4 * GIB),          # 36,411 images
+    "msmt17": (260000, 12 * GIB),          # 126,441 images
+    "cuhk03np": (70000, 4 * GIB),          # 2 x 14,097 images (detected and labeled)
+}
+# The bound for a set without a known size (and the largest a --max-size may ask for).
+HARD_LIMIT = (1000000, 64 * GIB)
 
 
 def md5sum(path, chunk_size=1 << 20):
@@ -53,9 +79,13 @@ def download(url, path, timeout=60):
             shutil.copyfileobj(response, out, 1 << 20)
         os.replace(tmp, path)
     except (OSError, ValueError) as err:  # URLError and socket timeouts are OSErrors
-        raise DatasetError(
-            "could not download %s (%s). No network? Download %s manually (official page: "
-            "%s) and pass its path with --zip (zip_path=...)" % (url, err, ZIP_NAME, OFFICIAL_PAGE))
+        store = ("the apache-mxnet bucket behind it has been unreliable since MXNet's "
+                 "retirement (2023); " if url == MARKET1501_URL else "")
+        page = (" from the dataset authors' page %s" % OFFICIAL_PAGE
+                if os.path.basename(path) == ZIP_NAME else "")
+        raise DatasetError("could not download %s (%s): %sdownload the official %s%s and pass "
+                           "its path with --zip (zip_path=...)"
+                           % (url, err, store, os.path.basename(path), page))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -75,9 +105,53 @@ def _check_member(info, out_real, zip_path):
                            % (zip_path, info.filename, out_real))
 
 
-def safe_extract(zip_path, out_dir):
-    """Extract ``zip_path`` into ``out_dir`` after checking every member (nothing is
-    written if any member is unsafe); a corrupted archive raises DatasetError."""
+def _size_text(num_bytes):
+    return "%.1f GiB" % (num_bytes / GIB) if num_bytes >= GIB else "%d bytes" % num_bytes
+
+
+def check_archive(zip_path, infos, limits, folder=None):
+    """Refuse an archive whose member count or declared total size exceeds `limits`
+    (max members, max bytes), or whose files do not fit on the disk of `folder`, before
+    anything is written."""
+    max_members, max_bytes = limits
+    if len(infos) > max_members:
+        raise DatasetError("%s: holds %d members, more than the %d this data set's archive can "
+                           "have; not extracted (wrong or hostile archive?)"
+                           % (zip_path, len(infos), max_members))
+    declared = sum(info.file_size for info in infos)
+    if declared > max_bytes:
+        raise DatasetError("%s: declares %s of files, more than the %s this data set's archive "
+                           "can hold; not extracted (wrong or hostile archive?)"
+                           % (zip_path, _size_text(declared), _size_text(max_bytes)))
+    free = shutil.disk_usage(folder).free if folder else declared
+    if declared > free:
+        raise DatasetError("%s: its files need %s, only %s are free in %s"
+                           % (zip_path, _size_text(declared), _size_text(free), folder))
+
+
+def _copy_counted(source, target, info, budget, zip_path):
+    """Copy one member, counting bytes: more than it declared, or than `budget` allows in
+    total, is a DatasetError. Returns the bytes copied."""
+    copied = 0
+    for chunk in iter(lambda: source.read(1 << 20), b""):
+        copied += len(chunk)
+        if copied > info.file_size:
+            raise DatasetError("%s: member %r holds more bytes than it declares (%d); "
+                               "extraction stopped (hostile archive?)"
+                               % (zip_path, info.filename, info.file_size))
+        if copied > budget:
+            raise DatasetError("%s: extracted files exceed this data set's size bound at "
+                               "member %r; extraction stopped (hostile archive?)"
+                               % (zip_path, info.filename))
+        target.write(chunk)
+    return copied
+
+
+def safe_extract(zip_path, out_dir, limits=HARD_LIMIT):
+    """Extract ``zip_path`` into ``out_dir`` after checking every member (nothing is written
+    if any member is unsafe or the archive exceeds `limits`: max members, max bytes); bytes
+    are counted while extracting. A corrupted archive raises DatasetError (what was
+    extracted stays: prepare_dataset extracts into a temporary folder it removes)."""
     out_real = os.path.realpath(out_dir)
     current = None
     try:
@@ -85,66 +159,137 @@ def safe_extract(zip_path, out_dir):
             infos = archive.infolist()
             for info in infos:
                 _check_member(info, out_real, zip_path)
+            check_archive(zip_path, infos, limits, out_real)
+            budget = limits[1]
             for info in infos:
                 current = info.filename
-                archive.extract(info, out_real)  # CRC is checked while reading
+                target = os.path.join(out_real, info.filename.replace("\\", "/"))
+                if info.is_dir():
+                    os.makedirs(target, exist_ok=True)
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with archive.open(info) as source, open(target, "wb") as out:
+                    budget -= _copy_counted(source, out, info, budget, zip_path)  # CRC checked
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
         raise DatasetError("%s: corrupted zip archive%s (%s); download it again"
                            % (zip_path, " at member %r" % current if current else "", err))
 
 
-# name -> (official zip name, download URL or None, published MD5 or None)
-ARCHIVES = {
-    "market1501": (ZIP_NAME, MARKET1501_URL, MARKET1501_MD5),
-    "dukemtmc": ("DukeMTMC-reID.zip", None, None),
-    "msmt17": ("MSMT17_V1.zip or MSMT17_V2.zip", None, None),
-    "cuhk03np": ("cuhk03-np.zip", None, None),
-}
+def _same_entry(new, old):
+    """True when `old` (a file or folder) holds exactly the files of `new`, byte for byte."""
+    if os.path.isfile(new) or os.path.isfile(old):
+        return (os.path.isfile(new) and os.path.isfile(old)
+                and os.path.getsize(new) == os.path.getsize(old) and md5sum(new) == md5sum(old))
+
+    def files(top):
+        return {os.path.relpath(os.path.join(d, n), top)
+                for d, _, names in os.walk(top) for n in names}
+    names = files(new)
+    if names != files(old):
+        return False
+    for name in names:
+        a, b = os.path.join(new, name), os.path.join(old, name)
+        if os.path.getsize(a) != os.path.getsize(b) or md5sum(a) != md5sum(b):
+            return False
+    return True
+
+
+def extract_into(zip_path, out_dir, limits=HARD_LIMIT, overwrite=False):
+    """Extract ``zip_path`` into a temporary folder inside ``out_dir``, then move each of its
+    top-level entries into ``out_dir``. An entry already there with other content is a
+    DatasetError naming it unless ``overwrite`` (then it is replaced); one with the same
+    content is kept as is. On any failure nothing of the archive is left in ``out_dir``."""
+    tmp = tempfile.mkdtemp(prefix=".extract-", dir=out_dir)
+    try:
+        safe_extract(zip_path, tmp, limits)
+        entries = sorted(os.listdir(tmp))
+        moves = []
+        for entry in entries:
+            final = os.path.join(out_dir, entry)
+            if not os.path.lexists(final):
+                moves.append(entry)
+            elif _same_entry(os.path.join(tmp, entry), final):
+                print("%s already holds this archive's files; kept as is" % final)
+            elif not overwrite:
+                raise DatasetError("%s already exists with other content than %s; nothing was "
+                                   "changed (move it away, choose another --out, or pass "
+                                   "--overwrite to replace it)" % (final, zip_path))
+            else:
+                moves.append(entry)
+        for entry in moves:
+            final = os.path.join(out_dir, entry)
+            if os.path.lexists(final):  # --overwrite: the old copy goes only now
+                old = tempfile.mkdtemp(prefix=".replaced-", dir=out_dir)
+                os.replace(final, os.path.join(old, entry))
+                os.replace(os.path.join(tmp, entry), final)
+                shutil.rmtree(old)
+            else:
+                os.replace(os.path.join(tmp, entry), final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_dataset(name, out_dir, zip_path=None, url=None, md5="published", verify_counts=True,
-                    **options):
+                    overwrite=False, max_size=None, **options):
     """Verify and extract the zip of data set `name` into ``out_dir``; return the loaded set.
 
     ``zip_path``: a local copy of the zip; if None, ``out_dir/<official zip name>`` is used,
-    downloaded from ``url`` (default: the set's mirror; Market-1501 only) when missing.
-    ``md5``: the expected digest, "published" for the set's published one (if it has one),
-    None to skip the check (the found digest is printed). ``verify_counts`` and ``options``
-    (cuhk03np: ``subset``) are passed to :func:`load_dataset`.
+    downloaded from ``url`` (default: the set's download address; Market-1501 only) when
+    missing. ``md5``: the expected digest, "published" for the set's published one (if it has
+    one), None to skip the check (the found digest is printed). ``overwrite``: replace a
+    different copy of the set in ``out_dir``. ``max_size``: the largest extracted size in
+    bytes to accept (default: the set's bound in ARCHIVE_LIMITS). ``verify_counts`` and
+    ``options`` (cuhk03np: ``subset``) are passed to :func:`load_dataset`.
     """
     if name not in ARCHIVES:
         raise DatasetError("%s: no archive to prepare; expected one of %s (your own data needs "
                            "no preparation)" % (name, ", ".join(ARCHIVES)))
     zip_name, default_url, published = ARCHIVES[name]
+    limits = ARCHIVE_LIMITS.get(name, HARD_LIMIT)
+    if max_size is not None:
+        if not 0 < max_size <= HARD_LIMIT[1]:
+            raise DatasetError("--max-size must be in (0, %d] GiB, got %.3g GiB"
+                               % (HARD_LIMIT[1] // GIB, max_size / GIB))
+        limits = (HARD_LIMIT[0], int(max_size))
     url = default_url if url is None else url
     md5 = published if md5 == "published" else md5
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
-    os.makedirs(out_dir, exist_ok=True)
-    if zip_path is None:
-        zip_path = os.path.join(out_dir, zip_name)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DatasetError("--out %s is a file; expected a folder" % out_dir)
+    if zip_path is not None:
+        zip_path = os.path.abspath(os.path.expanduser(str(zip_path)))
         if not os.path.isfile(zip_path):
-            if not url:
-                raise DatasetError("%s: no zip given and no download: pass the path of your copy "
-                                   "of %s with --zip (zip_path=...)" % (name, zip_name))
-            print("Downloading %s to %s" % (url, zip_path))
-            download(url, zip_path)
-    zip_path = os.path.abspath(os.path.expanduser(str(zip_path)))
-    if not os.path.isfile(zip_path):
-        raise DatasetError("%s: zip file does not exist" % zip_path)
-    found = md5sum(zip_path)
-    if md5 is None:
-        print("WARNING: MD5 check skipped for %s (%s; its MD5 is %s)" % (
-            zip_path, "no checksum is published" if not published else "as asked", found))
-    elif found != md5.lower():
-        raise DatasetError("%s: MD5 checksum mismatch: expected %s, found %s (incomplete or "
-                           "wrong file; download it again)" % (zip_path, md5.lower(), found))
-    print("Extracting %s to %s" % (zip_path, out_dir))
-    safe_extract(zip_path, out_dir)
+            raise DatasetError("%s: zip file does not exist" % zip_path)
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        if zip_path is None:
+            zip_path = os.path.join(out_dir, zip_name)
+            if not os.path.isfile(zip_path):
+                if not url:
+                    raise DatasetError("%s: no zip given and no download: pass the path of your "
+                                       "copy of %s with --zip (zip_path=...)" % (name, zip_name))
+                print("Downloading %s to %s" % (url, zip_path))
+                download(url, zip_path)
+        found = md5sum(zip_path)
+        if md5 is None:
+            print("WARNING: MD5 check skipped for %s (%s; its MD5 is %s)" % (
+                zip_path, "no checksum is published" if not published else "as asked", found))
+        elif found != md5.lower():
+            raise DatasetError("%s: MD5 checksum mismatch: expected %s, found %s (incomplete or "
+                               "wrong file; download it again)" % (zip_path, md5.lower(), found))
+        print("Extracting %s to %s" % (zip_path, out_dir))
+        extract_into(zip_path, out_dir, limits, overwrite)
+    except BaseException:
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)  # a failed first run leaves no empty folder behind
+        raise
     return load_dataset(name, out_dir, verify_counts=verify_counts, **options)
 
 
 def prepare_market1501(out_dir, zip_path=None, url=MARKET1501_URL, md5=MARKET1501_MD5,
-                       verify_counts=True):
+                       verify_counts=True, overwrite=False):
     """Verify and extract ``Market-1501-v15.09.15.zip`` into ``out_dir``; return the loaded
     dataset (see :func:`prepare_dataset`; ``md5=None`` skips the check)."""
-    return prepare_dataset("market1501", out_dir, zip_path, url, md5, verify_counts)
+    return prepare_dataset("market1501", out_dir, zip_path, url, md5, verify_counts,
+                           overwrite=overwrite)

@@ -32,7 +32,8 @@ def load_dataset(name, root, verify_counts=True, **options):
     """Load the data set `name` (market1501, dukemtmc, msmt17, cuhk03np, folder) from `root`:
     the set's own folder or the folder holding it under its official name (folder: a folder
     with train/ query/ gallery/, or a CSV list file). With `verify_counts` the official counts
-    are checked. `options`: cuhk03np takes ``subset`` ("detected" or "labeled")."""
+    are checked. `options`: cuhk03np takes ``subset`` ("detected" or "labeled"), folder
+    ``allow_outside_root`` (a CSV list may name images outside its folder)."""
     return _layout(name)[0](root, verify_counts=verify_counts, **options)
 
 
@@ -48,6 +49,8 @@ def make_toy_dataset(name, out_dir, seed=0, overwrite=False, **options):
 
 
 def _options(cfg, name):
+    if name == "folder":
+        return {"allow_outside_root": cfg.DATASETS.ALLOW_OUTSIDE_ROOT}
     return {"subset": cfg.DATASETS.CUHK03_SUBSET} if name == "cuhk03np" else {}
 
 
