@@ -139,9 +139,10 @@ class _SupervisedSubprocess(object):
             role = (re.search(r"export DMLC_ROLE=(\w+);", cmd) or [None, "other"])[1]
             host = (re.search(r"export DMLC_NODE_HOST=([^;\s]+);", cmd) or [None, "?"])[1]
             cmd = re.sub(r"^ssh ", "ssh -tt ", cmd)  # a terminal: hung up when the connection ends
-        with self._lock:
-            index = self._counts[role] = self._counts.get(role, -1) + 1
-        proc = self.job.start("%s %d on %s" % (role, index, host), role, ["/bin/bash", "-c", cmd], env)
+        with self._lock:  # names say role and host; a second one of both gets a number
+            count = self._counts[role, host] = self._counts.get((role, host), 0) + 1
+        name = "%s%s on %s" % (role, " %d" % count if count > 1 else "", host)
+        proc = self.job.start(name, role, ["/bin/bash", "-c", cmd], env)
         self.job.say("started %s (pid %d)" % (proc.name, proc.popen.pid))
         proc.popen.wait()
         proc.finish_output()
