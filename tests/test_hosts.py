@@ -1,0 +1,166 @@
+"""scripts/launch_hosts.py (reid_baseline/hosts.py): MXNet's own tools/launch.py --launcher ssh,
+run against hosts that are network namespaces of this machine (tests/netns_hosts.py): the
+launcher and scheduler on host 0, servers and workers on hosts 1 and 2, every process talking
+over the hosts' 10.200.0.x addresses. The namespace tests need root and `ip` (CI has both)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from conftest import TINY_OVERRIDES, run_script
+from netns_hosts import NetnsHosts, why_no_namespaces
+from reid_baseline.errors import LaunchError
+from reid_baseline.hosts import exported_env, interface_address, launch_hosts, read_hosts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+NO_NAMESPACES = why_no_namespaces()
+needs_namespaces = pytest.mark.skipif(NO_NAMESPACES is not None, reason=str(NO_NAMESPACES))
+# Each host's processes run with one OpenMP thread: the hosts share the machine's cores.
+ENV = ["--env", "OMP_NUM_THREADS=1"]
+
+
+# --- the wrapper's options (no job started) ---------------------------------------------------
+
+def test_exported_variables_take_this_shells_value_or_the_given_one():
+    env = exported_env(["OMP_NUM_THREADS", "KMP_AFFINITY=granularity=fine,compact", "A_B:3"],
+                       {"OMP_NUM_THREADS": "4"})
+    assert env == {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "4",
+                   "KMP_AFFINITY": "granularity=fine,compact", "A_B": "3"}
+    with pytest.raises(LaunchError, match="--env MISSING: MISSING is not set in this shell"):
+        exported_env(["MISSING"], {})
+    with pytest.raises(LaunchError, match="--env X=a b: the value 'a b' holds characters"):
+        exported_env(["X=a b"], {})
+    with pytest.raises(LaunchError, match="--env 1X: expected NAME or NAME=VALUE"):
+        exported_env(["1X"], {})
+
+
+def test_hosts_file_and_interface_are_checked(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.11\n\nnode2:2222\n10.0.0.13 slots=4\n")
+    assert read_hosts(str(hosts)) == ["10.0.0.11", "node2:2222", "10.0.0.13"]
+    hosts.write_text("\n")
+    with pytest.raises(LaunchError, match="hosts file %s lists no host" % re.escape(str(hosts))):
+        read_hosts(str(hosts))
+    with pytest.raises(LaunchError, match="hosts file .*nothere cannot be read"):
+        read_hosts(str(tmp_path / "nothere"))
+    assert interface_address("lo") == "127.0.0.1"
+    with pytest.raises(LaunchError, match="--interface nosuch0: no such network interface"):
+        interface_address("nosuch0")
+    hosts.write_text("10.0.0.11\n")
+    with pytest.raises(LaunchError, match="may not contain a single quote"):
+        launch_hosts("echo 'x'", str(hosts), 1)
+
+
+def test_launch_hosts_script_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    code, out, err = run_script(monkeypatch, capsys, "scripts/launch_hosts.py", "-H",
+                                tmp_path / "none", "-n", "2", "true")
+    assert code == 2 and err.startswith("error: hosts file %s cannot be read" % (tmp_path / "none"))
+    assert len(err.splitlines()) == 1
+
+
+# --- jobs across namespaced hosts ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Three namespaced hosts: 0 launches (scheduler), 1 and 2 are in the hosts file."""
+    if NO_NAMESPACES:
+        pytest.skip(NO_NAMESPACES)
+    folder = str(tmp_path_factory.mktemp("netns"))
+    made = NetnsHosts(3, folder)
+    try:
+        made.hostfile = os.path.join(folder, "hosts")
+        with open(made.hostfile, "w") as f:
+            f.write("%s\n%s\n" % (made.addresses[1], made.addresses[2]))
+        yield made
+    finally:
+        made.close()
+
+
+def _shell(words):
+    """A shell command line of `words` (double quotes: MXNet's ssh launcher uses single ones)."""
+    return " ".join('"%s"' % w if not w or re.search(r"[^\w./:=,-]", w) else w for w in words)
+
+
+def _train_command(overrides, resume=False):
+    return "cd %s && %s" % (ROOT, _shell([PYTHON, "train.py"] + (["--resume"] if resume else [])
+                                         + overrides))
+
+
+def _launch(hosts, command, servers, *options):
+    """The multi-machine command of docs/DISTRIBUTED.md, run on host 0."""
+    argv = [PYTHON, os.path.join(ROOT, "scripts", "launch_hosts.py"), "-H", hosts.hostfile,
+            "-n", "2", "-s", str(servers), "--interface", "eth0"] + ENV + list(options) + [command]
+    return subprocess.Popen(hosts.run_on(0, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT, env=hosts.env, start_new_session=True)
+
+
+def _finish(proc, hosts, timeout):
+    """The job's output; afterwards nothing of it runs on any host (the test fails if the
+    launcher left something, after killing it)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        time.sleep(1)
+        leftovers = {i: hosts.pids(i) for i in range(3) if hosts.pids(i)}
+        for i in leftovers:
+            hosts.kill_host(i)
+        assert not leftovers, "processes left on the hosts: %s" % leftovers
+
+
+def _read_until(proc, pattern, count=1):
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if len(re.findall(pattern, "".join(lines))) >= count:
+            return "".join(lines)
+    return "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def tiny_train_set(tmp_path_factory):
+    """36 training images: one batch of 32 per epoch."""
+    from reid_baseline.data.toy_market1501 import make_toy_market1501
+    return make_toy_market1501(str(tmp_path_factory.mktemp("toy36")), num_train_ids=4, num_test_ids=4,
+                               cameras_per_id=(3, 3), num_distractors=4, num_junk=2, seed=1)["root"]
+
+
+@needs_namespaces
+@pytest.mark.timeout(600)
+def test_a_two_host_step_equals_one_process_on_the_whole_batch(hosts, tiny_train_set, tmp_path):
+    """One SGD step of 2 workers x 16 images (one per host, 2 servers) against train.py in one
+    process on the 32 images with BatchNorm over groups of 16 (what each worker normalises)."""
+    overrides = TINY_OVERRIDES + [
+        "DATASETS.ROOT", tiny_train_set, "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "0",
+        "SOLVER.STEPS", "[]", "SOLVER.OPTIMIZER", "sgd", "SOLVER.MOMENTUM", "0.0",
+        "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.BASE_LR", "0.01"]
+    proc = _launch(hosts, _train_command(overrides + [
+        "OUTPUT_DIR", str(tmp_path / "dist"), "SOLVER.KVSTORE", "dist_sync", "MODEL.BN_GROUP_SIZE",
+        "0"]), 2)
+    out = _finish(proc, hosts, 480)
+    assert proc.returncode == 0, out[-3000:]
+    for name in ("server on 10.200.0.11", "server on 10.200.0.12", "worker on 10.200.0.11",
+                 "worker on 10.200.0.12", "scheduler on 10.200.0.10"):
+        assert "launch_hosts: started %s" % name in out
+    assert "distributed training: worker 0 of 2" in out  # rank 0's log (rank 1: worker_1.log)
+    one = subprocess.run([PYTHON, "train.py"] + overrides + [
+        "OUTPUT_DIR", str(tmp_path / "one"), "MODEL.BN_GROUP_SIZE", "16"], capture_output=True,
+        text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    got = mx.nd.load(str(tmp_path / "dist" / "model_final.params"))
+    expected = mx.nd.load(str(tmp_path / "one" / "model_final.params"))
+    assert set(got) == set(expected)
+    for name in got:
+        np.testing.assert_allclose(got[name].asnumpy(), expected[name].asnumpy(), rtol=0, atol=1e-5,
+                                   err_msg=name)
