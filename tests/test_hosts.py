@@ -164,3 +164,92 @@ def test_a_two_host_step_equals_one_process_on_the_whole_batch(hosts, tiny_train
     for name in got:
         np.testing.assert_allclose(got[name].asnumpy(), expected[name].asnumpy(), rtol=0, atol=1e-5,
                                    err_msg=name)
+
+
+@needs_namespaces
+@pytest.mark.timeout(900)
+def test_a_two_host_job_learns_writes_once_and_resumes_after_a_stop(hosts, toy_market_root, tmp_path):
+    """1 server, a worker on each host: stopped (SIGTERM to the launcher) after its first
+    epoch, resumed to 3 epochs, evaluated: learns; rank 0 alone writes the shared run folder;
+    the hosts talk over their own addresses."""
+    from reid_baseline.config import load_config
+    from reid_baseline.data.datasets import build_datasets
+    from reid_baseline.evaluation import chance_rank1
+    from reid_baseline.retrieval import record_ids
+    run_dir = str(tmp_path / "run")
+    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", run_dir,
+                                  "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "3",
+                                  "SOLVER.EVAL_PERIOD", "3"]
+    proc = _launch(hosts, _train_command(overrides), 1)
+    try:
+        out = _read_until(proc, r"distributed training: worker 0 of 2")
+        # Mid-job: every connection of hosts 1 and 2 is between 10.200.0.x addresses, and each
+        # reaches the scheduler on host 0.
+        for i in (1, 2):
+            peers = re.findall(r"ESTAB\s+\d+\s+\d+\s+(\S+):\d+\s+(\S+):\d+", hosts.sockets(i))
+            assert peers and all(a.startswith("10.200.0.") and b.startswith("10.200.0.")
+                                 for a, b in peers), peers
+            assert (hosts.addresses[i], hosts.addresses[0]) in peers
+        metrics = os.path.join(run_dir, "metrics.jsonl")
+        deadline = time.time() + 400
+        while time.time() < deadline and not (os.path.exists(metrics) and open(metrics).read().count("\n")):
+            time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        out += _finish(proc, hosts, 120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "launch_hosts: got SIGTERM; stopping the job" in out
+    with open(metrics) as f:
+        epochs = [json.loads(line)["epoch"] for line in f]
+    assert epochs and epochs[0] == 1 and max(epochs) < 3
+
+    proc = _launch(hosts, _train_command(overrides, resume=True), 1)
+    out = _finish(proc, hosts, 600)
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(r"resumed from %s" % re.escape(os.path.join(run_dir, "checkpoints")), out)
+    with open(metrics) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and "rank1" in records[2]
+    dataset = build_datasets(load_config(None, overrides))
+    (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
+    assert records[2]["rank1"] > 10 * 100 * chance_rank1(q_pids, g_pids, q_cams, g_cams)
+    # One writer: rank 0's files and worker 1's log, nothing else in the shared folder.
+    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "curves.png", "metrics.jsonl",
+                                           "model_final.params", "train.log", "worker_1.log"]
+    assert "worker 1 of 2" in open(os.path.join(run_dir, "worker_1.log")).read()
+
+
+@needs_namespaces
+@pytest.mark.timeout(600)
+def test_a_host_whose_processes_die_stops_the_whole_job_and_is_named(hosts, toy_market_root, tmp_path):
+    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path),
+                                  "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "20"]
+    proc = _launch(hosts, _train_command(overrides), 1, "--grace", "5")
+    try:
+        out = _read_until(proc, r"distributed training: worker 0 of 2")
+        hosts.kill_host(2)  # 10.200.0.12: its worker dies (the server runs on 10.200.0.11)
+    finally:
+        out += _finish(proc, hosts, 120)  # bounded: the test fails if the job outlives this
+    assert proc.returncode != 0
+    assert re.search(r"launch_hosts: worker on 10\.200\.0\.12 \(pid \d+\) (exited with code \d+|"
+                     r"was killed by signal \w+); stopped the \d+ other processes of the job "
+                     r"\(.*worker on 10\.200\.0\.11", out), out[-3000:]
+
+
+@needs_namespaces
+@pytest.mark.timeout(300)
+def test_the_hang_watchdog_stops_a_silent_job_across_hosts(hosts, tmp_path):
+    """Workers that join the job, then wait without a word (as one blocked on a peer)."""
+    script = tmp_path / "silent_worker.py"
+    script.write_text("import time\nimport mxnet as mx\nkv = mx.kv.create('dist_sync')\n"
+                      "print('joined as rank', kv.rank)\ntime.sleep(600)\n")
+    proc = _launch(hosts, "cd %s && %s %s" % (tmp_path, PYTHON, script), 1, "--hang-timeout", "15",
+                   "--grace", "3")
+    try:
+        out = _read_until(proc, r"joined as rank", 2)
+    finally:
+        out += _finish(proc, hosts, 120)
+    assert proc.returncode == 124, out
+    assert re.search(r"launch_hosts: no output from any worker for \d+ s \(--hang-timeout 15\): the "
+                     r"job looks hung; stopping it \(quietest: worker on 10\.200\.0\.1[12], silent "
+                     r"for \d+ s\)", out), out
