@@ -125,8 +125,8 @@ class _SupervisedSubprocess(object):
 
     CalledProcessError = subprocess.CalledProcessError
 
-    def __init__(self, job, scheduler_host):
-        self.job, self.scheduler_host = job, scheduler_host
+    def __init__(self, job):
+        self.job = job
         self._counts, self._lock = {}, threading.Lock()
 
     def check_call(self, cmd, shell=False, env=None, executable=None, **kwargs):
@@ -153,7 +153,7 @@ def _patch_dmlc_tracker(job, address, env):
     """Apply the run-time changes to MXNet's launcher (module docstring); returns an undo."""
     import dmlc_tracker.ssh as ssh
     import dmlc_tracker.tracker as tracker
-    supervised = _SupervisedSubprocess(job, address)
+    supervised = _SupervisedSubprocess(job)
     saved = [(tracker, "Thread", tracker.Thread), (ssh, "Thread", ssh.Thread),
              (tracker, "subprocess", tracker.subprocess), (ssh, "subprocess", ssh.subprocess),
              (ssh, "get_env", ssh.get_env), (tracker, "get_host_ip", tracker.get_host_ip)]
@@ -191,7 +191,7 @@ def launch_hosts(command, hostfile, num_workers, num_servers=None, interface=Non
     env = exported_env(env_names)
     address = scheduler_address(scheduler_host, interface)
     if interface:
-        os.environ["DMLC_INTERFACE"] = interface  # exported by MXNet's ssh launcher to every host
+        env["DMLC_INTERFACE"] = interface  # ps-lite's interface when DMLC_NODE_HOST is empty
     launch_py = mxnet_launch_py()
     job = Job("launch_hosts", out, grace, hang_timeout)
     job.say("%d workers, %d servers on %s; scheduler on this machine at %s"
