@@ -17,7 +17,8 @@ import pytest
 from conftest import TINY_OVERRIDES, run_script
 from netns_hosts import NetnsHosts, why_no_namespaces
 from reid_baseline.errors import LaunchError
-from reid_baseline.hosts import exported_env, interface_address, launch_hosts, read_hosts
+from reid_baseline.hosts import (exported_env, interface_address, launch_hosts, read_hosts,
+                                 scheduler_address)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -52,6 +53,10 @@ def test_hosts_file_and_interface_are_checked(tmp_path):
     with pytest.raises(LaunchError, match="hosts file .*nothere cannot be read"):
         read_hosts(str(tmp_path / "nothere"))
     assert interface_address("lo") == "127.0.0.1"
+    assert scheduler_address(None, "lo") == "127.0.0.1" and scheduler_address("10.0.0.5", "lo") == "10.0.0.5"
+    assert scheduler_address(None, None) is None  # MXNet's own guess
+    with pytest.raises(LaunchError, match="--scheduler-host no.such.host.invalid is neither"):
+        scheduler_address("no.such.host.invalid")
     with pytest.raises(LaunchError, match="--interface nosuch0: no such network interface"):
         interface_address("nosuch0")
     hosts.write_text("10.0.0.11\n")
@@ -64,6 +69,56 @@ def test_launch_hosts_script_errors_are_one_line(monkeypatch, capsys, tmp_path):
                                 tmp_path / "none", "-n", "2", "true")
     assert code == 2 and err.startswith("error: hosts file %s cannot be read" % (tmp_path / "none"))
     assert len(err.splitlines()) == 1
+
+
+LOCAL_SSH = r"""#!/bin/bash
+# ssh [-tt] [-o OPTION] [-p PORT] HOST COMMAND: COMMAND on this machine, with a clean environment.
+words=()
+while [ $# -gt 0 ]; do
+  case "$1" in -o|-p) shift 2 ;; -t|-tt) shift ;; *) words+=("$1"); shift ;; esac
+done
+exec env -i PATH="$PATH" HOME="$HOME" bash -c "${words[*]:1}"
+"""
+KV_WORKER = """import os
+import mxnet as mx
+kv = mx.kv.create("dist_sync")
+kv.init(3, mx.nd.zeros((2, 3)))
+kv.push(3, mx.nd.ones((2, 3)) * (kv.rank + 1))
+out = mx.nd.zeros((2, 3))
+kv.pull(3, out=out)
+print("rank %d of %d: sum %g, OMP_NUM_THREADS %s, DMLC_PS_ROOT_URI %s" % (
+    kv.rank, kv.num_workers, out.asnumpy()[0, 0], os.environ.get("OMP_NUM_THREADS"),
+    os.environ["DMLC_PS_ROOT_URI"]))
+"""
+
+
+@pytest.mark.timeout(240)
+def test_mxnets_ssh_launcher_runs_a_job_with_no_patch_installed(monkeypatch, tmp_path):
+    """Loopback "hosts" through an ssh stand-in (no root needed): MXNet's tools/launch.py runs
+    on Python 3.11, the scheduler address and --env reach the workers through a clean
+    environment, and nothing of the run-time changes stays in dmlc_tracker afterwards."""
+    import io
+    import threading
+    import dmlc_tracker.ssh
+    import dmlc_tracker.tracker
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ssh").write_text(LOCAL_SSH)
+    (tmp_path / "bin" / "ssh").chmod(0o755)
+    (tmp_path / "worker.py").write_text(KV_WORKER)
+    (tmp_path / "hosts").write_text("127.0.0.1\n")
+    monkeypatch.setenv("PATH", "%s%s%s" % (tmp_path / "bin", os.pathsep, os.environ["PATH"]))
+    out = io.StringIO()
+    code = launch_hosts("cd %s && %s worker.py" % (tmp_path, PYTHON), str(tmp_path / "hosts"), 2,
+                        1, scheduler_host="127.0.0.1", env_names=["OMP_NUM_THREADS=1"], out=out,
+                        grace=5)
+    text = out.getvalue()
+    assert code == 0, text
+    for rank in (0, 1):
+        assert ("rank %d of 2: sum 3, OMP_NUM_THREADS 1, DMLC_PS_ROOT_URI 127.0.0.1" % rank) in text
+    assert "launch_hosts: started scheduler on 127.0.0.1" in text
+    assert "launch_hosts: started worker 2 on 127.0.0.1" in text  # the second worker of that host
+    assert dmlc_tracker.tracker.Thread is threading.Thread and dmlc_tracker.ssh.Thread is threading.Thread
+    assert not hasattr(threading.Thread, "isAlive")  # the fix is dmlc_tracker's own, for the run
 
 
 # --- jobs across namespaced hosts ---------------------------------------------------------------
