@@ -38,13 +38,13 @@ def _samples_per_s(run_dir):
     return sum(r["images_per_sec"] for r in records) / len(records)
 
 
-def gradient_bytes(config, num_classes):
+def gradient_bytes(config, num_classes, opts=()):
     """(trainable parameters, bytes of their float32 gradients) of the config's network."""
     import mxnet as mx
     from mxnet import autograd
     from reid_baseline.config import load_config
     from reid_baseline.model import build_model
-    cfg = load_config(config, ["MODEL.PRETRAINED", "", "GPUS", "[]"])
+    cfg = load_config(config, list(opts) + ["MODEL.PRETRAINED", "", "GPUS", "[]"])
     net = build_model(cfg, num_classes, [mx.cpu()])
     with autograd.record():
         net(mx.nd.zeros((2, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)))  # completes deferred shapes
@@ -127,7 +127,8 @@ def main():
         results["samples_per_s_%d_worker%s" % (workers, "s" if workers > 1 else "")] = _samples_per_s(run_dir)
     results["ratio"] = results["samples_per_s_%d_workers" % args.workers] / results["samples_per_s_1_worker"]
     steps = args.epochs * (toy["train_images"] // 32)
-    params, grad_bytes = gradient_bytes(os.path.join(ROOT, "configs", "demo_toy.yml"), toy["train_ids"])
+    params, grad_bytes = gradient_bytes(os.path.join(ROOT, "configs", "demo_toy.yml"), toy["train_ids"],
+                                        args.opts)
     results["demo_trainable_parameters"] = params
     results["demo_gradient_bytes_per_step"] = grad_bytes
     if args.hosts:
