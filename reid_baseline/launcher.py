@@ -125,11 +125,11 @@ class Job(object):
 
     def _report_hang(self, workers):
         now = time.time()
-        quietest = min(workers, key=lambda p: p.last_output)
+        heard = ", ".join("%s %.0f s ago" % (p.name, now - p.last_output) if p.tail else
+                          "%s never" % p.name for p in workers)
         self.say("no output from any worker for %.0f s (--hang-timeout %g): the job looks hung; "
-                 "stopping it (quietest: %s, silent for %.0f s)"
-                 % (now - max(p.last_output for p in workers), self.hang_timeout, quietest.name,
-                    now - quietest.last_output))
+                 "stopping it (last lines: %s)"
+                 % (now - max(p.last_output for p in workers), self.hang_timeout, heard))
         self.stop(signal.SIGTERM)
         return HANG_EXIT_CODE
 

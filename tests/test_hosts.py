@@ -161,6 +161,8 @@ def _finish(proc, hosts, timeout):
     """The job's output; afterwards nothing of it runs on any host (the test fails if the
     launcher left something, after killing it)."""
     try:
+        if proc.stdout.closed:  # finished by an earlier call
+            return ""
         out, _ = proc.communicate(timeout=timeout)
         return out
     finally:
@@ -306,5 +308,27 @@ def test_the_hang_watchdog_stops_a_silent_job_across_hosts(hosts, tmp_path):
         out += _finish(proc, hosts, 120)
     assert proc.returncode == 124, out
     assert re.search(r"launch_hosts: no output from any worker for \d+ s \(--hang-timeout 15\): the "
-                     r"job looks hung; stopping it \(quietest: worker on 10\.200\.0\.1[12], silent "
-                     r"for \d+ s\)", out), out
+                     r"job looks hung; stopping it \(last lines: worker on 10\.200\.0\.1[12] \d+ s "
+                     r"ago, worker on 10\.200\.0\.1[12] \d+ s ago\)", out), out
+
+
+@needs_namespaces
+@pytest.mark.timeout(600)
+def test_a_host_whose_link_drops_is_stopped_by_the_hang_watchdog(hosts, toy_market_root, tmp_path):
+    """Host 2's link goes down mid-job: nothing crashes, every worker waits; the watchdog ends
+    the job, and every process, those on the cut-off host included, is stopped."""
+    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path),
+                                  "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "20"]
+    proc = _launch(hosts, _train_command(overrides), 1, "--hang-timeout", "60", "--grace", "5")
+    try:
+        out = _read_until(proc, r"distributed training: worker 0 of 2")
+        subprocess.run(["ip", "link", "set", hosts.veths[2], "down"], check=True)
+        cut = time.time()
+        out += _finish(proc, hosts, 300)
+    finally:
+        subprocess.run(["ip", "link", "set", hosts.veths[2], "up"])
+        _finish(proc, hosts, 30)
+    assert proc.returncode == 124, out[-3000:]
+    assert time.time() - cut >= 55
+    assert re.search(r"launch_hosts: no output from any worker for \d+ s \(--hang-timeout 60\): the "
+                     r"job looks hung; stopping it \(last lines: .*worker on 10\.200\.0\.12", out), out[-3000:]
