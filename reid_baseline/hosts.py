@@ -194,8 +194,9 @@ def launch_hosts(command, hostfile, num_workers, num_servers=None, interface=Non
         env["DMLC_INTERFACE"] = interface  # ps-lite's interface when DMLC_NODE_HOST is empty
     launch_py = mxnet_launch_py()
     job = Job("launch_hosts", out, grace, hang_timeout)
-    job.say("%d workers, %d servers on %s; scheduler on this machine at %s"
-            % (num_workers, num_servers, ", ".join(hosts), address or "MXNet's guess of its address"))
+    job.say("%d worker%s, %d server%s on %s; scheduler on this machine at %s"
+            % (num_workers, "s"[:num_workers > 1], num_servers, "s"[:num_servers > 1],
+               ", ".join(hosts), address or "MXNet's guess of its address"))
     undo = _patch_dmlc_tracker(job, address, env)
     result, done = {}, threading.Event()
     watcher = threading.Thread(target=_watch, args=(job, done, result, poll), daemon=True)
