@@ -125,6 +125,7 @@ def main():
                    + ["OUTPUT_DIR", run_dir, "SOLVER.KVSTORE", "dist_sync"])
         subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         results["samples_per_s_%d_worker%s" % (workers, "s" if workers > 1 else "")] = _samples_per_s(run_dir)
+        results["load_1min_after_%d_worker%s" % (workers, "s" if workers > 1 else "")] = os.getloadavg()[0]
     results["ratio"] = results["samples_per_s_%d_workers" % args.workers] / results["samples_per_s_1_worker"]
     steps = args.epochs * (toy["train_images"] // 32)
     params, grad_bytes = gradient_bytes(os.path.join(ROOT, "configs", "demo_toy.yml"), toy["train_ids"],
@@ -135,6 +136,7 @@ def main():
         run_dir = os.path.join(work, "hosts2")
         sent, received = _run_on_hosts(train, common, run_dir, args.threads)
         results["samples_per_s_2_hosts"] = _samples_per_s(run_dir)
+        results["load_1min_after_2_hosts"] = os.getloadavg()[0]
         results["ratio_2_hosts"] = results["samples_per_s_2_hosts"] / results["samples_per_s_1_worker"]
         results["host2_worker_sent_bytes_per_step"] = sent / steps
         results["host2_worker_received_bytes_per_step"] = received / steps
