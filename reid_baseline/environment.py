@@ -10,9 +10,9 @@ from .errors import ConfigError
 
 LAUNCHER_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
                 "DMLC_NUM_WORKER")
-HOW_TO_LAUNCH = ("start it with MXNet's launcher: python scripts/launch_local.py --workers 2 "
-                 "--servers 1 -- python train.py ... on one machine, MXNet's tools/launch.py "
-                 "across machines (README, \"Multi-machine training\")")
+HOW_TO_LAUNCH = ("start it with a launcher: python scripts/launch_local.py --workers 2 "
+                 "--servers 1 -- python train.py ... on one machine, python "
+                 "scripts/launch_hosts.py -H hosts ... across machines (docs/DISTRIBUTED.md)")
 
 
 def is_distributed(kvstore):

@@ -4,7 +4,9 @@
 Example (2 workers sharing each batch of 32):
   python scripts/launch_local.py --workers 2 --servers 1 -- python train.py \
       --config configs/demo_toy.yml SOLVER.KVSTORE dist_sync OUTPUT_DIR runs/demo_toy_dist
-If a process fails, the others are stopped and the launcher exits non-zero naming it.
+If a process fails, the others are stopped and the launcher exits non-zero naming it; with
+--hang-timeout S, S seconds without a line from any worker stop the job too (exit 124).
+Ctrl-C, SIGTERM and SIGHUP stop the whole job.
 """
 import argparse
 import sys
@@ -21,11 +23,15 @@ def main():
     parser.add_argument("--servers", type=int, default=1, help="server processes (default 1)")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds a process gets to stop before it is killed (default 10)")
+    parser.add_argument("--hang-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="stop the job when no worker prints a line for this long "
+                        "(default 0: wait forever)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the worker command, after --, e.g. python train.py ...")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    sys.exit(launch_local(command, args.workers, args.servers, grace=args.grace))
+    sys.exit(launch_local(command, args.workers, args.servers, grace=args.grace,
+                          hang_timeout=args.hang_timeout))
 
 
 if __name__ == "__main__":
