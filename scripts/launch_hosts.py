@@ -11,13 +11,10 @@ at run time). If a process fails, or no worker prints a line for --hang-timeout 
 whole job is stopped and the launcher exits non-zero naming the host.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from reid_baseline.cli import run  # noqa: E402
-from reid_baseline.hosts import launch_hosts  # noqa: E402
+from reid_baseline.cli import run
+from reid_baseline.hosts import launch_hosts
 
 
 def main():

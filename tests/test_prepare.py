@@ -140,14 +140,15 @@ def test_script(toy_zip, tmp_path, capsys):
     path, digest, summary = toy_zip
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
     try:
-        import prepare_market1501 as script
+        import prepare_dataset as script
     finally:
         sys.path.pop(0)
     out = str(tmp_path / "s")
-    script.main(["--out", out, "--zip", path, "--md5", digest, "--no-verify-counts"])
+    script.main(["market1501", "--out", out, "--zip", path, "--md5", digest,
+                 "--no-verify-counts"])
     assert str(summary["train_images"]) in capsys.readouterr().out
     with pytest.raises(DatasetError, match="MD5 checksum mismatch"):  # default (official) MD5
-        script.main(["--out", out, "--zip", path])
+        script.main(["market1501", "--out", out, "--zip", path])
 
 
 def test_failed_market1501_download_names_the_official_page(tmp_path, monkeypatch):
