@@ -328,8 +328,9 @@ def preflight(cfg, gpu_timeout=120):
         raise DeviceError(problems[0].line)
 
 
-def report(findings, stream=sys.stdout):
-    """Print one line per finding; 0 when nothing fails, else 1."""
+def report(findings, stream=None):
+    """Print one line per finding (to `stream`, default stdout); 0 when nothing fails, else 1."""
+    stream = stream or sys.stdout
     for finding in findings:
         print("[%s] %s" % (finding.status, finding.line), file=stream)
     failed = sum(f.status == "fail" for f in findings)
