@@ -25,8 +25,8 @@ Finding = collections.namedtuple("Finding", "status line")
 
 NGC_ROUTE = ("use NVIDIA's MXNet container nvcr.io/nvidia/mxnet:24.06-py3 (MXNet 1.9.1, CUDA "
              "12.4) and install with pip install -c constraints.txt -e . (docs/GPU.md)")
-WHEEL_ROUTE = ("in a fresh venv: pip install -c constraints.txt -e '.[cu112]' (or '.[cu117]'); "
-               "the CUDA wheels of MXNet 1.9.1 have kernels for compute capability 5.0 to 8.6")
+WHEEL_ROUTE = ("in a fresh venv: pip install -c constraints.txt -e '.[cu112]' (mxnet-cu112) or "
+               "'.[cu117]' (mxnet-cu117): kernels for compute capability 5.0 to 8.6")
 # Minimum driver for a CUDA major version under CUDA's minor-version compatibility (CUDA
 # toolkit release notes, table 2).
 MIN_DRIVER = {11: (450, 80, 2), 12: (525, 60, 13)}

@@ -70,7 +70,7 @@ def constraints_for(python_version, path):
     with open(CONSTRAINTS) as f:
         for line in f:
             requirement, _, marker = line.split("#")[0].partition(";")
-            if requirement.strip() and (not marker.strip() or markers.Marker(marker).evaluate(
+            if requirement.strip() and (not marker.strip() or markers.Marker(marker.strip()).evaluate(
                     {"python_version": python_version,
                      "python_full_version": python_version + ".0"})):
                 kept.append(requirement.strip())
