@@ -29,7 +29,7 @@ WHEEL_ROUTE = ("in a fresh venv: pip install -c constraints.txt -e '.[cu112]' (m
                "'.[cu117]' (mxnet-cu117): kernels for compute capability 5.0 to 8.6")
 # Minimum driver for a CUDA major version under CUDA's minor-version compatibility (CUDA
 # toolkit release notes, table 2).
-MIN_DRIVER = {11: (450, 80, 2), 12: (525, 60, 13)}
+MIN_DRIVER = {11: "450.80.02", 12: "525.60.13"}
 # A convolution and a training-mode BatchNorm on one GPU, run in a child process: a build
 # without kernels for the GPU, or a broken driver, fails or hangs there, not in the caller.
 GPU_PROBE = """import sys
@@ -138,7 +138,7 @@ def gpu_advice(gpu, error, smi_row=None, cuda=None, timeout=120):
         return Finding("fail", "%s: the NVIDIA driver cannot run this MXNet%s; fix: install an "
                        "NVIDIA driver%s (nvidia-smi must list the GPU; in docker: --gpus all)"
                        % (what, " (CUDA %d.%d)" % cuda if cuda else "",
-                          " >= %s" % ".".join(map(str, need)) if need else ""))
+                          " >= %s" % need if need else ""))
     line = [ln for ln in error.strip().splitlines() if ln.strip()][-1:] or ["unknown error"]
     return Finding("fail", "%s: a small convolution failed: %s" % (what, line[0]))
 
@@ -183,10 +183,9 @@ def check_gpus(cfg, features, timeout=120):
     out = [Finding("ok", "GPUs visible: %d%s" % (visible, "".join(
         "; %s (compute capability %s, driver %s)" % row for row in smi)))]
     need = MIN_DRIVER.get(cuda[0]) if cuda else None
-    if smi and need and _version_tuple(smi[0][2]) < need:
+    if smi and need and _version_tuple(smi[0][2]) < _version_tuple(need):
         out.append(Finding("fail", "driver %s is older than CUDA %d.%d needs (%s); fix: update "
-                           "the NVIDIA driver" % (smi[0][2], cuda[0], cuda[1],
-                                                  ".".join(map(str, need)))))
+                           "the NVIDIA driver" % (smi[0][2], cuda[0], cuda[1], need)))
     for gpu in _configured_gpus(cfg, features):
         if gpu >= visible:
             out.append(Finding("fail", "GPUS asks for GPU %d but %d are visible; fix: check "

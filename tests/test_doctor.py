@@ -95,7 +95,7 @@ def test_driver_errors_ask_for_a_driver_for_the_builds_cuda(monkeypatch, toy_mar
     fail = lines(gpu_findings(monkeypatch, toy_market_root, OLD_DRIVER), "fail")
     assert len(fail) == 1
     assert "the NVIDIA driver cannot run this MXNet (CUDA 11.2)" in fail[0]
-    assert "driver >= 450.80.2" in fail[0]
+    assert "driver >= 450.80.02" in fail[0]
 
 
 def test_no_driver_when_counting_gpus(monkeypatch, toy_market_root, one_gpu):
@@ -111,7 +111,7 @@ def test_no_driver_when_counting_gpus(monkeypatch, toy_market_root, one_gpu):
 def test_driver_older_than_the_builds_cuda(monkeypatch, toy_market_root, one_gpu):
     one_gpu[:] = [("Tesla V100-SXM2-16GB", "7.0", "440.33.01")]
     fail = lines(gpu_findings(monkeypatch, toy_market_root, None), "fail")
-    assert fail == ["driver 440.33.01 is older than CUDA 11.2 needs (450.80.2); fix: update "
+    assert fail == ["driver 440.33.01 is older than CUDA 11.2 needs (450.80.02); fix: update "
                     "the NVIDIA driver"]
 
 
