@@ -73,7 +73,8 @@ def check_packages():
                else Finding("fail", "GluonCV %s: 0.7 or later needed; fix: pip install -c "
                             "constraints.txt -e ." % gluoncv))
     opencv = sorted(set(importlib.metadata.packages_distributions().get("cv2", [])))
-    out.append(Finding("ok", "OpenCV: %s" % ", ".join(opencv)) if len(opencv) <= 1 else Finding(
+    out.append(Finding("ok", "OpenCV: %s" % (", ".join(opencv) or "cv2 installed outside pip"))
+               if len(opencv) <= 1 else Finding(
         "warn", "OpenCV: %s share the cv2 folder (one overwrites the other); fix: pip uninstall "
         "%s, then pip install --force-reinstall -c constraints.txt opencv-python"
         % (" and ".join(opencv), " ".join(opencv))))

@@ -221,3 +221,13 @@ def test_report_exit_codes(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == ["[ok] a", "[warn] b", "the config can run on this machine", "[fail] c",
                    "1 problem(s): the config cannot run on this machine as it is"]
+
+
+def test_two_opencv_distributions_are_flagged(monkeypatch):
+    owners = {"cv2": ["opencv-python", "opencv-python-headless"], "mxnet": ["mxnet"]}
+    monkeypatch.setattr(doctor.importlib.metadata, "packages_distributions", lambda: owners)
+    [both] = [f for f in doctor.check_packages() if f.line.startswith("OpenCV")]
+    assert both.status == "warn"
+    assert "fix: pip uninstall opencv-python opencv-python-headless" in both.line
+    owners["cv2"] = ["opencv-python"]
+    assert doctor.Finding("ok", "OpenCV: opencv-python") in doctor.check_packages()
