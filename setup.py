@@ -1,28 +1,29 @@
 """reid_baseline: a strong person re-identification baseline with Gluon/MXNet and GluonCV."""
-import os
-
 from setuptools import find_packages, setup
 
-# CPU MXNet by default; REID_MXNET=mxnet-cu112 installs the CUDA 11.2 build instead (never
-# both: they are the same module). See README, "GPU install".
-MXNET = os.environ.get("REID_MXNET", "mxnet")
-if MXNET not in ("mxnet", "mxnet-cu112"):
-    raise SystemExit("REID_MXNET must be mxnet or mxnet-cu112, got %r" % MXNET)
+# MXNet is an extra, never a plain requirement, so installing the package never replaces an
+# MXNet that is already there (GluonCV's convention: the user picks the build). The CUDA builds
+# and the CPU build are the same `mxnet` module: install exactly one. See docs/GPU.md.
+MXNET_BUILDS = {
+    "cpu": ["mxnet==1.9.1"],
+    "cu112": ["mxnet-cu112==1.9.1"],  # CUDA 11.2: GPUs of compute capability 5.0 to 8.6
+    "cu117": ["mxnet-cu117==1.9.1"],  # CUDA 11.7: the same GPUs, newer driver
+}
 
-# MXNet 1.9.1 needs numpy < 1.24 (np.bool). Every dependency is pinned to the version the
-# test suite passes with on Python 3.11 (the CI machine).
+# Compatible ranges; constraints.txt pins the exact set the tests pass with (install with
+# `-c constraints.txt`).
 INSTALL_REQUIRES = [
-    MXNET + "==1.9.1",
-    "numpy==1.23.5",
-    "scipy==1.11.4",
-    "pandas==2.0.3",  # gluoncv imports it
-    "matplotlib==3.8.4",  # gluoncv imports it
-    "gluoncv==0.10.5.post0",
-    "opencv-python-headless==4.11.0.86",
-    "Pillow==13.0.0",
-    "tqdm==4.70.1",
-    "PyYAML==6.0.4",
-    "yacs==0.1.8",
+    "numpy>=1.21,<1.24",  # MXNet 1.9.1 uses np.bool, removed in numpy 1.24
+    "scipy>=1.7,<1.12",
+    "pandas>=1.3,<2.1",  # GluonCV imports it; later releases need a newer numpy
+    "matplotlib>=3.5,<3.9",
+    "gluoncv>=0.7,<0.11",  # 0.7 (NGC's MXNet container) to 0.10: same model zoo API
+    "opencv-python>=4.5,<4.12",  # GluonCV requires this distribution; 4.12 needs numpy 2
+    "Pillow>=9.1,<14",
+    "tqdm>=4.50",
+    "PyYAML>=5.4",
+    "yacs>=0.1.8",
+    "threadpoolctl>=3.0",  # scripts/doctor.py reads numpy's BLAS kernel with it
 ]
 
 # scripts/export_model.py --format onnx: mx.onnx (MXNet 1.9.1) uses onnx.mapping, deprecated in
@@ -31,13 +32,22 @@ INSTALL_REQUIRES = [
 # require numpy >= 1.24.2);
 # protobuf 4.x has the compiled (upb) backend: 3.20 is pure Python on 3.11, 7x slower export.
 EXPORT_REQUIRES = ["onnx==1.14.1", "onnxruntime==1.18.1", "protobuf==4.25.3"]
+HUB_REQUIRES = ["huggingface_hub==2.4.0", "safetensors==0.8.0"]
+FAISS_REQUIRES = ["faiss-cpu==1.8.0.post1"]  # later releases need numpy 2
+TENSORBOARD_REQUIRES = ["tensorboardX==2.6.5", "protobuf>=3.20"]  # constraints: protobuf 4.25.3
+TEST_REQUIRES = (["pytest==9.2.0", "pytest-timeout==2.4.0"] + EXPORT_REQUIRES + HUB_REQUIRES
+                 + FAISS_REQUIRES + TENSORBOARD_REQUIRES)
 
 setup(
     name="reid_baseline",
     version="0.1.0",
     description=__doc__,
+    license="Apache-2.0",
     packages=find_packages(include=["reid_baseline", "reid_baseline.*"]),
     python_requires=">=3.10,<3.12",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"export": EXPORT_REQUIRES, "test": ["pytest==9.2.0"] + EXPORT_REQUIRES},
+    extras_require=dict(
+        MXNET_BUILDS, export=EXPORT_REQUIRES, hub=HUB_REQUIRES, faiss=FAISS_REQUIRES,
+        tensorboard=TENSORBOARD_REQUIRES,
+        test=sorted(set(TEST_REQUIRES), key=TEST_REQUIRES.index)),
 )

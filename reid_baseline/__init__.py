@@ -1,1 +1,23 @@
 """reid_baseline: person re-identification baselines with MXNet/GluonCV."""
+# MXNet is installed by the user's choice of build (docs/GPU.md), so its absence is checked
+# first, without importing it: one line naming the install commands instead of an ImportError
+# from deep inside a module.
+import importlib.util as _importlib_util
+import os as _os
+import sys as _sys
+
+MXNET_MISSING = (
+    "MXNet is not installed: from the repository, pip install -c constraints.txt -e '.[cpu]' "
+    "(CPU), or '.[cu112]' / '.[cu117]' (CUDA, GPUs up to Ampere); for Ada/Hopper GPUs use NVIDIA's "
+    "MXNet container (docs/GPU.md)")
+
+if _importlib_util.find_spec("mxnet") is None:
+    # A command line of the repository (train.py, scripts/*.py) says it as the commands say
+    # every error (cli.run: "error: ..." and exit 2), before its own imports fail; any other
+    # importer gets an ImportError with the same line.
+    _repository = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    _main = getattr(_sys.modules.get("__main__"), "__file__", None)
+    if _main and _os.path.abspath(_main).startswith(_repository + _os.sep):
+        print("error: " + MXNET_MISSING, file=_sys.stderr)
+        raise SystemExit(2)
+    raise ImportError(MXNET_MISSING)

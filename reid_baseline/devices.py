@@ -7,9 +7,10 @@ import mxnet as mx
 from .errors import DeviceError, error_line
 
 GPU_INSTALL_HINT = (
-    "Install MXNet's CUDA build in a fresh virtualenv (never beside the CPU mxnet): "
-    "REID_MXNET=mxnet-cu112 pip install -e . (needs CUDA 11.2 and cuDNN 8 on the system; its "
-    "kernels cover GPUs of compute capability 5.0 to 8.6, Maxwell to Ampere; not Ada or Hopper).")
+    "Install a CUDA build of MXNet in a fresh virtualenv (never beside the CPU mxnet): "
+    "pip install -c constraints.txt -e '.[cu112]' (mxnet-cu112) or '.[cu117]' (mxnet-cu117); their "
+    "kernels cover GPUs of compute capability 5.0 to 8.6, Maxwell to Ampere; for Ada and Hopper "
+    "use NVIDIA's MXNet container (docs/GPU.md). scripts/doctor.py checks a machine for a config.")
 
 
 
