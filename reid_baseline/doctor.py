@@ -17,8 +17,8 @@ import mxnet as mx
 from .config import worker_count
 from .data.cache import cache_slot_bytes, check_cache_fits
 from .data.datasets import build_datasets
-from .errors import DatasetError, DeviceError, ModelError
-from .model import IMAGENET_SOURCES, imagenet_weights_file
+from .errors import DatasetError, DeviceError
+from .pretrained import weights_file, weights_status
 
 # status: "ok", "warn" (runs, but slower or with a caveat) or "fail" (the config cannot run).
 Finding = collections.namedtuple("Finding", "status line")
@@ -268,34 +268,24 @@ def check_cache(cfg, data):
     return [Finding("ok", "DATALOADER.CACHE %s: %.2f GB fits in memory" % (mode, nbytes / 1e9))]
 
 
-def weights_status(cfg):
-    """(found, line) for the backbone weights MODEL.PRETRAINED names: the ImageNet file in
-    <MXNET_HOME>/models, a .params path, or none ("")."""
-    pretrained, name = cfg.MODEL.PRETRAINED, cfg.MODEL.BACKBONE
-    if not pretrained:
-        return True, "weights: random initialisation (MODEL.PRETRAINED \"\")"
-    if pretrained not in IMAGENET_SOURCES:
-        return os.path.isfile(pretrained), "weights: %s%s" % (
-            pretrained, "" if os.path.isfile(pretrained) else ": no such file")
-    store, label, fetch = IMAGENET_SOURCES[pretrained]
-    try:
-        file_name = "%s-%s.params" % (name, store.short_hash(name))
-    except ValueError:
-        return False, "weights: %s has no ImageNet weights for %s" % (label, name)
-    root = os.path.expanduser(os.path.join(mx.base.data_dir(), "models"))
-    path = os.path.join(root, file_name)
-    if os.path.isfile(path):
-        return True, "weights: %s (%s)" % (path, label)
-    return False, ("weights: %s is not in %s; training downloads it (needs the network); "
-                   "offline: run python -c \"%s\" on a connected machine and copy the file there"
-                   % (file_name, root, fetch % name))
-
-
-def check_weights(cfg):
-    found, line = weights_status(cfg)
-    # A missing ImageNet file is downloaded at the start of training: only a caveat.
-    return [Finding("ok" if found else ("warn" if cfg.MODEL.PRETRAINED in IMAGENET_SOURCES
-                                        else "fail"), line)]
+def check_weights(cfg, check_source=False):
+    """One finding for the backbone weights MODEL.PRETRAINED names: cached or not (a missing
+    store or Hub file is downloaded when training starts, so only a caveat) and, with
+    `check_source`, whether its source answers now."""
+    status = weights_status(cfg, check_source=check_source)
+    if status["kind"] == "none":
+        return [Finding("ok", "weights: random initialisation (MODEL.PRETRAINED \"\")")]
+    if status["problem"]:
+        return [Finding("fail", "weights: %s" % status["problem"])]
+    answers = {None: "", True: "; its source answers", False: "; its source does not answer "
+               "now (%s): see docs/WEIGHTS.md for the alternatives" % status["source"]}
+    if status["cached"]:
+        return [Finding("ok", "weights: %s (MODEL.PRETRAINED %s)%s" % (
+            status["path"], status["pretrained"], answers[status["source_ok"]]))]
+    line = ("weights: %s is not in %s; training downloads it from %s (needs the network)%s"
+            % (os.path.basename(status["path"]), os.path.dirname(status["path"]),
+               status["source"], answers[status["source_ok"]]))
+    return [Finding("fail" if status["source_ok"] is False else "warn", line)]
 
 
 def check(cfg, gpu_timeout=120):
@@ -305,7 +295,7 @@ def check(cfg, gpu_timeout=120):
     findings += mxnet_findings + check_gpus(cfg, features, gpu_timeout) + check_blas()
     findings += check_shm(cfg)
     dataset_findings, data = check_dataset(cfg)
-    findings += dataset_findings + check_cache(cfg, data) + check_weights(cfg)
+    findings += dataset_findings + check_cache(cfg, data) + check_weights(cfg, check_source=True)
     return findings
 
 
@@ -316,11 +306,8 @@ def preflight(cfg, gpu_timeout=120):
     found, data = check_dataset(cfg)
     if data is None:
         raise DatasetError(found[0].line)
-    if cfg.MODEL.PRETRAINED in IMAGENET_SOURCES:
-        # Downloaded now when missing; offline, the ModelError names the file to copy.
-        imagenet_weights_file(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED)
-    elif cfg.MODEL.PRETRAINED and not os.path.isfile(cfg.MODEL.PRETRAINED):
-        raise ModelError("MODEL.PRETRAINED: no such .params file: %s" % cfg.MODEL.PRETRAINED)
+    # Downloaded now when missing; offline, the ModelError names the file and the alternatives.
+    weights_file(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED)
     mxnet_findings, features = check_mxnet(cfg)
     problems = [f for f in mxnet_findings + check_gpus(cfg, features, gpu_timeout)
                 if f.status == "fail"]

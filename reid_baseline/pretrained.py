@@ -192,29 +192,37 @@ def _load_strict(net, name, arrays, origin, ctx):
             param.initialize(ctx=ctx)
 
 
-def load_backbone(name, pretrained, ctx):
-    """A GluonCV ResNet classifier `name` with the weights MODEL.PRETRAINED `pretrained` names,
-    or random ones (""); its classifier (`fc`) is left as initialised (the trunk drops it)."""
-    if name not in BACKBONES:
-        raise ModelError("MODEL.BACKBONE must be one of %s, got %r" % (BACKBONES, name))
+def weights_file(name, pretrained):
+    """The local file holding the weights MODEL.PRETRAINED `pretrained` names for backbone
+    `name` (downloaded and converted first when needed), or None for random initialisation.
+    A ModelError when it cannot be had: the message says what to do instead."""
     kind = weights_kind(pretrained)
+    if kind == "none":
+        return None
     if kind == "hf":
         repo = pretrained[len(HF_PREFIX):]
         expected = hub_backbone(repo)
         if expected is not None:  # known before any download
             check_pairing(name, expected, pretrained)
-        path = hub_weights_file(repo, name)
-    elif kind in IMAGENET_SOURCES:
-        path = imagenet_weights_file(name, kind)
-    else:
-        path = pretrained
+        return hub_weights_file(repo, name)
+    if kind in IMAGENET_SOURCES:
+        return imagenet_weights_file(name, kind)
+    if not os.path.isfile(pretrained):
+        raise ModelError("MODEL.PRETRAINED: no such file: %s (expected a .params file saved by "
+                         "Gluon or a timm .safetensors file)" % pretrained)
+    return pretrained
+
+
+def load_backbone(name, pretrained, ctx):
+    """A GluonCV ResNet classifier `name` with the weights MODEL.PRETRAINED `pretrained` names,
+    or random ones (""); its classifier (`fc`) is left as initialised (the trunk drops it)."""
+    if name not in BACKBONES:
+        raise ModelError("MODEL.BACKBONE must be one of %s, got %r" % (BACKBONES, name))
+    path = weights_file(name, pretrained)
     net = get_model(name, pretrained=False)
-    if kind == "none":
+    if path is None:
         net.initialize(mx.init.MSRAPrelu(), ctx=ctx)
         return net
-    if not os.path.isfile(path):
-        raise ModelError("MODEL.PRETRAINED: no such file: %s (expected a .params file saved by "
-                         "Gluon or a timm .safetensors file)" % path)
     if path.endswith(".safetensors"):
         tensors = read_safetensors(path)
         check_pairing(name, timm_backbone(tensors, path), path)

@@ -186,6 +186,24 @@ def test_imagenet_weights_cached_or_not(monkeypatch, tmp_path, toy_market_root):
     assert no_file.status == "fail" and "no such file" in no_file.line
 
 
+def test_weights_source_that_does_not_answer_is_named(monkeypatch, tmp_path, toy_market_root):
+    from reid_baseline import pretrained
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    monkeypatch.setattr(pretrained, "_answers", lambda url, timeout: False)
+    cfg = demo_cfg(toy_market_root, "MODEL.BACKBONE", "resnet50_v1b", "MODEL.PRETRAINED",
+                   "hf:timm/resnet50.gluon_in1k")
+    [dead] = doctor.check_weights(cfg, check_source=True)
+    assert dead.status == "fail"
+    assert "hf-timm--resnet50.gluon_in1k.params is not in" in dead.line
+    assert "does not answer now (https://huggingface.co/timm/resnet50.gluon_in1k/" in dead.line
+    monkeypatch.setattr(pretrained, "_answers", lambda url, timeout: True)
+    [alive] = doctor.check_weights(cfg, check_source=True)
+    assert alive.status == "warn" and alive.line.endswith("; its source answers")
+    [wrong] = doctor.check_weights(demo_cfg(toy_market_root, "MODEL.PRETRAINED",
+                                            "hf:timm/resnet50.gluon_in1k"))
+    assert wrong.status == "fail" and "resnet50_v1b" in wrong.line
+
+
 def test_blas_kernel(monkeypatch):
     import threadpoolctl
     info = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.20",
@@ -202,7 +220,7 @@ def test_preflight_stops_a_misfit_before_training(monkeypatch, capsys, tmp_path,
     doctor.preflight(demo_cfg(toy_market_root))  # nothing to say
     with pytest.raises(DatasetError, match="does not exist"):
         doctor.preflight(demo_cfg(str(tmp_path / "nowhere")))
-    with pytest.raises(ModelError, match="no such .params file"):
+    with pytest.raises(ModelError, match="MODEL.PRETRAINED: no such file: .*x.params"):
         doctor.preflight(demo_cfg(toy_market_root, "MODEL.PRETRAINED", str(tmp_path / "x.params")))
     with pytest.raises(DeviceError, match="built without CUDA"):
         doctor.preflight(demo_cfg(toy_market_root, "GPUS", "[0]"))
