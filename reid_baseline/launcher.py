@@ -206,6 +206,21 @@ def job_env(num_workers, num_servers, port, base=None):
     return env
 
 
+def add_job_options(parser, command_help):
+    """The options both launch commands share: --grace, --hang-timeout and the command."""
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds a process gets to stop before it is killed (default 10)")
+    parser.add_argument("--hang-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="stop the job when no worker prints a line for this long "
+                        "(default 0: wait forever)")
+    parser.add_argument("command", nargs="...", help=command_help)
+
+
+def job_command(args):
+    """The command words after an optional "--"."""
+    return args.command[1:] if args.command[:1] == ["--"] else args.command
+
+
 def check_job_shape(num_workers, num_servers, grace, hang_timeout):
     """LaunchError unless the counts are >= 1 and the times are >= 0."""
     if num_workers < 1 or num_servers < 1:

@@ -15,6 +15,7 @@ import sys
 
 from reid_baseline.cli import run
 from reid_baseline.hosts import launch_hosts
+from reid_baseline.launcher import add_job_options, job_command
 
 
 def main():
@@ -32,16 +33,10 @@ def main():
                         help="address of this machine that every host reaches (DMLC_PS_ROOT_URI)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                         help="export NAME (this shell's value, or VALUE) to every host; repeatable")
-    parser.add_argument("--grace", type=float, default=10.0,
-                        help="seconds a process gets to stop before it is killed (default 10)")
-    parser.add_argument("--hang-timeout", type=float, default=0.0, metavar="SECONDS",
-                        help="stop the job when no worker prints a line for this long "
-                        "(default 0: wait forever)")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="the shell command each host runs, e.g. \"cd $PWD && .venv/bin/python "
-                        "train.py ...\"")
+    add_job_options(parser, "the shell command each host runs, e.g. \"cd $PWD && "
+                    ".venv/bin/python train.py ...\"")
     args = parser.parse_args()
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = job_command(args)
     sys.exit(launch_hosts(" ".join(command), args.hostfile, args.num_workers, args.num_servers,
                           interface=args.interface, scheduler_host=args.scheduler_host,
                           env_names=args.env, grace=args.grace, hang_timeout=args.hang_timeout))

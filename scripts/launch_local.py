@@ -13,7 +13,7 @@ import sys
 
 
 from reid_baseline.cli import run
-from reid_baseline.launcher import launch_local
+from reid_baseline.launcher import add_job_options, job_command, launch_local
 
 
 def main():
@@ -21,15 +21,9 @@ def main():
                                      usage="%(prog)s --workers W [--servers S] -- COMMAND ...")
     parser.add_argument("--workers", type=int, required=True, help="worker processes (W)")
     parser.add_argument("--servers", type=int, default=1, help="server processes (default 1)")
-    parser.add_argument("--grace", type=float, default=10.0,
-                        help="seconds a process gets to stop before it is killed (default 10)")
-    parser.add_argument("--hang-timeout", type=float, default=0.0, metavar="SECONDS",
-                        help="stop the job when no worker prints a line for this long "
-                        "(default 0: wait forever)")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="the worker command, after --, e.g. python train.py ...")
+    add_job_options(parser, "the worker command, after --, e.g. python train.py ...")
     args = parser.parse_args()
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = job_command(args)
     sys.exit(launch_local(command, args.workers, args.servers, grace=args.grace,
                           hang_timeout=args.hang_timeout))
 
