@@ -242,3 +242,16 @@ def test_readme_python_example_runs(tmp_path):
     (tmp_path / "example.py").write_text(blocks[0])
     out = run([sys.executable, "example.py"])
     assert out.strip(), "the README's Python example printed nothing"
+
+
+@pytest.mark.timeout(60)
+def test_contributing_layout_lists_every_module():
+    text = _read(os.path.join(ROOT, "docs", "CONTRIBUTING.md"))
+    missing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "reid_baseline", "**", "*.py"), recursive=True)):
+        rel = _rel(path).replace(os.sep, "/")
+        if rel.endswith("/__init__.py") and rel != "reid_baseline/__init__.py":
+            continue
+        if rel not in text and os.path.dirname(rel) + "/" not in text:
+            missing.append(rel)
+    assert not missing, "docs/CONTRIBUTING.md's layout does not list: %s" % ", ".join(missing)
