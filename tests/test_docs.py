@@ -2,8 +2,8 @@
 
 - every command (`python train.py ...`, `python scripts/x.py ...`) names an existing script and
   only flags that script's `--help` lists (one `--help` subprocess per script, cached);
-- every `scripts/*.py` mentioned exists;
-- every config key written as SECTION.KEY exists in reid_baseline.config.get_defaults();
+- every `scripts/*.py` and `configs/*.yml` mentioned exists;
+- every config key written in dotted upper case (SOLVER.BASE_LR) exists in reid_baseline.config.get_defaults();
 - every relative link and image exists in the repository;
 - each ablation file in the README's trick table sets the config keys named on its row;
 - docs/CONFIG.md is what scripts/config_reference.py writes from config.py;
@@ -122,9 +122,10 @@ def test_commands_name_existing_scripts_and_accepted_flags():
             unknown = sorted(set(flags) - accepted_flags(script))
             if unknown:
                 problems.append("%s: %s does not accept %s" % (_rel(doc), script, ", ".join(unknown)))
-        for script in set(re.findall(r"(?<![\w/.-])scripts/[\w-]+\.py", text)):
-            if not os.path.isfile(os.path.join(ROOT, script)):
-                problems.append("%s: names %s, which does not exist" % (_rel(doc), script))
+        named = re.findall(r"(?<![\w/.-])(?:scripts/[\w-]+\.py|configs/[\w/-]+\.yml)", text)
+        for path in sorted(set(named)):
+            if not os.path.isfile(os.path.join(ROOT, path)):
+                problems.append("%s: names %s, which does not exist" % (_rel(doc), path))
     assert not problems, "\n".join(problems)
 
 
