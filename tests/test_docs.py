@@ -1,0 +1,258 @@
+"""The documentation cannot rot: README.md and docs/*.md are read and checked against the code.
+
+- every command (`python train.py ...`, `python scripts/x.py ...`) names an existing script and
+  only flags that script's `--help` lists (one `--help` subprocess per script, cached);
+- every `scripts/*.py` and `configs/*.yml` mentioned exists;
+- every config key written in dotted upper case (SOLVER.BASE_LR) exists in reid_baseline.config.get_defaults();
+- every relative link and image exists in the repository;
+- each ablation file in the README's trick table sets the config keys named on its row;
+- docs/CONFIG.md is what scripts/config_reference.py writes from config.py;
+- the README's Python example runs on a small trained run.
+"""
+import functools
+import glob
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
+INLINE = re.compile(r"`([^`\n]+)`")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+KEY = re.compile(r"(?<![\w./-])([A-Z][A-Z0-9_]*(?:\.[A-Z][A-Z0-9_]+)+)(\*?)(?![\w.])")
+PYTHON = re.compile(r"^(?:.*/)?python(?:3(?:\.\d+)?)?$")
+# The repository's own command lines; any other .py path (e.g. MXNet's tools/launch.py) is not ours.
+OUR_SCRIPT = re.compile(r"^(?:train\.py|evaluate\.py|scripts/[\w-]+\.py)$")
+# Words that end a command on a shell line.
+STOP = {"&&", "||", "|", ";", ">", ">>", "2>", "2>&1", "--"}
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _rel(path):
+    return os.path.relpath(path, ROOT)
+
+
+def code_spans(text):
+    """Every fenced block (language, body) and every inline code span of a Markdown text."""
+    blocks = [(lang, body) for lang, body in FENCE.findall(text)]
+    prose = FENCE.sub("", text)
+    return blocks, INLINE.findall(prose)
+
+
+def commands(text):
+    """[(script, [flags])] for every command line of a Markdown text that runs one of the
+    repository's scripts: in a shell code block, or in an inline code span."""
+    blocks, spans = code_spans(text)
+    lines = []
+    for lang, body in blocks:
+        if lang in ("", "bash", "sh", "shell", "console"):
+            lines += body.replace("\\\n", " ").splitlines()
+    lines += spans
+    found = []
+    for line in lines:
+        words = line.replace('"', " ").replace("'", " ").split()
+        for i, word in enumerate(words):
+            starts = (i > 0 and PYTHON.match(words[i - 1])) or (i == 0 and line in spans)
+            if not (starts and OUR_SCRIPT.match(word)):
+                continue
+            flags = []
+            for arg in words[i + 1:]:
+                if arg in STOP or arg.startswith("#") or PYTHON.match(arg):
+                    break
+                arg = arg.strip("[]()")
+                if arg.startswith("--") and len(arg) > 2:
+                    flags.append(arg.split("=")[0])
+            found.append((word, flags))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def accepted_flags(script):
+    """The flags `python SCRIPT --help` lists (the options' own lines, not their help text)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, "%s --help failed: %s" % (script, proc.stderr[-500:])
+    flags = set()
+    for line in proc.stdout.splitlines():
+        head = line.strip().split("  ")[0]
+        if head.startswith("-"):
+            flags.update(re.findall(r"(?<!\S)(--[A-Za-z][\w-]*)", head))
+    return frozenset(flags)
+
+
+def test_commands_parser_finds_scripts_and_flags():
+    """The extractor itself, on a hand-written page (so the real checks cannot pass vacuously)."""
+    page = ("Run `train.py --config X --resume`.\n```bash\n"
+            ".venv/bin/python scripts/demo.py --ablation F && ls --color  # done\n"
+            "OMP_NUM_THREADS=2 python evaluate.py \\\n  --params P --output=o.json [--visualize 4]\n"
+            ".venv/bin/python scripts/launch_local.py --workers 2 -- .venv/bin/python train.py "
+            "--gpus 0\npython .venv/lib/mxnet/tools/launch.py -n 2\n```\n")
+    assert commands(page) == [
+        ("scripts/demo.py", ["--ablation"]),
+        ("evaluate.py", ["--params", "--output", "--visualize"]),
+        ("scripts/launch_local.py", ["--workers"]),
+        ("train.py", ["--gpus"]),
+        ("train.py", ["--config", "--resume"]),
+    ]
+    assert [m[0] for m in KEY.findall("SOLVER.BASE_LR, `MODEL.PRETRAINED: x` README.md "
+                                      "TEST.RERANK_* U.S. MXNET_HOME")] == \
+        ["SOLVER.BASE_LR", "MODEL.PRETRAINED", "TEST.RERANK_"]
+
+
+@pytest.mark.timeout(1800)
+def test_commands_name_existing_scripts_and_accepted_flags():
+    problems = []
+    for doc in DOCS:
+        text = _read(doc)
+        for script, flags in commands(text):
+            if not os.path.isfile(os.path.join(ROOT, script)):
+                problems.append("%s: %s does not exist" % (_rel(doc), script))
+                continue
+            unknown = sorted(set(flags) - accepted_flags(script))
+            if unknown:
+                problems.append("%s: %s does not accept %s" % (_rel(doc), script, ", ".join(unknown)))
+        named = re.findall(r"(?<![\w/.-])(?:scripts/[\w-]+\.py|configs/[\w/-]+\.yml)", text)
+        for path in sorted(set(named)):
+            if not os.path.isfile(os.path.join(ROOT, path)):
+                problems.append("%s: names %s, which does not exist" % (_rel(doc), path))
+    assert not problems, "\n".join(problems)
+
+
+def _default_keys():
+    from reid_baseline.config import get_defaults
+
+    def flat(cfg, prefix=""):
+        for name, value in cfg.items():
+            if isinstance(value, dict):
+                yield from flat(value, prefix + name + ".")
+            else:
+                yield prefix + name
+    return set(flat(get_defaults()))
+
+
+@pytest.mark.timeout(60)
+def test_config_keys_exist():
+    keys = _default_keys()
+    problems = []
+    for doc in DOCS:
+        text = _read(doc)
+        for match in KEY.finditer(text):
+            key, star = match.groups()
+            if text[max(0, match.start() - 20):match.start()].endswith("unknown config key '"):
+                continue  # an example of the error a wrong key gives
+            ok = any(k.startswith(key) for k in keys) if star else key in keys
+            if not ok:
+                problems.append("%s: %s%s is not a config key" % (_rel(doc), key, star))
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+@pytest.mark.timeout(60)
+def test_relative_links_exist():
+    problems = []
+    for doc in DOCS:
+        text = _read(doc)
+        targets = LINK.findall(text) + re.findall(r"<img[^>]+src=\"([^\"]+)\"", text)
+        for target in targets:
+            if re.match(r"^(?:[a-z]+:|#)", target):
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(doc), target.split("#")[0]))
+            if not os.path.exists(path):
+                problems.append("%s: link to %s, which does not exist" % (_rel(doc), target))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.timeout(60)
+def test_readme_pictures_are_small_pngs_in_the_repository():
+    text = _read(os.path.join(ROOT, "README.md"))
+    images = [t for t in LINK.findall(text) if t.endswith(".png")]
+    assert images, "the README shows no picture"
+    for target in images:
+        path = os.path.join(ROOT, target)
+        assert target.startswith("docs/images/"), target
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", target
+        assert os.path.getsize(path) < 300 * 1024, "%s is over 300 KB" % target
+
+
+@pytest.mark.timeout(60)
+def test_readme_trick_table_matches_the_ablation_files():
+    from reid_baseline.config import ablation_changes
+
+    rows = [line for line in _read(os.path.join(ROOT, "README.md")).splitlines()
+            if line.startswith("|") and "configs/ablations/" in line]
+    assert len(rows) >= 10, "the README's trick -> key -> ablation table is missing"
+    for row in rows:
+        files = re.findall(r"configs/ablations/[\w-]+\.yml", row)
+        keys = {k for k, _ in KEY.findall(row)}
+        for name in files:
+            changed = set(ablation_changes(os.path.join(ROOT, name)))
+            assert keys & changed, "%s: the row names %s, the file changes %s" % (
+                name, sorted(keys), sorted(changed))
+
+
+@pytest.mark.timeout(120)
+def test_config_page_is_generated_from_config_py():
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", os.path.join(ROOT, "scripts", "config_reference.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = module.render()
+    for key in _default_keys():
+        assert "| `%s` |" % key in page, key
+    assert _read(os.path.join(ROOT, "docs", "CONFIG.md")) == page, (
+        "docs/CONFIG.md is out of date: run scripts/config_reference.py --out docs/CONFIG.md")
+
+
+@pytest.mark.timeout(1800)
+def test_readme_python_example_runs(tmp_path):
+    import reid_baseline
+    if not hasattr(reid_baseline, "ReIDModel"):
+        pytest.skip("reid_baseline.ReIDModel (the Python API the README's example uses) is not "
+                    "in this version of the package")
+    blocks = [body for lang, body in code_spans(_read(os.path.join(ROOT, "README.md")))[0]
+              if lang == "python"]
+    assert len(blocks) == 1, "expected one Python example in the README"
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="2")
+
+    def run(args):
+        proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=1500)
+        assert proc.returncode == 0, "%s\n%s" % (" ".join(args), proc.stderr[-2000:])
+        return proc.stdout
+
+    # The example uses the demo's run folder and toy set; a small, fast stand-in of the same
+    # layout (ResNet-18 at 64x32, one epoch) is trained in a temporary folder.
+    run([sys.executable, os.path.join(ROOT, "scripts", "make_toy_dataset.py"), "market1501",
+         "--out", "data/toy_market1501"])
+    run([sys.executable, os.path.join(ROOT, "train.py"), "--config",
+         os.path.join(ROOT, "configs", "demo_toy.yml"), "--gpus", "",
+         "MODEL.BACKBONE", "resnet18_v1", "INPUT.HEIGHT", "64", "INPUT.WIDTH", "32",
+         "INPUT.PAD", "2", "SOLVER.MAX_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "0",
+         "SOLVER.STEPS", "[]", "SOLVER.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0"])
+    (tmp_path / "example.py").write_text(blocks[0])
+    out = run([sys.executable, "example.py"])
+    assert out.strip(), "the README's Python example printed nothing"
+
+
+@pytest.mark.timeout(60)
+def test_contributing_layout_lists_every_module():
+    text = _read(os.path.join(ROOT, "docs", "CONTRIBUTING.md"))
+    missing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "reid_baseline", "**", "*.py"), recursive=True)):
+        rel = _rel(path).replace(os.sep, "/")
+        if rel.endswith("/__init__.py") and rel != "reid_baseline/__init__.py":
+            continue
+        if rel not in text and os.path.dirname(rel) + "/" not in text:
+            missing.append(rel)
+    assert not missing, "docs/CONTRIBUTING.md's layout does not list: %s" % ", ".join(missing)
