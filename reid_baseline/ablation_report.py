@@ -1,6 +1,6 @@
 """The report of an ablation study (ablation.py): each config's metrics over its repeats, each
 trick's effect classed as the write-up classes them, beside what the write-up and the reference
-code's own ablation reported (RECIPE.md); report.md, report.json and report.png, written
+code's own ablation reported (docs/RECIPE.md); report.md, report.json and report.png, written
 atomically.
 """
 import collections
@@ -25,7 +25,7 @@ DECIMALS = 6
 # What was published about the recipe trick each ablation file removes or changes, keyed by
 # the file's stem: (the trick, the write-up's class of its effect or "" if it classes none, the
 # reference code's own ablation as (Rank-1 gain, mAP gain, the rows compared) or None).
-# All from RECIPE.md; the reference's rows are Market-1501, mostly at 256x128.
+# All from docs/RECIPE.md; the reference's rows are Market-1501, mostly at 256x128.
 PUBLISHED = {
     "no_pad_crop": ("zero-pad 10 + random crop", "large gain",
                     (2.6, 4.0, "88.7/72.2 -> 91.3/76.2 with pad-crop, at 256x128")),
@@ -176,7 +176,7 @@ def render_markdown(report):
                   "the machinery, not the tricks. Effects on generated data do not predict "
                   "Market-1501's. The ablation files keep their recipe-scale values, which mean "
                   "something else on this small base (input_256x128 sets INPUT.HEIGHT 256: a "
-                  "taller input here, not a smaller one).", ""]
+                  "taller input on this base, not a smaller one).", ""]
     lines += ["- Setting: %s; overrides for every run: %s." % (
                   report["setting"], " ".join(report["overrides"]) or "none"),
               "- Seeds: %s (paired comparisons). Runs: `%s/<config>/seed<seed>/`."
@@ -186,7 +186,7 @@ def render_markdown(report):
               "- Classes (the write-up's): %s. Gains are rounded to 1e-6 first." % report["classes"],
               "- Spread: %s." % report["spread"],
               "- Published: the write-up's class of the trick and the reference code's own "
-              "ablation (RECIPE.md; Market-1501, Rank-1 / mAP gain). ✓ / ✗: this study's Rank-1 "
+              "ablation (docs/RECIPE.md; Market-1501, Rank-1 / mAP gain). ✓ / ✗: this study's Rank-1 "
               "class (size and sign) is / is not the same; no mark: nothing to compare or not "
               "resolved.", "", "## Results", "",
               "| config | knob it changes | runs | %s |" % " | ".join(METRICS.values()),

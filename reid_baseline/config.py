@@ -1,6 +1,6 @@
 """Every knob of reid_baseline, documented next to its default.
 
-The defaults are the recipe of ../shared/RECIPE.md (ResNet-50, one softmax loss, Market-1501
+The defaults are the recipe of docs/RECIPE.md (ResNet-50, one softmax loss, Market-1501
 Rank-1 93.1 / mAP 80.3). An experiment is a YAML file that overrides some of them; an ablation
 is a YAML file that changes exactly one.
 """

@@ -1,6 +1,6 @@
 """The ReID network: a GluonCV ResNet trunk, global pooling, a BatchNorm neck, a classifier.
 
-Recipe (RECIPE.md, "Network"): last stage stride 1, the pooled 2048-d vector is the feature, a
+Recipe (docs/RECIPE.md, "Network"): last stage stride 1, the pooled 2048-d vector is the feature, a
 BatchNorm on it without beta, no activation, a bias-free classifier with one output per identity.
 """
 import os
