@@ -295,7 +295,7 @@ def _train(cfg, resume, workers):
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
     network = describe_network(net, cfg)
-    logger.info("%s; %s", network_line(network, cfg, ctx), workers)
+    logger.info(network_line(network, cfg, ctx, workers))
     trainer = build_trainer(cfg, net.collect_params(), workers.kvstore)
     completed = _resume(run_dir, net, trainer, ctx, workers) if resume else 0
     workers.start_together(net, trainer, completed, cfg, ctx)

@@ -52,12 +52,14 @@ def describe_network(net, cfg):
     return {"params": params, "gmacs_per_image": macs / 1e9}
 
 
-def network_line(figures, cfg, ctx):
-    """The start-of-run log line: size, cost per image (multiply-adds, not FLOPs) and devices."""
+def network_line(figures, cfg, ctx, workers):
+    """The start-of-run log line: size, cost per image (multiply-adds, not FLOPs), devices and,
+    in a distributed job, this worker's place (a distributed.WorkerGroup)."""
     return ("network %s: %.2f M parameters, %.2f GMACs per %dx%d image (multiply-adds of its "
-            "convolutions and dense layers; FLOPs = 2 x MACs); devices %s"
+            "convolutions and dense layers; FLOPs = 2 x MACs); devices %s%s"
             % (cfg.MODEL.BACKBONE, figures["params"] / 1e6, figures["gmacs_per_image"],
-               cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH, ", ".join(str(c) for c in ctx)))
+               cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH, ", ".join(str(c) for c in ctx),
+               "; distributed training: %s" % workers if workers.num_workers > 1 else ""))
 
 
 def memory_figures(ctx):
