@@ -167,6 +167,9 @@ class TensorBoardLog(object):
     def __init__(self, logdir):
         self.writer = open_tensorboard(logdir)
 
+    def before_train(self, completed):
+        pass
+
     def after_log(self, figures):
         step = (figures["epoch"] - 1) * figures["iterations"] + figures["iteration"]
         for tag, key in LOG_SCALARS:
