@@ -128,7 +128,7 @@ def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_tiny_cfg
     row, = read_metrics(str(tmp_path))
     assert row == json.loads(json.dumps(history[0]))
     assert 0 <= row["data_share"] <= 1 and row["peak_rss_mb"] > 10
-    assert row["run_seconds_left"] == 0 and row["loss"] == pytest.approx(float(reads[-1][1]))
+    assert row["run_seconds_left"] == 0 and row["loss"] == pytest.approx(float(reads[-1][1]), abs=1e-4)
     assert row["gmacs_per_image"] > 0 and 11e6 < row["params"] < 12e6
     scalars = _events(str(tmp_path / "tensorboard"))
     tags = {tag for tag, _, _ in scalars}
