@@ -182,7 +182,7 @@ class TensorBoardLog(object):
         self.writer.flush()
 
     def on_interrupt(self, completed):
-        self.close()
+        self.writer.flush()
 
     def after_train(self):
         pass
