@@ -12,7 +12,7 @@ import json
 import math
 import os
 
-from . import engine, retrieval
+from . import engine, retrieval, run_folder
 from .ablation_report import METRICS, write_report
 from .checkpoint import last_checkpoint
 from .config import ablation_changes, flatten, load_config
@@ -140,8 +140,8 @@ def run_one(run):
         if os.path.isfile(final):  # trained to the end (written last, atomically), not evaluated
             status = "evaluated"
         else:
-            # engine._open_run_dir's own test of a started run: a checkpoint or metrics rows.
-            resume = bool(last_checkpoint(run_dir) or engine.read_metrics(run_dir))
+            # run_folder.open_run_folder's own test of a started run: a checkpoint or metrics rows.
+            resume = bool(last_checkpoint(run_dir) or run_folder.read_metrics(run_dir))
             engine.train(run.cfg, resume=resume)
             status = "resumed" if resume else "trained"
         results = retrieval.evaluate_params(run.cfg, final)

@@ -2,7 +2,9 @@
 
 A checkpoint is a folder `checkpoints/epoch_XXXX/` with `model.params`, `optimizer.nd` and
 `state.json`. It is written under a temporary name and renamed, then the `last` pointer is
-replaced, so an interrupted write never leaves a half checkpoint behind `last`. `state.json`
+replaced, so an interrupted write never leaves a half checkpoint behind `last`; a write stopped
+by an error or Ctrl-C removes its temporary folder, one stopped harder (kill -9) leaves it for
+`remove_stale_temporaries` at the next start. `state.json`
 records the size and SHA-256 of the two array files: a damaged checkpoint (truncated copy, full
 disk, bad sector) is recognised when it is loaded, and resuming falls back to the newest intact
 one. Parameters that are not finite are never written.
@@ -12,6 +14,7 @@ loading a checkpoint never unpickles anything.
 import hashlib
 import json
 import os
+import logging
 import re
 import shutil
 
@@ -19,6 +22,9 @@ import mxnet as mx
 
 from .amp import loss_scaler_state, restore_loss_scaler
 from .errors import CheckpointError, NonFiniteParameters, error_line
+from .fileio import atomic_path
+
+logger = logging.getLogger("reid_baseline")
 
 STATE_FILE = "state.json"
 PARAMS_FILE = "model.params"
@@ -26,6 +32,9 @@ OPTIMIZER_FILE = "optimizer.nd"
 
 
 _NAME_RE = re.compile(r"^epoch_(\d{4,})(_interrupted)?$")
+# What an interrupted save_checkpoint can leave in checkpoints/: its temporary folder, the
+# earlier same-named folder moved aside, the pointer's temporary file (fileio.atomic_path).
+_TEMPORARY_RE = re.compile(r"^(epoch_\d{4,}(?:_interrupted)?)(\.tmp|\.old)$|^last\.tmp\d*$")
 
 
 
@@ -111,12 +120,10 @@ def save_parameters(net, path):
     """Write `net`'s parameters to `path` atomically, refusing non-finite values
     (NonFiniteParameters) and turning a failed write into a CheckpointError."""
     _refuse_non_finite(non_finite_parameters(net), path)
-    tmp = path + ".tmp"
     try:
-        net.save_parameters(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            net.save_parameters(tmp)
     except (OSError, mx.base.MXNetError) as exc:
-        _remove(tmp)
         raise CheckpointError("could not write %s: %s" % (path, error_line(exc))) from exc
 
 
@@ -142,7 +149,7 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
     # Adam's second moment can overflow while the weights stay finite: check both.
     _refuse_non_finite(non_finite_parameters(net) + non_finite_arrays(
         ("optimizer state " + key, array) for key, array in arrays.items()), "checkpoint " + final)
-    tmp, old, pointer_tmp = final + ".tmp", final + ".old", os.path.join(root, "last.tmp")
+    tmp, old = final + ".tmp", final + ".old"
     placed = False
     try:
         _remove(tmp)
@@ -154,8 +161,6 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
                  "files": {f: _file_digest(os.path.join(tmp, f)) for f in (PARAMS_FILE, OPTIMIZER_FILE)}}
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
             json.dump(state, f, indent=1)
-        with open(pointer_tmp, "w") as f:
-            f.write(name + "\n")
         # A same-named earlier folder (a re-run epoch) is moved aside, not deleted, until the
         # new one and the pointer are in place.
         _remove(old)
@@ -163,12 +168,15 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
             os.replace(final, old)
         os.replace(tmp, final)
         placed = True
-        os.replace(pointer_tmp, os.path.join(root, "last"))
-    except (OSError, mx.base.MXNetError) as exc:
-        for path in (tmp, pointer_tmp) + ((final,) if placed else ()):
+        with atomic_path(os.path.join(root, "last")) as pointer_tmp, open(pointer_tmp, "w") as f:
+            f.write(name + "\n")
+    except BaseException as exc:  # Ctrl-C too: no temporary folder stays behind
+        for path in (tmp,) + ((final,) if placed else ()):
             _remove(path)
         if os.path.exists(old):  # put the earlier folder back
             os.replace(old, final)
+        if not isinstance(exc, (OSError, mx.base.MXNetError)):
+            raise
         raise CheckpointError("could not write checkpoint %s (%s); the earlier checkpoints are "
                               "intact" % (final, error_line(exc))) from exc
     _remove(old)
@@ -274,3 +282,54 @@ def load_checkpoint(folder, net, trainer, ctx, state=None):
     restore_loss_scaler(trainer, state.get("loss_scaler"), folder)
     trainer.set_learning_rate(state["learning_rate"])
     return state
+
+
+def remove_stale_temporaries(run_dir):
+    """Tidy what a checkpoint write stopped by kill -9 left in checkpoints/: its temporary
+    folder and pointer file are deleted, an earlier folder it had moved aside (*.old) is put
+    back unless the new one was already in place. Returns the paths removed or restored."""
+    root = os.path.join(run_dir, "checkpoints")
+    names = os.listdir(root) if os.path.isdir(root) else []
+    tidied = []
+    for name in names:
+        match = _TEMPORARY_RE.match(name)
+        if not match:
+            continue
+        path = os.path.join(root, name)
+        if match.group(2) == ".old" and not os.path.exists(os.path.join(root, match.group(1))):
+            os.replace(path, os.path.join(root, match.group(1)))
+        else:
+            _remove(path)
+        tidied.append(path)
+    return tidied
+
+
+def _move_aside(folder):
+    """Rename a damaged checkpoint to *.damaged (*.damaged2, ... if an earlier resume already
+    moved one aside); it is kept for inspection and never loaded again."""
+    aside = folder + ".damaged"
+    for n in range(2, 1000):
+        if not os.path.exists(aside):
+            break
+        aside = "%s.damaged%d" % (folder, n)
+    os.replace(folder, aside)
+    return aside
+
+
+def repair_and_find_resumable(run_dir, repair=True):
+    """(folder, state) of the newest intact checkpoint, (None, None) if the run has none.
+
+    With `repair` (the process that writes the run), first tidy what an interrupted write
+    left (remove_stale_temporaries), then rename each newer damaged checkpoint *.damaged,
+    logging why. Every checkpoint damaged is a CheckpointError."""
+    if repair:
+        for path in remove_stale_temporaries(run_dir):
+            logger.info("tidied %s, left by a checkpoint write that was stopped", path)
+    folder, state, damaged = find_resumable(run_dir)
+    for bad, reason in damaged if repair else ():
+        logger.info("%s; moved aside to %s", reason, _move_aside(bad))
+    if folder is None and damaged:
+        raise CheckpointError("--resume: every checkpoint in %s is damaged (renamed *.damaged); "
+                              "train without --resume into a new OUTPUT_DIR to start over"
+                              % os.path.join(run_dir, "checkpoints"))
+    return folder, state

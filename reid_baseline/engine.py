@@ -1,18 +1,16 @@
 """The training loop: softmax cross-entropy on the identity classifier, epoch by epoch.
 
-Per epoch: set the recipe's learning rate, run the batches (split over the devices), save the
-checkpoint when due, evaluate when due, log. Loss and accuracy are summed on the devices and
-read every SOLVER.LOG_PERIOD iterations only, so the async engine is never stalled per step;
-each read also checks that training has not diverged. Nothing non-finite is ever saved.
+Per epoch: set the recipe's learning rate, run the batches (train_step, split over the
+devices), then the after-epoch steps (hooks) the writer (rank 0) registered: the metrics row,
+the checkpoint when due, the evaluation when due, TensorBoard. Loss and accuracy are summed on
+the devices and read every SOLVER.LOG_PERIOD iterations only, so the async engine is never
+stalled per step; each read checks that training has not diverged and logs the progress
+(telemetry.py). Nothing non-finite is ever saved. The run folder's files are run_folder.py's.
 """
-import contextlib
-import json
 import logging
 import math
 import os
 import random
-import sys
-import time
 
 import mxnet as mx
 import numpy as np
@@ -20,46 +18,22 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .amp import init_amp, scale_loss, skipped_steps
-from .checkpoint import (find_resumable, last_checkpoint, load_checkpoint,
+from .checkpoint import (last_checkpoint, load_checkpoint, repair_and_find_resumable,
                          save_checkpoint, save_parameters)
-from .config import save_config
-from .data.loader import build_train_loader
 from .data.datasets import build_datasets
+from .data.loader import build_train_loader
 from .devices import build_contexts
 from .distributed import LOCAL, build_worker_group
-from .errors import CheckpointError, NonFiniteParameters, RunDirError, TrainingDiverged
+# RunDirError: raised by open_run_folder; callers of train() catch it from here too.
+from .errors import NonFiniteParameters, RunDirError, TrainingDiverged  # noqa: F401
 from .model import build_model
 from .retrieval import evaluate_retrieval
+from .run_folder import keep_metrics_until, open_run_folder, write_metrics_row, write_run_curves
 from .solver import build_trainer, learning_rate_at
-from .visualize import write_curves
+from .telemetry import (RunClock, TensorBoardLog, bar_postfix, describe_network, log_line,
+                        memory_figures, network_line)
 
 logger = logging.getLogger("reid_baseline")
-
-METRICS_FILE = "metrics.jsonl"
-
-
-
-
-class _LogFileHandler(logging.FileHandler):
-    """A FileHandler whose failed write (full disk) stops the run with one line; the logging
-    module's default prints a traceback per message and goes on."""
-
-    def handleError(self, record):
-        raise RunDirError("cannot write %s: %s" % (self.baseFilename, sys.exc_info()[1]))
-
-
-def setup_logging(run_dir, filename="train.log", console=True):
-    """Log to `run_dir/filename` and, with `console`, to the console."""
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # our handlers only, whatever a library did to the root logger
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    handlers = [_LogFileHandler(os.path.join(run_dir, filename))]
-    for handler in handlers + ([logging.StreamHandler()] if console else []):
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
 
 
 def seed_everything(seed):
@@ -94,31 +68,43 @@ class DivergenceGuard(object):
                                "SOLVER.BASE_LR or check the data; %s)" % (what, resume))
 
 
-def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers=LOCAL):
-    """One pass over `loader`; returns the epoch's mean loss, accuracy and images/s (of all
-    the workers of a distributed job: the same figures on every worker)."""
+def train_step(net, trainer, loss_fn, data, label, ctx, num_workers=1):
+    """One optimizer step on a batch split over the devices `ctx`. Returns, per device, the
+    (summed loss, correct predictions) NDArrays, not read (no host sync). `num_workers` > 1:
+    this batch is one worker's part of the global batch the kvstore sums gradients over."""
+    datas = gluon.utils.split_and_load(data, ctx)
+    labels = gluon.utils.split_and_load(label, ctx)
+    with autograd.record():
+        outputs = [net(x)[0] for x in datas]
+        losses = [loss_fn(logits, y) for logits, y in zip(outputs, labels)]
+        with scale_loss(losses, trainer) as scaled:  # SOLVER.AMP's loss scaling, if on
+            autograd.backward(scaled)
+    # float32 first: bfloat16 holds integers exactly only up to 256 (class indices)
+    sums = [(loss.sum(), (logits.astype("float32", copy=False).argmax(axis=1)
+                          == y.astype("float32")).sum())
+            for logits, y, loss in zip(outputs, labels, losses)]
+    trainer.step(data.shape[0] * num_workers)
+    return sums
+
+
+def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers=LOCAL,
+                 clock=None, hooks=()):
+    """One pass over `loader`; returns the epoch's mean loss, accuracy, images/s and data
+    share (of all the workers of a distributed job: the same figures on every worker)."""
+    clock = clock or RunClock(cfg.SOLVER.MAX_EPOCHS)
     loss_sum = [mx.nd.zeros(1, ctx=c) for c in ctx]
     correct = [mx.nd.zeros(1, ctx=c) for c in ctx]
-    seen, start, skipped = 0, time.time(), skipped_steps(trainer)
+    seen, skipped = 0, skipped_steps(trainer)
     read_loss, read_seen = 0.0, 0  # at the previous read
     loader.set_epoch(epoch)
-    bar = tqdm(loader, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS), leave=False,
-               dynamic_ncols=True, disable=None)
+    clock.start_epoch(epoch, len(loader))
+    bar = tqdm(clock.timed(loader), total=len(loader), leave=False, dynamic_ncols=True,
+               disable=None, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS))
     for it, (data, label) in enumerate(bar, 1):
-        datas = gluon.utils.split_and_load(data, ctx)
-        labels = gluon.utils.split_and_load(label, ctx)
-        with autograd.record():
-            outputs = [net(x)[0] for x in datas]
-            losses = [loss_fn(logits, y) for logits, y in zip(outputs, labels)]
-            with scale_loss(losses, trainer) as scaled:  # SOLVER.AMP's loss scaling, if on
-                autograd.backward(scaled)
-        for logits, y, loss, acc_loss, acc_correct in zip(outputs, labels, losses, loss_sum, correct):
-            acc_loss += loss.sum()
-            # float32 first: bfloat16 holds integers exactly only up to 256 (class indices)
-            acc_correct += (logits.astype("float32", copy=False).argmax(axis=1)
-                            == y.astype("float32")).sum()
-        # The global batch: the kvstore sums the gradients of every worker's part of it.
-        trainer.step(data.shape[0] * workers.num_workers)
+        sums = train_step(net, trainer, loss_fn, data, label, ctx, workers.num_workers)
+        for (batch_loss, batch_correct), acc_loss, acc_correct in zip(sums, loss_sum, correct):
+            acc_loss += batch_loss
+            acc_correct += batch_correct
         seen += data.shape[0]
         if it % cfg.SOLVER.LOG_PERIOD == 0 or it == len(loader):
             # The only host sync. Summed over the workers, so every worker guards the same
@@ -129,17 +115,22 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers=
             # diluted by the epoch's earlier, healthy iterations.
             guard.check((total_loss - read_loss) / (total_seen - read_seen), epoch, it)
             read_loss, read_seen = total_loss, total_seen
-            bar.set_postfix(loss="%.4f" % (total_loss / total_seen), acc="%.3f" % (total_correct / total_seen),
-                            lr="%.2e" % trainer.learning_rate, ips="%.1f" % (total_seen / (time.time() - start)))
+            figures = dict(clock.read(it, total_seen), epoch=epoch + 1, iteration=it,
+                           max_epochs=cfg.SOLVER.MAX_EPOCHS, iterations=len(loader),
+                           loss=float(total_loss / total_seen), lr=trainer.learning_rate,
+                           train_acc=float(total_correct / total_seen))
+            logger.info(log_line(figures))
+            bar.set_postfix(bar_postfix(figures))
+            _call(hooks, "after_log", figures)
     bar.close()
     _average_running_stats(net, ctx)
     workers.average_running_stats(net)
     # The last iteration always reads: these are the whole epoch's figures.
-    figures = {"loss": float(total_loss / total_seen), "train_acc": float(total_correct / total_seen),
-               "images_per_sec": float(total_seen / (time.time() - start))}
+    record = {k: figures[k] for k in ("loss", "train_acc", "images_per_sec", "data_share",
+                                      "run_seconds_left")}
     if cfg.SOLVER.AMP != "none":  # steps dropped by dynamic loss scaling (overflow), not divergence
-        figures["amp_skipped_steps"] = skipped_steps(trainer) - skipped
-    return figures
+        record["amp_skipped_steps"] = skipped_steps(trainer) - skipped
+    return record
 
 
 def _average_running_stats(net, ctx):
@@ -156,85 +147,11 @@ def _average_running_stats(net, ctx):
             param.set_data(mean)
 
 
-def read_metrics(run_dir):
-    """The per-epoch records of metrics.jsonl ([] if none); a line cut short by a hard stop
-    (kill -9 during the write) is skipped."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.isfile(path):
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-    return [r for r in records if isinstance(r, dict) and "epoch" in r]
-
-
-def _keep_metrics_until(run_dir, epoch):
-    """Rewrite metrics.jsonl atomically with the records of epochs <= `epoch` only, so a
-    resumed run does not repeat the rows of the epochs it trains again."""
-    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
-    path = os.path.join(run_dir, METRICS_FILE)
-    with _writing(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(path + ".tmp", path)
-
-
-@contextlib.contextmanager
-def _writing(path, mode):
-    """open(path, mode) for writing; any failure (full disk) is a RunDirError naming the file."""
-    try:
-        with open(path, mode) as f:
-            yield f
-    except OSError as exc:
-        raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
-
-
-def _open_run_dir(cfg, resume, workers=LOCAL):
-    """Check OUTPUT_DIR against the request, create it, start logging and save the config;
-    a worker other than rank 0 only logs, into its own file there."""
-    run_dir = cfg.OUTPUT_DIR
-    if not workers.is_writer:
-        try:
-            os.makedirs(run_dir, exist_ok=True)
-            setup_logging(run_dir, workers.log_file, console=False)
-        except OSError as exc:
-            raise RunDirError("OUTPUT_DIR %s cannot be written: %s" % (run_dir, exc.strerror or exc)) from exc
-        return
-    started = last_checkpoint(run_dir) or read_metrics(run_dir)
-    if not resume and started:
-        raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
-                          "train into another OUTPUT_DIR" % run_dir)
-    if resume and not started and not os.path.isfile(os.path.join(run_dir, "config.yaml")):
-        raise RunDirError("--resume: no run in %s (no checkpoint, no metrics.jsonl, no "
-                          "config.yaml); train without --resume to start one" % run_dir)
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        setup_logging(run_dir)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    except OSError as exc:
-        raise RunDirError("OUTPUT_DIR %s cannot be written: %s" % (run_dir, exc.strerror or exc)) from exc
-
-
-def _resume(run_dir, net, trainer, ctx, writer=True):
+def _resume(run_dir, net, trainer, ctx, workers=LOCAL):
     """Load the newest intact checkpoint; returns the number of finished epochs it holds, 0 if
-    the run has none yet. Damaged newer ones are renamed *.damaged (kept, never loaded again),
-    each with a log line, by the `writer` (the other workers of a job skip them too)."""
-    folder, state, damaged = find_resumable(run_dir)
-    for bad, reason in damaged if writer else ():
-        aside = bad + ".damaged"
-        for n in range(2, 1000):  # an earlier resume may have moved one aside already
-            if not os.path.exists(aside):
-                break
-            aside = "%s.damaged%d" % (bad, n)
-        logger.info("%s; moved aside to %s", reason, aside)
-        os.replace(bad, aside)
-    if folder is None and damaged:
-        raise CheckpointError("--resume: every checkpoint in %s is damaged (renamed *.damaged); "
-                              "train without --resume into a new OUTPUT_DIR to start over"
-                              % os.path.join(run_dir, "checkpoints"))
+    the run has none yet. The writer tidies and repairs the checkpoints first (checkpoint.py);
+    the other workers of a job skip the damaged ones too."""
+    folder, state = repair_and_find_resumable(run_dir, repair=workers.is_writer)
     if folder is None:
         logger.info("no checkpoint in %s yet: restarting from epoch 1",
                     os.path.join(run_dir, "checkpoints"))
@@ -244,12 +161,116 @@ def _resume(run_dir, net, trainer, ctx, writer=True):
     return epoch
 
 
-def _save(run_dir, net, trainer, epoch, cfg, guard, interrupted=False):
-    try:
-        return save_checkpoint(run_dir, net, trainer, epoch, interrupted=interrupted,
-                               keep=cfg.SOLVER.KEEP_CHECKPOINTS)
-    except NonFiniteParameters as exc:
-        guard.stop("the weights became non-finite after %d epochs (%s)" % (epoch, exc))
+class Hook(object):
+    """A step of the training loop (fast-reid's hooks): the loop calls every registered hook's
+    methods in order; each does nothing unless a subclass says otherwise."""
+
+    def before_train(self, completed):
+        """Before the first epoch; `completed` epochs were finished before (resume)."""
+
+    def after_log(self, figures):
+        """After each log read (every SOLVER.LOG_PERIOD iterations): telemetry's figures."""
+
+    def after_epoch(self, record):
+        """After each epoch, with its record (a hook may add figures to it)."""
+
+    def on_interrupt(self, completed):
+        """On Ctrl-C, after `completed` finished epochs."""
+
+    def after_train(self):
+        """After the last epoch."""
+
+    def close(self):
+        """Always, last."""
+
+
+class MetricsRow(Hook):
+    """The epoch's row of metrics.jsonl, written before the checkpoint: a stop while the
+    checkpoint is written never loses it. Resuming drops the rows of epochs trained again."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+
+    def before_train(self, completed):
+        keep_metrics_until(self.run_dir, completed)
+
+    def after_epoch(self, record):
+        write_metrics_row(self.run_dir, record)
+
+
+class Checkpoint(Hook):
+    """Checkpoints every SOLVER.CHECKPOINT_PERIOD epochs and at the last, on Ctrl-C (the
+    mid-epoch weights; --resume restarts the unfinished epoch from them), the final model."""
+
+    def __init__(self, cfg, run_dir, net, trainer, guard):
+        self.cfg, self.run_dir, self.net, self.trainer, self.guard = cfg, run_dir, net, trainer, guard
+
+    def _save(self, epoch, interrupted=False):
+        try:
+            return save_checkpoint(self.run_dir, self.net, self.trainer, epoch,
+                                   interrupted=interrupted, keep=self.cfg.SOLVER.KEEP_CHECKPOINTS)
+        except NonFiniteParameters as exc:
+            self.guard.stop("the weights became non-finite after %d epochs (%s)" % (epoch, exc))
+
+    def after_epoch(self, record):
+        # Saved before evaluating: an evaluation error never costs the epoch's checkpoint.
+        epoch = record["epoch"]
+        if epoch % self.cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == self.cfg.SOLVER.MAX_EPOCHS:
+            self._save(epoch)
+
+    def on_interrupt(self, completed):
+        folder = self._save(completed, interrupted=True)
+        logger.info("interrupted after %d finished epochs: saved %s; continue with --resume",
+                    completed, folder)
+
+    def after_train(self):
+        final = os.path.join(self.run_dir, "model_final.params")
+        try:
+            save_parameters(self.net, final)
+        except NonFiniteParameters as exc:
+            self.guard.stop(str(exc))
+        logger.info("saved %s", final)
+
+
+class Evaluation(Hook):
+    """Query/gallery retrieval every SOLVER.EVAL_PERIOD epochs; its figures join the record
+    and replace the epoch's metrics row."""
+
+    def __init__(self, cfg, run_dir, net, dataset, ctx):
+        self.cfg, self.run_dir, self.net, self.dataset, self.ctx = cfg, run_dir, net, dataset, ctx
+
+    def after_epoch(self, record):
+        period = self.cfg.SOLVER.EVAL_PERIOD
+        if period and record["epoch"] % period == 0:
+            record.update(evaluate_retrieval(self.cfg, self.net, self.dataset, self.ctx))
+            write_metrics_row(self.run_dir, record, replace_last=True)
+
+
+class Curves(Hook):
+    """curves.png from metrics.jsonl at the end of the run."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+
+    def after_train(self):
+        logger.info("saved %s", write_run_curves(self.run_dir))
+
+
+def build_hooks(cfg, run_dir, net, trainer, dataset, ctx, guard, workers=LOCAL):
+    """The loop's after-epoch steps, in order. Only the writer (rank 0) has any: the other
+    workers of a job write nothing and do not evaluate."""
+    if not workers.is_writer:
+        return []
+    hooks = [MetricsRow(run_dir), Checkpoint(cfg, run_dir, net, trainer, guard),
+             Evaluation(cfg, run_dir, net, dataset, ctx), Curves(run_dir)]
+    if cfg.SOLVER.TENSORBOARD:
+        hooks.append(TensorBoardLog(os.path.join(run_dir, "tensorboard")))
+    return hooks
+
+
+def _call(hooks, method, *args):
+    for hook in hooks:
+        getattr(hook, method)(*args)
 
 
 def train(cfg, resume=False):
@@ -263,68 +284,49 @@ def train(cfg, resume=False):
 
 
 def _train(cfg, resume, workers):
-    run_dir = cfg.OUTPUT_DIR
-    _open_run_dir(cfg, resume, workers)
-    if workers.num_workers > 1:
-        logger.info("distributed training: %s", workers)
+    run_dir = open_run_folder(cfg, resume, workers.is_writer, workers.log_file)
     seed_everything(cfg.SOLVER.SEED)
     ctx = build_contexts(cfg.GPUS)
     init_amp(cfg, ctx)  # before the network is built
     dataset = build_datasets(cfg)
-    logger.info("devices %s; dataset %s\n%s", ctx, dataset.root, dataset.summary())
+    logger.info("dataset %s\n%s", dataset.root, dataset.summary())
     loader = build_train_loader(cfg, dataset.train, workers.num_workers, workers.rank)
     net = build_model(cfg, dataset.num_train_pids, ctx)
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
+    network = describe_network(net, cfg)
+    logger.info(network_line(network, cfg, ctx, workers))
     trainer = build_trainer(cfg, net.collect_params(), workers.kvstore)
-    completed = _resume(run_dir, net, trainer, ctx, workers.is_writer) if resume else 0
+    completed = _resume(run_dir, net, trainer, ctx, workers) if resume else 0
     workers.start_together(net, trainer, completed, cfg, ctx)
-    if workers.is_writer:
-        _keep_metrics_until(run_dir, completed)
     guard = DivergenceGuard(cfg, dataset.num_train_pids, run_dir)
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    history = []
+    hooks = build_hooks(cfg, run_dir, net, trainer, dataset, ctx, guard, workers)
+    clock, loss_fn, history = RunClock(cfg.SOLVER.MAX_EPOCHS), gluon.loss.SoftmaxCrossEntropyLoss(), []
     try:
+        _call(hooks, "before_train", completed)
         for epoch in range(completed, cfg.SOLVER.MAX_EPOCHS):
             trainer.set_learning_rate(learning_rate_at(cfg, epoch))
             record = {"epoch": epoch + 1, "lr": trainer.learning_rate}
-            record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers))
+            record.update(_train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard,
+                                       workers, clock, hooks), **network, **memory_figures(ctx))
             completed = epoch + 1
-            # Saved before evaluating: an evaluation error never costs the epoch's checkpoint.
-            if workers.is_writer and (completed % cfg.SOLVER.CHECKPOINT_PERIOD == 0
-                                      or completed == cfg.SOLVER.MAX_EPOCHS):
-                _save(run_dir, net, trainer, completed, cfg, guard)
             try:
-                if workers.is_writer and cfg.SOLVER.EVAL_PERIOD and completed % cfg.SOLVER.EVAL_PERIOD == 0:
-                    record.update(evaluate_retrieval(cfg, net, dataset, ctx))
+                _call(hooks, "after_epoch", record)
             finally:  # the training figures are logged even when the evaluation fails
-                _log_epoch(run_dir, record, workers.is_writer)
+                _log_epoch(record)
             history.append(record)
+        _call(hooks, "after_train")
     except KeyboardInterrupt:
-        # Mid-epoch weights are kept; --resume restarts the unfinished epoch from them. (The
-        # workers of a job stop at different points: rank 0 saves its own running statistics.)
+        # The workers of a job stop at different points: rank 0 saves its own statistics.
         _average_running_stats(net, ctx)
-        if workers.is_writer:
-            folder = _save(run_dir, net, trainer, completed, cfg, guard, interrupted=True)
-            logger.info("interrupted after %d finished epochs: saved %s; continue with --resume",
-                        completed, folder)
+        _call(hooks, "on_interrupt", completed)
         raise
-    if not workers.is_writer:
-        return history
-    final = os.path.join(run_dir, "model_final.params")
-    try:
-        save_parameters(net, final)
-    except NonFiniteParameters as exc:
-        guard.stop(str(exc))
-    logger.info("saved %s and %s", final, write_curves(run_dir))
+    finally:
+        _call(hooks, "close")
     return history
 
 
-def _log_epoch(run_dir, record, writer=True):
+def _log_epoch(record):
     logger.info("epoch %d: %s", record["epoch"], ", ".join(
         "%s %.4g" % (k, v) for k, v in record.items()
         if isinstance(v, float) or k == "amp_skipped_steps"))
-    if not writer:  # metrics.jsonl is rank 0's
-        return
-    with _writing(os.path.join(run_dir, METRICS_FILE), "a") as f:
-        f.write(json.dumps(record) + "\n")

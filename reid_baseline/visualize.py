@@ -5,7 +5,6 @@ needed, safe in threads and in the training process). Every PNG is written atomi
 (a .tmp file, then os.replace), so a reader never sees half a picture.
 """
 import collections
-import errno
 import math
 import os
 
@@ -15,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .fileio import atomic_path
+from .fileio import PRODUCER, atomic_path
 
 # One rank-list cell (image + two lines of text), in inches at DPI: a PNG of R rows and
 # C cells is exactly (C * CELL_WIDTH * DPI) x (R * CELL_HEIGHT * DPI) pixels.
@@ -38,7 +37,7 @@ def new_figure(width, height):
 def save_figure(fig, path):
     """Render `fig` (from new_figure) to the PNG `path` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        fig.canvas.print_png(f)
+        fig.canvas.print_png(f, metadata={"Software": PRODUCER})  # fileio.png_is_ours
 
 
 def _thumbnail(path):
@@ -95,16 +94,10 @@ def write_cmc(path, cmc, title="CMC"):
     save_figure(fig, path)
 
 
-def write_curves(run_dir, records=None, path=None):
-    """curves.png in `run_dir` (or `path`) from its metrics.jsonl (or `records`): loss,
-    training accuracy and learning rate per epoch, Rank-1/mAP/mINP at the evaluated epochs.
-    Returns the path written. A run without any finished epoch is an OSError naming it."""
-    if records is None:
-        from .engine import METRICS_FILE, read_metrics  # the engine owns the file's format
-        records = read_metrics(run_dir)
-        if not records:
-            raise FileNotFoundError(errno.ENOENT, "no finished epoch in the run folder (no "
-                                    "records in %s)" % METRICS_FILE, run_dir)
+def write_curves(run_dir, records, path=None):
+    """curves.png in `run_dir` (or `path`) from a run's per-epoch `records` (metrics.jsonl's
+    rows, read by the caller): loss, training accuracy and learning rate per epoch,
+    Rank-1/mAP/mINP at the evaluated epochs. Returns the path written."""
     path = path or os.path.join(run_dir, "curves.png")
     epochs = [r["epoch"] for r in records]
     fig = new_figure(10, 6.5)

@@ -1,25 +1,26 @@
 #!/usr/bin/env python
 """Time the recipe's training step and feature extraction (ResNet-50, 384x128) on this machine.
 
-Random inputs, so it measures the network and optimizer only (not data loading).
+Random inputs, so it measures the network and optimizer only (not data loading). The step timed
+is the training loop's own (reid_baseline.engine.train_step).
 Example: OMP_NUM_THREADS=2 python scripts/benchmark_train.py --steps 3 --out bench_train.json
 Mixed precision: add SOLVER.AMP bfloat16 (CPU) or float16 (GPU); one type per process (MXNet).
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import mxnet as mx
-from mxnet import autograd, gluon
+from mxnet import gluon
 
-from reid_baseline.amp import init_amp, scale_loss
+from reid_baseline.amp import init_amp
 from reid_baseline.benchmarking import describe_machine
 from reid_baseline.cli import config_from_args
 from reid_baseline.devices import build_contexts
+from reid_baseline.engine import train_step
 from reid_baseline.model import build_model
 from reid_baseline.solver import build_trainer
+from reid_baseline.telemetry import describe_network
 
 
 def _time_train_steps(cfg, hybridize, steps, ctx):
@@ -29,15 +30,12 @@ def _time_train_steps(cfg, hybridize, steps, ctx):
     trainer = build_trainer(cfg, net.collect_params())
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     batch = cfg.SOLVER.BATCH_SIZE
-    data = mx.nd.random.uniform(shape=(batch, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH), ctx=ctx[0])
-    label = mx.nd.array(mx.nd.random.randint(0, 751, shape=(batch,)), ctx=ctx[0])
+    # On the CPU, as the loader gives them; train_step splits them over the devices.
+    data = mx.nd.random.uniform(shape=(batch, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH))
+    label = mx.nd.array(mx.nd.random.randint(0, 751, shape=(batch,)))
 
     def step():
-        with autograd.record():
-            loss = loss_fn(net(data)[0], label)
-            with scale_loss(loss, trainer) as scaled:
-                scaled.backward()
-        trainer.step(batch)
+        train_step(net, trainer, loss_fn, data, label, ctx)
 
     step()  # warm-up: graph construction and memory planning
     mx.nd.waitall()
@@ -79,6 +77,7 @@ def main():
     results["train_step_s_plain"], _ = _time_train_steps(cfg, False, args.steps, ctx)
     results["train_step_s_hybridized"], net = _time_train_steps(cfg, True, args.steps, ctx)
     results["extract_images_per_s_with_flip"] = _time_extraction(cfg, net, args.steps, ctx)
+    results.update(describe_network(net, cfg))  # parameters, multiply-adds per image
     for key, value in results.items():
         print("%-32s %s" % (key, "%.3f" % value if isinstance(value, float) else value))
     if args.out:

@@ -15,8 +15,8 @@ def main():
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run's OUTPUT_DIR")
     parser.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/curves.png)")
     args = parser.parse_args()
-    from reid_baseline.visualize import write_curves
-    print("wrote %s" % write_curves(args.run_dir, path=args.out))
+    from reid_baseline.run_folder import write_run_curves
+    print("wrote %s" % write_run_curves(args.run_dir, path=args.out))
 
 
 if __name__ == "__main__":

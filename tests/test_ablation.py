@@ -8,7 +8,7 @@ import matplotlib.image
 import mxnet as mx
 import pytest
 
-from reid_baseline import ablation, engine, retrieval
+from reid_baseline import ablation, engine, retrieval, run_folder
 from reid_baseline.ablation_report import build_report, effect_class, render_markdown
 from reid_baseline.config import ConfigError, load_config, save_config
 from conftest import TINY_OVERRIDES
@@ -193,12 +193,12 @@ def test_an_interrupted_run_is_resumed(small_toy_root, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "_train_epoch", ctrl_c_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         ablation.run_one(run)
-    first = engine.read_metrics(run.cfg.OUTPUT_DIR)
+    first = run_folder.read_metrics(run.cfg.OUTPUT_DIR)
     assert [r["epoch"] for r in first] == [1]
     monkeypatch.undo()
     outcome = ablation.run_one(run)
     assert outcome["status"] == "resumed" and outcome["results"]["rank1"] > 0
-    metrics = engine.read_metrics(run.cfg.OUTPUT_DIR)
+    metrics = run_folder.read_metrics(run.cfg.OUTPUT_DIR)
     assert [r["epoch"] for r in metrics] == [1, 2] and metrics[0] == first[0]  # not retrained
     assert "resumed from" in open(os.path.join(run.cfg.OUTPUT_DIR, "train.log")).read()
 

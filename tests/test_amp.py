@@ -13,7 +13,7 @@ import pytest
 from reid_baseline.amp import CountingLossScaler, init_amp, loss_scaler_state, restore_loss_scaler
 from reid_baseline.checkpoint import last_checkpoint
 from reid_baseline.devices import DeviceError
-from reid_baseline.engine import read_metrics
+from reid_baseline.run_folder import read_metrics
 
 from conftest import TINY_OVERRIDES
 

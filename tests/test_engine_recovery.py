@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from reid_baseline import engine
+from reid_baseline import engine, run_folder
 from reid_baseline.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,7 +16,7 @@ STEPS_PER_EPOCH = 435 // 32  # the toy training split at batch 32
 
 
 def _epochs(run_dir):
-    return [r["epoch"] for r in engine.read_metrics(str(run_dir))]
+    return [r["epoch"] for r in run_folder.read_metrics(str(run_dir))]
 
 
 def _params(path):
@@ -33,10 +33,10 @@ def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_figure
     with pytest.raises(RuntimeError, match="evaluation failed"):
         engine.train(cfg)
     assert last_checkpoint(str(tmp_path)).endswith("epoch_0001")
-    assert engine.read_metrics(str(tmp_path))[0]["loss"] > 0
+    assert run_folder.read_metrics(str(tmp_path))[0]["loss"] > 0
     monkeypatch.undo()
     assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
-    assert _epochs(tmp_path) == [1, 2] and "rank1" in engine.read_metrics(str(tmp_path))[1]
+    assert _epochs(tmp_path) == [1, 2] and "rank1" in run_folder.read_metrics(str(tmp_path))[1]
 
 
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tiny_cfg, tmp_path):
@@ -136,7 +136,7 @@ def test_the_same_config_gives_the_same_run_with_workers_and_after_resume(make_t
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    assert engine.read_metrics(str(tmp_path / "a"))[1]["loss"] == engine.read_metrics(str(tmp_path / "b"))[1]["loss"]
+    assert run_folder.read_metrics(str(tmp_path / "a"))[1]["loss"] == run_folder.read_metrics(str(tmp_path / "b"))[1]["loss"]
 
 
 def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_path):
@@ -192,14 +192,14 @@ def _failing_writes(run_dir, monkeypatch, target):
             return getattr(self.real, name)
 
     if target == "train.log":
-        real_setup = engine.setup_logging
+        real_setup = run_folder.setup_logging
 
         def setup(folder):
             real_setup(folder)
-            for handler in engine.logger.handlers:
-                if isinstance(handler, engine.logging.FileHandler):
+            for handler in run_folder.logger.handlers:
+                if isinstance(handler, run_folder.logging.FileHandler):
                     handler.stream = FullDisk(handler.stream)
-        monkeypatch.setattr(engine, "setup_logging", setup)
+        monkeypatch.setattr(run_folder, "setup_logging", setup)
     else:
         real_open = open
 

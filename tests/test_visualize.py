@@ -19,6 +19,30 @@ def _pixels_near(img, hex_colour, tol=40):
     return int((np.abs(np.asarray(img.convert("RGB"), dtype=int) - rgb).max(axis=2) < tol).sum())
 
 
+# matplotlib's first three line colours: Rank-1 (and every single curve), mAP, mINP.
+BLUE, ORANGE, GREEN = "#1f77b4", "#ff7f0e", "#2ca02c"
+
+
+def _quadrants(img):
+    """The four panels of a 2 x 2 figure, as PIL images."""
+    w, h = img.size
+    return [img.crop((x, y, x + w // 2, y + h // 2)) for y in (0, h // 2) for x in (0, w // 2)]
+
+
+def _assert_curves_drawn(img):
+    """Each panel of curves.png holds its curve (a blank or an empty panel fails)."""
+    loss, acc, lr, retrieval = _quadrants(img)
+    for panel in (loss, acc, lr, retrieval):
+        assert _pixels_near(panel, BLUE, tol=30) > 50
+    assert _pixels_near(retrieval, ORANGE, tol=30) > 50 and _pixels_near(retrieval, GREEN, tol=30) > 50
+
+
+def test_the_pixel_checks_fail_on_a_blank_picture():
+    blank = Image.new("RGB", (1000, 650), "white")
+    with pytest.raises(AssertionError):
+        _assert_curves_drawn(blank)
+
+
 @pytest.fixture(scope="module")
 def images(toy_market_root):
     return sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[:11]
@@ -51,6 +75,7 @@ def test_png_writes_are_atomic(images, tmp_path, monkeypatch):
     visualize.write_cmc(path, np.linspace(0.5, 1.0, 50))
     before = open(path, "rb").read()
     assert Image.open(path).size == (500, 350)
+    assert _pixels_near(Image.open(path), BLUE, tol=30) > 200  # the curve, not a blank picture
 
     def full_disk(self, f, *args, **kwargs):
         f.write(b"\x89PNG half")
@@ -71,6 +96,11 @@ def test_curves_from_records(tmp_path):
     path = visualize.write_curves(str(tmp_path), records=records)
     assert path == str(tmp_path / "curves.png")
     assert Image.open(path).size == (1000, 650)
+    _assert_curves_drawn(Image.open(path))
+    for record in records:  # no learning rate: its panel is empty, and the check sees it
+        del record["lr"]
+    with pytest.raises(AssertionError):
+        _assert_curves_drawn(Image.open(visualize.write_curves(str(tmp_path), records)))
 
 
 def test_plotrun_script(trained_run, tmp_path, monkeypatch, capsys):
@@ -80,6 +110,7 @@ def test_plotrun_script(trained_run, tmp_path, monkeypatch, capsys):
                                      "--out", out)
     assert code == 0, err
     assert printed == "wrote %s\n" % out and Image.open(str(out)).size == (1000, 650)
+    _assert_curves_drawn(Image.open(str(out)))
     code, printed, err = run_script(monkeypatch, capsys, "scripts/plot_run.py", tmp_path)
     assert code == 2 and "no finished epoch" in err and str(tmp_path) in err
 
