@@ -18,7 +18,7 @@ import sys
 import yaml
 
 from .checkpoint import last_checkpoint
-from .config import get_defaults
+from .config import flatten, get_defaults
 from .errors import RunDirError
 from .fileio import PRODUCER, atomic_path
 
@@ -125,15 +125,9 @@ def write_run_curves(run_dir, path=None):
     return write_curves(run_dir, records, path)
 
 
-def flatten_config(node, prefix=""):
-    """{"SECTION.KEY": value} of a (nested) config mapping; tuples become lists."""
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, prefix + key + "."))
-        else:
-            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return flat
+def flatten_config(node):
+    """{"SECTION.KEY": value} of a (nested) config mapping, tuples as lists (YAML's form)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(node).items()}
 
 
 def _device_split_changed(old, new):
