@@ -82,3 +82,14 @@ def trained_run(make_tiny_cfg, tmp_path_factory):
     cfg = make_tiny_cfg(tmp_path_factory.mktemp("run"), "SOLVER.MAX_EPOCHS", "8",
                         "SOLVER.EVAL_PERIOD", "1")
     return cfg, train(cfg)
+
+
+def marked_png(path):
+    """A tiny PNG carrying the mark of a file the package wrote."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from reid_baseline.fileio import PRODUCER
+
+    fig = Figure(figsize=(1, 1))
+    FigureCanvasAgg(fig).print_png(str(path), metadata={"Software": PRODUCER})

@@ -8,7 +8,7 @@ import pytest
 from reid_baseline import features
 from reid_baseline.retrieval import results_path, save_results
 
-from conftest import run_script
+from conftest import marked_png, run_script
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +58,6 @@ def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch,
                                                                          "model_final.params"]
 
 
-def _marked_png(path):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from reid_baseline.fileio import PRODUCER
-
-    fig = Figure(figsize=(1, 1))
-    FigureCanvasAgg(fig).print_png(str(path), metadata={"Software": PRODUCER})
-
-
 @pytest.mark.timeout(900)
 def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
@@ -87,7 +77,7 @@ def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, c
     assert code == 2 and out == "" and "CMC plot %s exists" % (tmp_path / "cmc.png") in err
     assert json.loads((tmp_path / "results.json").read_text())["rank1"] == 1.0
     # one the package wrote (marked) is replaced, and so are its results
-    _marked_png(tmp_path / "cmc.png")
+    marked_png(tmp_path / "cmc.png")
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params)
     assert code == 0, err
@@ -97,7 +87,7 @@ def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, c
     ranklists = tmp_path / "ranklists"
     ranklists.mkdir()
     (ranklists / "worst_01_query00001.png").write_bytes(b"\x89PNG\r\n\x1a\n mine")
-    _marked_png(tmp_path / "cmc.png")
+    marked_png(tmp_path / "cmc.png")
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "--visualize", "2")
     assert code == 2 and "rank list %s exists" % (ranklists / "worst_01_query00001.png") in err

@@ -11,7 +11,7 @@ from PIL import Image
 from reid_baseline import visualize
 from reid_baseline.visualize import RankItem
 
-from conftest import run_script
+from conftest import marked_png, run_script
 
 
 def _pixels_near(img, hex_colour, tol=40):
@@ -120,8 +120,8 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
     cfg, _ = trained_run
     output = tmp_path / "res.json"
     (tmp_path / "ranklists").mkdir()
-    for name in ("random_09_query00001.png", "notes.txt"):  # an earlier evaluation's; the user's
-        (tmp_path / "ranklists" / name).write_bytes(b"x")
+    marked_png(tmp_path / "ranklists" / "random_09_query00001.png")  # an earlier evaluation's
+    (tmp_path / "ranklists" / "notes.txt").write_bytes(b"x")  # the user's
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config",
                                  os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params",
                                  os.path.join(cfg.OUTPUT_DIR, "model_final.params"),
