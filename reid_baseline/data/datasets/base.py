@@ -182,9 +182,11 @@ def image_problem(head, tail):
         if b"IEND" not in tail.rstrip(b"\x00")[-12:]:
             return "truncated PNG (no IEND chunk at the end of the file)"
         return None
+    if head[:2] == b"BM":  # BMP: OpenCV refuses a truncated one when decoding
+        return None
     if head[:2] != b"\xff\xd8":
-        return ("not a JPEG (does not start with the marker FFD8; starts with %r) nor a PNG"
-                % head[:8])
+        return ("not a JPEG (does not start with the marker FFD8; starts with %r), a PNG nor "
+                "a BMP" % head[:8])
     # OpenCV decodes a truncated JPEG partially (grey bottom) without any error, so
     # require the end-of-image marker; some writers pad with zeros after it.
     if b"\xff\xd9" not in tail.rstrip(b"\x00")[-16:]:
