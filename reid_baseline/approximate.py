@@ -19,6 +19,7 @@ from .index import exact_top_k
 APPROXIMATE = "approximate.faiss"
 ADD_BLOCK = 1 << 16  # rows converted to float32 at a time while adding
 RECALL_QUERIES = 500  # stored rows used as queries to measure recall@10
+TRAIN_PER_CELL = 40  # k-means training rows per cell (faiss asks for at least 39)
 
 
 def import_faiss():
@@ -39,13 +40,15 @@ def _uses_inner_product(store):
 def _prepared(rows, inner_product, metric):
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     if inner_product and metric == "cosine":
-        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     return rows
 
 
-def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0):
+def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
+                      recall_queries=RECALL_QUERIES):
     """Build the IVF index of a FeatureStore into its folder; returns what it recorded in the
-    manifest (kind, nlist, nprobe, inner_product, recall_at_10 and the sample size)."""
+    manifest (kind, nlist, nprobe, inner_product, recall_at_10 and the sample size). The cells
+    are trained on TRAIN_PER_CELL stored rows per cell (a seeded sample)."""
     faiss = import_faiss()
     n, dim = store.features.shape
     nlist = int(nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
@@ -55,13 +58,13 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0):
     codec = "Flat" if store.features.dtype == np.float32 else "SQfp16"
     index = faiss.index_factory(dim, "IVF%d,%s" % (nlist, codec), faiss_metric)
     rng = np.random.RandomState(seed)
-    train = np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))
+    train = np.sort(rng.choice(n, min(n, TRAIN_PER_CELL * nlist), replace=False))
     index.train(_prepared(store.features[train], inner, metric))
     for a in range(0, n, ADD_BLOCK):
         index.add(_prepared(store.features[a:a + ADD_BLOCK], inner, metric))
     index.nprobe = nprobe
     faiss.write_index(index, os.path.join(store.folder, APPROXIMATE))
-    sample = np.sort(rng.choice(n, min(n, RECALL_QUERIES), replace=False))
+    sample = np.sort(rng.choice(n, min(n, int(recall_queries)), replace=False))
     queries = np.asarray(store.features[sample], np.float32)
     exact, _ = exact_top_k(queries, store.features, 11, metric=metric)
     approx, _ = _search(index, queries, 11, inner, metric)
