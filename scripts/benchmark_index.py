@@ -128,7 +128,10 @@ def build_throughput(work, images):
     for i in range(images):
         os.link(sources[i % len(sources)], os.path.join(folder, "%06d.jpg" % i))
     params = os.path.join(work, "demo.params")
-    build_model(cfg, 10).save_parameters(params)
+    import mxnet as mx
+    net = build_model(cfg, 10)
+    net(mx.nd.zeros((1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)))  # completes deferred shapes
+    net.save_parameters(params)
     model = ReIDModel(cfg, params)
     model.extract(sources[:cfg.TEST.BATCH_SIZE])  # warm-up: graph building, memory pool
     start = time.time()
