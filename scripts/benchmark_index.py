@@ -171,12 +171,17 @@ def main():
     for size in args.sizes:
         folder = os.path.join(work, "store_%d" % size)
         row = {"write_s": write_store(folder, size, args.dtype)}
+        print("%d: store written in %.0f s" % (size, row["write_s"]), flush=True)
         start = time.time()
         info = build_approximate(FeatureStore(folder), nlist=min(args.nlist, size // 39),
                                  recall_queries=args.recall_queries)
         row.update(approximate_build_s=time.time() - start, approximate_index=info)
+        print("%d: approximate index in %.0f s: %s" % (size, row["approximate_build_s"], info),
+              flush=True)
         for mode in ("exact", "approximate"):
             row[mode] = _in_subprocess(folder, mode, args.queries, args.batches)
+            print("%d: %s %s" % (size, mode, {k: v for k, v in row[mode].items()
+                                              if k != "indices"}), flush=True)
         exact = np.array(row["exact"].pop("indices"))
         approx = np.array(row["approximate"].pop("indices"))
         row["recall_at_10_of_new_queries"] = recall_at_10(exact, approx)
