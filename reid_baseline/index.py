@@ -39,10 +39,10 @@ NPZ_KEYS = ("paths", "features", "config", "params")
 
 
 def file_sha256(path):
-    """Hex SHA-256 of a file, read in 4 MB blocks."""
+    """Hex SHA-256 of a file, read in 1 MB blocks."""
     sha = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
+        for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
 

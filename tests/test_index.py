@@ -160,27 +160,32 @@ def test_build_with_the_network_resumes_to_identical_files(trained_run, toy_mark
 @pytest.mark.timeout(900)
 def test_building_a_large_folder_stays_within_a_memory_budget(trained_run, toy_market_root,
                                                               tmp_path, monkeypatch):
-    """tracemalloc counts every numpy and Python allocation (not MXNet's own memory pool, whose
-    size depends on the batch, not the folder): its peak while indexing 1200 images stays under
-    a budget that the folder's features alone (1200 x 512 float32 = 2.4 MB) exceed."""
+    """Measured with tracemalloc, which counts every numpy and Python allocation (not MXNet's
+    own memory pool, whose size depends on the batch, not on the folder). Indexing 512 images
+    peaks under a 3 MB budget that their decoded pixels (12 MB) exceed, and no higher than
+    indexing 128 (a build holding the features would grow by 384 x 2 KB)."""
     from reid_baseline import ReIDModel
     cfg, _ = trained_run
     model = ReIDModel.load(cfg.OUTPUT_DIR, overrides=["TEST.BATCH_SIZE", "16"])
-    folder = tmp_path / "many"
-    folder.mkdir()
     sources = sorted(glob.glob(os.path.join(toy_market_root, "bounding_box_test", "*.jpg")))
-    for i in range(1200):
-        os.link(sources[i % len(sources)], str(folder / ("%05d.jpg" % i)))
+    model.extract(sources[:16]), model.params_sha256  # network graph and digest made once
     monkeypatch.setattr(index, "CHUNK_IMAGES", 64)
-    budget = 1 << 20
-    tracemalloc.start()
-    try:
-        manifest = model.build_index(str(folder), str(tmp_path / "many.index"))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert manifest["count"] == 1200 and manifest["dim"] == 512
-    assert 1200 * 512 * 4 > 2 * budget > 2 * peak, peak
+    peaks = {}
+    for count in (128, 512):
+        folder = tmp_path / ("f%d" % count)
+        folder.mkdir()
+        for i in range(count):
+            os.link(sources[i % len(sources)], str(folder / ("%05d.jpg" % i)))
+        tracemalloc.start()
+        try:
+            manifest = model.build_index(str(folder), str(tmp_path / ("%d.index" % count)))
+            peaks[count] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert manifest["count"] == count and manifest["dim"] == 512
+    budget = 3 << 20
+    assert 512 * 128 * 64 * 3 > budget > peaks[512], peaks
+    assert peaks[512] - peaks[128] < 0.25 * 384 * 512 * 4, peaks
 
 
 def test_output_folder_is_never_one_the_package_did_not_write(tmp_path):
