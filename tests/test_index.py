@@ -41,6 +41,21 @@ def _build(folder, feats, dtype="float32", chunk=16, **kw):
                              chunk=chunk, **kw)
 
 
+@pytest.fixture(scope="module")
+def tiny_model(make_tiny_cfg, tmp_path_factory):
+    """ReIDModel of the tests' small network with its initial weights (no training needed to
+    test the store), TEST.BATCH_SIZE 16."""
+    import mxnet as mx
+    from reid_baseline import ReIDModel
+    from reid_baseline.model import build_model
+    folder = tmp_path_factory.mktemp("tiny")
+    cfg = make_tiny_cfg(folder, "TEST.BATCH_SIZE", "16")
+    net = build_model(cfg, 10)
+    net(mx.nd.zeros((1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)))  # completes deferred shapes
+    net.save_parameters(str(folder / "tiny.params"))
+    return ReIDModel(cfg, str(folder / "tiny.params"))
+
+
 def _files(folder):
     names = sorted(os.listdir(str(folder)))
     return names, [open(os.path.join(str(folder), n), "rb").read() for n in names]
@@ -128,11 +143,9 @@ def test_interrupted_build_resumes_to_identical_files(tmp_path, monkeypatch, whe
     assert _files(stopped) == _files(tmp_path / "whole.index")
 
 
-def test_build_with_the_network_resumes_to_identical_files(trained_run, toy_market_root,
+def test_build_with_the_network_resumes_to_identical_files(tiny_model, toy_market_root,
                                                           tmp_path, monkeypatch):
-    from reid_baseline import ReIDModel
-    cfg, _ = trained_run
-    model = ReIDModel.load(cfg.OUTPUT_DIR)
+    model = tiny_model
     folder = tmp_path / "photos"
     folder.mkdir()
     for path in sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[:18]:
@@ -158,15 +171,13 @@ def test_build_with_the_network_resumes_to_identical_files(trained_run, toy_mark
 
 
 @pytest.mark.timeout(900)
-def test_building_a_large_folder_stays_within_a_memory_budget(trained_run, toy_market_root,
+def test_building_a_large_folder_stays_within_a_memory_budget(tiny_model, toy_market_root,
                                                               tmp_path, monkeypatch):
     """Measured with tracemalloc, which counts every numpy and Python allocation (not MXNet's
     own memory pool, whose size depends on the batch, not on the folder). Indexing 512 images
     peaks under a 3 MB budget that their decoded pixels (12 MB) exceed, and no higher than
     indexing 128 (a build holding the features would grow by 384 x 2 KB)."""
-    from reid_baseline import ReIDModel
-    cfg, _ = trained_run
-    model = ReIDModel.load(cfg.OUTPUT_DIR, overrides=["TEST.BATCH_SIZE", "16"])
+    model = tiny_model
     sources = sorted(glob.glob(os.path.join(toy_market_root, "bounding_box_test", "*.jpg")))
     model.extract(sources[:16]), model.params_sha256  # network graph and digest made once
     monkeypatch.setattr(index, "CHUNK_IMAGES", 64)
