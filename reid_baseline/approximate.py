@@ -105,6 +105,8 @@ def approximate_top_k(store, query_feats, topk, metric="cosine", nprobe=None):
     if not info or not os.path.isfile(path):
         raise ConfigError("--approximate: %s has no approximate index; build it with "
                           "search.py index --approximate" % store.folder)
-    index = faiss.read_index(path)
+    if store.approximate_index is None:  # read once per opened store, not per query batch
+        store.approximate_index = faiss.read_index(path)
+    index = store.approximate_index
     index.nprobe = int(nprobe or info["nprobe"])
     return _search(index, query_feats, min(int(topk), len(store)), info["inner_product"], metric)

@@ -233,6 +233,7 @@ class FeatureStore(object):
         self.manifest = manifest
         self.params, self.params_sha256 = manifest.get("params"), manifest.get("params_sha256")
         self.config_path = at(CONFIG)
+        self.approximate_index = None  # the faiss index, once approximate.py has read it
 
     def __len__(self):
         return len(self.features)
