@@ -72,6 +72,8 @@ def index(parser, args):
                      % args.images[0])
     if not args.images_dir or not args.out:
         parser.error("index needs --images and --out")
+    from reid_baseline.index import check_store_output
+    check_store_output(args.out, args.overwrite)  # before the network is loaded
     if args.run:
         model = ReIDModel.load(args.run, config=args.config, params=args.params,
                                overrides=_overrides(args))
