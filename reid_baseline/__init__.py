@@ -21,3 +21,13 @@ if _importlib_util.find_spec("mxnet") is None:
         print("error: " + MXNET_MISSING, file=_sys.stderr)
         raise SystemExit(2)
     raise ImportError(MXNET_MISSING)
+
+__all__ = ["ReIDModel"]
+
+
+def __getattr__(name):
+    # ReIDModel is imported on first use: `import reid_baseline` stays light (no MXNet).
+    if name == "ReIDModel":
+        from .api import ReIDModel
+        return ReIDModel
+    raise AttributeError("module 'reid_baseline' has no attribute %r" % name)

@@ -12,14 +12,13 @@ from .data.loader import build_test_loader
 from .fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
 from .errors import OutputError
 from .evaluation import AP_MODES, compute_distance, evaluate_ranking
-from .features import extract_features
+from .features import image_features
 from .rerank import re_ranking_features
 
 
 def _split_features(cfg, net, records, ctx, split):
-    loader = build_test_loader(cfg, records)
-    return extract_features(net.embedding, loader, ctx, flip=cfg.TEST.FLIP_FEATURES,
-                            normalize=cfg.TEST.NORMALIZE_FEATURES, desc="features " + split)
+    return image_features(cfg, net.embedding, [r.path for r in records], ctx,
+                          desc="features " + split)
 
 
 def gallery_distances(cfg, q_feats, g_feats):

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Search a folder of images with a trained model.
 
-  index: embed every image under --images into a gallery file (paths, features, config):
-    python scripts/search.py index --config CFG --params FILE --images DIR --out gallery.npz
-  query: rank the gallery for each IMAGE with the config and parameters it was made with:
-    python scripts/search.py query --gallery gallery.npz IMAGE... [--topk 10] [--rerank]
-           [--html results.html] [--png results.png]
+  index: embed every image under --images into an index folder (memory-mapped features, paths,
+         config, params digest); an interrupted index resumes when run again:
+    python scripts/search.py index --run RUN_DIR --images DIR --out gallery.index
+           [--config CFG --params FILE] [--dtype float16] [--approximate] [--overwrite]
+  query: rank the gallery for each IMAGE with the config and parameters it was built with:
+    python scripts/search.py query --gallery gallery.index IMAGE... [--topk 10] [--rerank]
+           [--approximate] [--html results.html] [--png results.png] [--overwrite]
 """
 import os
 
@@ -20,72 +22,128 @@ def _report_skipped(skipped, what):
         print("%d unreadable %s skipped" % (len(skipped), what))
 
 
-def main():
+def _parse():
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("command", choices=("index", "query"))
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="query: query image files")
-    parser.add_argument("--params", help="index: parameters saved by train.py; query: "
-                        "default the ones the gallery was made with")
+    parser.add_argument("--run", metavar="RUN_DIR", help="index: a training run folder (its "
+                        "config.yaml and model_final.params)")
+    parser.add_argument("--params", help="index: parameters saved by train.py; query: default "
+                        "the gallery's own (another file must have the same bytes)")
     parser.add_argument("--images", dest="images_dir", metavar="DIR",
-                        help="index: folder tree of images")
-    parser.add_argument("--out", help="index: gallery file to write (.npz)")
-    parser.add_argument("--gallery", help="query: gallery file written by index")
+                        help="index: folder tree of images (.jpg, .jpeg, .png, .bmp)")
+    parser.add_argument("--out", help="index: index folder to write")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                        help="index: stored feature precision (float16 halves the size)")
+    parser.add_argument("--gallery", help="query: index folder written by index (or a .npz "
+                        "gallery file of the earlier format)")
     parser.add_argument("--topk", type=int, default=10, help="query: results per image")
     parser.add_argument("--rerank", action="store_true",
                         help="query: k-reciprocal re-ranking (TEST.RERANK_* knobs)")
+    parser.add_argument("--approximate", action="store_true", help="index: also build the "
+                        "faiss IVF index and measure its recall@10; query: search with it")
+    parser.add_argument("--nlist", type=int, help="index --approximate: IVF cells")
+    parser.add_argument("--nprobe", type=int, help="--approximate: cells scanned per query")
     parser.add_argument("--html", help="query: also write the results as this HTML page")
     parser.add_argument("--png", help="query: also write the results as this PNG")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output that this package did not write")
     args = parser.parse_args()
     # The positional IMAGEs and KEY VALUE overrides share the free words: override keys are
     # upper-case dotted names (TEST.BATCH_SIZE) or GPUS, the rest are images.
     words, args.opts = args.opts, []
     it = iter(args.images + words)
-    images = []
+    args.images = []
     for word in it:
         if word.isupper() and (word == "GPUS" or "." in word) and not os.path.exists(word):
             args.opts += [word, next(it, "")]
         else:
-            images.append(word)
+            args.images.append(word)
+    return parser, args
+
+
+def index(parser, args):
+    """search.py index: build (or resume) an index folder."""
+    from reid_baseline import ReIDModel
+    if args.images:
+        parser.error("index takes no IMAGE arguments (got %s); the folder is --images"
+                     % args.images[0])
+    if not args.images_dir or not args.out:
+        parser.error("index needs --images and --out")
+    from reid_baseline.index import check_store_output
+    check_store_output(args.out, args.overwrite)  # before the network is loaded
+    if args.run:
+        model = ReIDModel.load(args.run, config=args.config, params=args.params,
+                               overrides=_overrides(args))
+    elif args.config and args.params:
+        model = ReIDModel(config_from_args(args), args.params)
+    else:
+        parser.error("index needs --run, or --config and --params")
+    manifest = model.build_index(args.images_dir, args.out, dtype=args.dtype,
+                                 overwrite=args.overwrite, approximate=args.approximate,
+                                 nlist=args.nlist, nprobe=args.nprobe)
+    _report_skipped(manifest["skipped"], "files")
+    print("indexed %d images (%d-d %s features) into %s"
+          % (manifest["count"], manifest["dim"], manifest["dtype"], args.out))
+    if args.approximate:
+        info = manifest["approximate"]
+        print("approximate index: IVF%d,%s, nprobe %d; recall@10 against exact search %.3f "
+              "(%d stored images as queries)" % (info["nlist"], info["codec"], info["nprobe"],
+                                                 info["recall_at_10"], info["recall_queries"]))
+
+
+def _overrides(args):
+    """The KEY VALUE overrides and --gpus, as ReIDModel.load takes them."""
+    extra = list(args.opts)
+    if args.gpus is not None:
+        ids = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        extra += ["GPUS", "auto" if args.gpus.strip() == "auto" else "[%s]" % ",".join(ids)]
+    return extra
+
+
+def query(parser, args):
+    """search.py query: rank an index for each query image."""
+    from reid_baseline import ReIDModel
     from reid_baseline import search
-    if args.command == "index":
-        if images:
-            parser.error("index takes no IMAGE arguments (got %s); the folder is --images"
-                         % images[0])
-        for name in ("params", "images_dir", "out"):
-            if not getattr(args, name):
-                parser.error("index needs --%s" % name.replace("_dir", ""))
-        summary = search.build_index(config_from_args(args), args.params, args.images_dir,
-                                     args.out)
-        _report_skipped(summary["skipped"], "files")
-        print("indexed %d images (%d-d features) into %s"
-              % (summary["count"], summary["dim"], summary["path"]))
-        return
-    if not args.gallery or not images:
+    from reid_baseline.fileio import check_output_file, png_is_ours
+    from reid_baseline.index import open_gallery
+    if not args.gallery or not args.images:
         parser.error("query needs --gallery and at least one IMAGE")
     if args.topk < 1:
         parser.error("--topk must be >= 1, got %d" % args.topk)
-    for path in (args.html, args.png):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise FileNotFoundError("output folder %s does not exist"
-                                    % os.path.dirname(os.path.abspath(path)))
-    if args.config:
-        parser.error("query takes the config from the gallery file; --config is for index")
-    index = search.load_index(args.gallery)
-    with search.index_config_file(index) as args.config:
-        cfg = config_from_args(args)
-    queries, skipped = search.query_index(index, cfg, images, args.params, args.topk, args.rerank)
+    if args.config or args.run:
+        parser.error("query takes the config from the gallery; --config and --run are for index")
+    if args.html:
+        check_output_file(args.html, args.overwrite, search.html_is_ours, "--html")
+    if args.png:
+        check_output_file(args.png, args.overwrite, png_is_ours, "--png")
+    gallery = open_gallery(args.gallery)
+    model = ReIDModel.for_gallery(gallery, args.params, _overrides(args))
+    model.check_gallery(gallery)  # before embedding the queries
+    feats, kept, skipped = model.extract_files(args.images, desc="queries")
     _report_skipped(skipped, "query images")
-    for query, ranked in queries:
-        print("%s (gallery of %d%s):" % (query, len(index["paths"]),
-                                         ", re-ranked" if args.rerank else ""))
-        for rank, (path, dist) in enumerate(ranked, 1):
-            print("  %3d  %.4f  %s" % (rank, dist, path))
+    if not kept:
+        from reid_baseline.errors import DatasetError
+        raise DatasetError("no query image could be read: %s" % "; ".join(r for _, r in skipped))
+    idx, dist = model.rank(feats, gallery, args.topk, args.rerank, args.approximate, args.nprobe)
+    from reid_baseline.api import ranked_paths
+    queries = list(zip(kept, ranked_paths(gallery, idx, dist)))
+    for name, ranked in queries:
+        print("%s (gallery of %d%s):" % (name, len(gallery), ", re-ranked" if args.rerank
+                                         else ", approximate" if args.approximate else ""))
+        for rank, (path, d) in enumerate(ranked, 1):
+            print("  %3d  %.4f  %s" % (rank, d, path))
     if args.html:
         search.write_html(args.html, queries)
         print("wrote %s" % args.html)
     if args.png:
         search.write_png(args.png, queries)
         print("wrote %s" % args.png)
+
+
+def main():
+    parser, args = _parse()
+    (index if args.command == "index" else query)(parser, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""scripts/search.py and reid_baseline.search: index a folder, query it, exact blocked top-k."""
+"""scripts/search.py: index a folder, query it (exact, approximate, re-ranked), its outputs and
+errors; the exact blocked top-k."""
 import contextlib
 import glob
 import io
@@ -7,6 +8,7 @@ import runpy
 import shutil
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -30,14 +32,16 @@ def trained(trained_run):
 
 @pytest.fixture(scope="module")
 def photo_tree(toy_market_root, tmp_path_factory):
-    """A folder tree of 14 toy gallery images in two sub-folders, plus 2 unreadable .jpg
-    files and a text file (not an image): what a user's folder may hold."""
+    """A folder tree of 14 toy gallery images and a .bmp in two sub-folders, plus 2 unreadable
+    .jpg files and a text file (not an image): what a user's folder may hold."""
     root = tmp_path_factory.mktemp("photos")
     files = sorted(glob.glob(os.path.join(toy_market_root, "bounding_box_test", "00*.jpg")))
     for i, path in enumerate(files[:14]):
         sub = root / "cam_a" if i % 2 else root / "cam_b" / "day1"
         sub.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, str(sub / os.path.basename(path)))
+    bmp = cv2.imread(files[14])  # a BMP file is indexed too
+    cv2.imwrite(str(root / "cam_b" / "day1" / "bitmap.bmp"), bmp)
     (root / "cam_a" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (root / "cam_a" / "empty.JPG").write_bytes(b"")
     (root / "notes.txt").write_text("not an image")
@@ -46,9 +50,9 @@ def photo_tree(toy_market_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gallery(trained, photo_tree, tmp_path_factory):
-    """Index photo_tree once with the script: (gallery.npz, what it printed)."""
+    """Index photo_tree once with the script: (index folder, what it printed)."""
     config, params = trained
-    out = tmp_path_factory.mktemp("index") / "gallery.npz"
+    out = tmp_path_factory.mktemp("index") / "gallery.index"
     argv = ["scripts/search.py", "index", "--config", config, "--params", params, "--images",
             str(photo_tree), "--out", str(out)]
     printed = io.StringIO()
@@ -58,19 +62,24 @@ def gallery(trained, photo_tree, tmp_path_factory):
     return out, printed.getvalue()
 
 
-def test_index_skips_unreadable_files_and_stores_paths_and_config(gallery, photo_tree):
+def test_index_skips_unreadable_files_and_stores_paths_and_config(gallery, photo_tree, trained):
+    from reid_baseline.index import FeatureStore, file_sha256
     path, out = gallery
     assert "2 unreadable files skipped" in out
     assert "broken.jpg" in out and "empty.JPG" in out
-    assert "indexed 14 images (512-d features)" in out
-    with np.load(str(path), allow_pickle=False) as z:  # no pickled objects inside
-        paths, feats, config = z["paths"], z["features"], str(z["config"])
-    assert len(paths) == 14 and feats.shape == (14, 512) and feats.dtype == np.float32
+    assert "indexed 15 images (512-d float32 features)" in out
+    store = FeatureStore(str(path))
+    paths, feats = store.paths(range(len(store))), np.asarray(store.features)
+    assert len(paths) == 15 and feats.shape == (15, 512) and feats.dtype == np.float32
     assert all(p.startswith(str(photo_tree)) for p in paths)
+    assert any(p.endswith("bitmap.bmp") for p in paths)
     assert not any(p.endswith((".txt", "broken.jpg")) for p in paths)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
-    assert "resnet18_v1" in config and "HEIGHT: 64" in config
-    assert not glob.glob(str(path) + ".tmp*")
+    assert "resnet18_v1" in store.config_text and "HEIGHT: 64" in store.config_text
+    assert store.params_sha256 == file_sha256(trained[1])
+    assert store.manifest["written_by"] == "reid_baseline"
+    assert sorted(os.listdir(str(path))) == ["config.yaml", "features.npy", "manifest.json",
+                                            "path_offsets.npy", "paths.txt"]
 
 
 def test_query_ranks_the_image_itself_first(gallery, photo_tree, tmp_path, monkeypatch, capsys):
@@ -82,7 +91,7 @@ def test_query_ranks_the_image_itself_first(gallery, photo_tree, tmp_path, monke
     assert code == 0, err
     lines = out.splitlines()
     for q in queries:
-        at = lines.index("%s (gallery of 14):" % q)
+        at = lines.index("%s (gallery of 15):" % q)
         ranked = [line.split() for line in lines[at + 1:at + 6]]
         assert [int(r[0]) for r in ranked] == [1, 2, 3, 4, 5]
         assert ranked[0][2] == q and float(ranked[0][1]) < 1e-5
@@ -105,29 +114,125 @@ def test_query_with_rerank_and_unreadable_query(gallery, photo_tree, tmp_path, m
     assert code == 0, err
     assert "1 unreadable query images skipped" in out and "bad.jpg" in out
     lines = out.splitlines()
-    at = lines.index("%s (gallery of 14, re-ranked):" % query)
+    at = lines.index("%s (gallery of 15, re-ranked):" % query)
     assert lines[at + 1].split()[2] == query
 
 
-def test_query_errors_are_one_line(gallery, tmp_path, monkeypatch, capsys):
-    not_index = tmp_path / "x.npz"
-    np.savez(str(not_index), a=np.zeros(3))
-    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", not_index, "q.jpg")
-    assert code == 2 and err.startswith("error: --gallery: ") and "x.npz" in err
-    assert err.count("\n") == 1
+def _npz_gallery(path, **arrays):
+    np.savez(str(path), **arrays)
+    return path
+
+
+def test_damaged_gallery_files_are_one_error_line(gallery, tmp_path, monkeypatch, capsys):
+    from reid_baseline.index import FeatureStore
+    store = FeatureStore(str(gallery[0]))
+    good = _npz_gallery(tmp_path / "good.npz", paths=np.array(store.paths(range(15))),
+                        features=np.asarray(store.features), config=np.array(store.config_text),
+                        params=np.array(store.params))
+    data = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])  # head -c
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0xFF  # a byte of the features: Bad CRC-32
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    _npz_gallery(tmp_path / "zero_d.npz", paths=np.array("x"), features=np.zeros((1, 512)),
+                 config=np.array(store.config_text), params=np.array(store.params))
+    _npz_gallery(tmp_path / "x.npz", a=np.zeros(3))
+    cut_store = tmp_path / "cut.index"
+    shutil.copytree(str(gallery[0]), str(cut_store))
+    with open(str(cut_store / "features.npy"), "r+b") as f:
+        f.truncate(1000)
+    for bad in ("cut.npz", "flipped.npz", "zero_d.npz", "x.npz", "cut.index", "missing.npz"):
+        code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", tmp_path / bad,
+                                     "q.jpg")
+        assert code == 2 and err.startswith("error: --gallery: ") and bad in err, (bad, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_old_npz_gallery_is_still_queried(gallery, tmp_path, monkeypatch, capsys):
+    from reid_baseline.index import FeatureStore
+    store = FeatureStore(str(gallery[0]))
+    paths = store.paths(range(15))
+    npz = _npz_gallery(tmp_path / "old.npz", paths=np.array(paths),
+                       features=np.asarray(store.features), config=np.array(store.config_text),
+                       params=np.array(store.params))
+    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", npz, paths[3],
+                                 "--topk", "2")
+    assert code == 0, err
+    assert out.splitlines()[1].split()[2] == paths[3]
+
+
+def test_outputs_the_package_did_not_write_are_refused_before_work(trained, photo_tree, tmp_path,
+                                                                   gallery, monkeypatch, capsys):
+    config, params = trained
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    user_dir = tmp_path / "mine"
+    user_dir.mkdir()
+    (user_dir / "keep.txt").write_text("mine")
+    for out in (notes, user_dir):
+        code, _, err = _run_script(monkeypatch, capsys, "index", "--config", config, "--params",
+                                   params, "--images", photo_tree, "--out", out)
+        assert code == 2 and str(out) in err and "--overwrite" in err and err.count("\n") == 1
+    assert notes.read_text() == "my notes" and os.listdir(str(user_dir)) == ["keep.txt"]
+    page = tmp_path / "page.html"
+    page.write_text("<p>my page</p>")
+    for option in ("--html", "--png"):
+        target = page if option == "--html" else tmp_path  # a folder as an output file
+        code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", gallery[0],
+                                     "q.jpg", option, target)
+        assert code == 2 and str(target) in err and out == "", err
+    assert page.read_text() == "<p>my page</p>"
+
+
+def test_query_needs_the_gallerys_own_parameters_and_features(gallery, trained, photo_tree,
+                                                               tmp_path, monkeypatch, capsys):
+    config, params = trained
+    query = sorted(glob.glob(str(photo_tree / "cam_a" / "00*.jpg")))[0]
+    others = sorted(glob.glob(os.path.join(os.path.dirname(params), "checkpoints", "epoch_*",
+                                           "model.params")))
+    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", gallery[0], query,
+                                 "--params", others[0])
+    assert code == 2 and "not the parameter file the gallery" in err and err.count("\n") == 1
+    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", gallery[0], query,
+                                 "MODEL.POOLING", "max")
+    assert code == 2 and "MODEL.POOLING 'avg' -> 'max'" in err
+    copy = tmp_path / "same.params"
+    shutil.copy(params, str(copy))  # the same bytes under another name: the same features
+    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", gallery[0], query,
+                                 "--params", copy, "--topk", "1", "TEST.BATCH_SIZE", "4")
+    assert code == 0, err
+    assert out.splitlines()[1].split()[2] == query
+
+
+def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch, capsys):
+    config, params = trained
+    out_dir = tmp_path / "approx.index"
+    code, out, err = _run_script(monkeypatch, capsys, "index", "--config", config, "--params",
+                                 params, "--images", photo_tree, "--out", out_dir, "--dtype",
+                                 "float16", "--approximate")
+    assert code == 0, err
+    assert "indexed 15 images (512-d float16 features)" in out
+    assert "recall@10 against exact search 1.000" in out
+    query = sorted(glob.glob(str(photo_tree / "cam_a" / "00*.jpg")))[1]
+    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", out_dir, query,
+                                 "--approximate", "--topk", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "%s (gallery of 15, approximate):" % query
+    assert lines[1].split()[2] == query and float(lines[1].split()[1]) < 1e-3
 
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])
 def test_top_k_search_is_exact_with_ties(monkeypatch, block):
-    from reid_baseline import search
+    from reid_baseline import index
     from reid_baseline.evaluation import compute_distance
-    monkeypatch.setattr(search, "SEARCH_BLOCK_ENTRIES", block)
+    monkeypatch.setattr(index, "SEARCH_BLOCK_ENTRIES", block)
     rng = np.random.default_rng(3)
     gal = rng.integers(-2, 3, (50, 4)).astype(np.float32)  # coarse values: many exact ties
     q = gal[[0, 5, 9]] + 0.0
-    idx, dist = search.top_k_search(q, gal, 8, metric="euclidean")
+    idx, dist = index.exact_top_k(q, gal, 8, metric="euclidean")
     full = compute_distance(q, gal, "euclidean")
     expected = np.argsort(full, axis=1, kind="stable")[:, :8]  # ties: lower index first
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_array_equal(dist, np.take_along_axis(full, expected, axis=1))
-    assert search.top_k_search(q, gal[:3], 8)[0].shape == (3, 3)  # fewer items than topk
+    assert index.exact_top_k(q, gal[:3], 8)[0].shape == (3, 3)  # fewer items than topk

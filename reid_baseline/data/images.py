@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import DatasetError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what read_image decodes (any case)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # what read_image decodes (any case)
 
 # Bytes read from the end of a file for the end-of-image check: room for zero padding.
 _TAIL_BYTES = 1024
@@ -32,9 +32,11 @@ def image_problem(head, tail):
         if b"IEND" not in tail.rstrip(b"\x00")[-12:]:
             return "truncated PNG (no IEND chunk at the end of the file)"
         return None
+    if head[:2] == b"BM":  # BMP: OpenCV refuses a truncated one when decoding
+        return None
     if head[:2] != b"\xff\xd8":
         # Its bytes are not shown: the file may be anything (a list may name any path).
-        return "not a JPEG (no start marker FFD8) nor a PNG (no PNG signature)"
+        return "not a JPEG (no start marker FFD8), a PNG (no PNG signature) nor a BMP"
     # OpenCV decodes a truncated JPEG partially (grey bottom) without any error, so
     # require the end-of-image marker; some writers pad with zeros after it.
     if b"\xff\xd9" not in tail.rstrip(b"\x00")[-16:]:
@@ -82,7 +84,7 @@ def find_images(folder):
 
 
 def read_image(path):
-    """Read an image (JPEG or PNG) as an HWC uint8 RGB numpy array, with OpenCV: the pixels of
+    """Read an image (JPEG, PNG or BMP) as an HWC uint8 RGB numpy array, with OpenCV: the pixels of
     MXNet's `mx.image.imdecode` (which runs OpenCV underneath) without an MXNet op, so loader
     workers never wait for an OpenMP thread.
 

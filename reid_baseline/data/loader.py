@@ -154,9 +154,12 @@ def build_train_loader(cfg, records, num_shards=1, shard=0):
                        num_shards=num_shards, shard=shard)
 
 
-def build_test_loader(cfg, records):
-    """Batches of TEST.BATCH_SIZE in record order; every image is kept."""
-    dataset = ReIDImageDataset(records, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)
+def build_test_loader(cfg, records, decoded=None):
+    """Batches of TEST.BATCH_SIZE in record order; every image is kept. `decoded` (optional):
+    an object whose get(i) gives record i's image already decoded (HWC uint8 RGB) or None to
+    read its file, and whose put() ignores what it is given (images held in memory)."""
+    dataset = ReIDImageDataset(records, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH, cache=decoded,
+                               cache_mode="decoded")
     return NDArrayBatchLoader(dataset, batch_size=cfg.TEST.BATCH_SIZE, shuffle=False,
                               last_batch="keep", num_workers=cfg.DATALOADER.NUM_WORKERS,
                               batchify_fn=BatchifyImages(build_test_transform(cfg), False))
