@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
+from reid_baseline.benchmarking import describe_machine
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 DIM = 2048
 IMAGES_PER_ID = 8  # generated features: images per identity
@@ -140,7 +140,6 @@ def build_throughput(work, images):
 
 
 def main():
-    from benchmark_eval import machine_info
     from reid_baseline.approximate import build_approximate, recall_at_10
     from reid_baseline.index import FeatureStore
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -161,8 +160,7 @@ def main():
         return
     work = args.work or tempfile.mkdtemp(prefix="bench_index_")
     os.makedirs(work, exist_ok=True)
-    results = {"machine": machine_info(), "load_average_before": os.getloadavg(),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dtype": args.dtype,
+    results = {"machine": describe_machine(), "dtype": args.dtype,
                "queries_per_batch": args.queries, "nlist": args.nlist, "sizes": {}}
     if args.build_images:
         results["build_images_per_s"] = build_throughput(os.path.join(work, "build"),
