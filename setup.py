@@ -24,6 +24,10 @@ INSTALL_REQUIRES = [
     "PyYAML>=5.4",
     "yacs>=0.1.8",
     "threadpoolctl>=3.0",  # scripts/doctor.py reads numpy's BLAS kernel with it
+    # ImageNet weights that can still be downloaded (MODEL.PRETRAINED hf:...): the Hub client
+    # and the pickle-free safetensors reader (numpy only, no PyTorch).
+    "huggingface_hub>=0.23,<3",
+    "safetensors>=0.4",
 ]
 
 # scripts/export_model.py --format onnx: mx.onnx (MXNet 1.9.1) uses onnx.mapping, deprecated in
@@ -32,11 +36,10 @@ INSTALL_REQUIRES = [
 # require numpy >= 1.24.2);
 # protobuf 4.x has the compiled (upb) backend: 3.20 is pure Python on 3.11, 7x slower export.
 EXPORT_REQUIRES = ["onnx==1.14.1", "onnxruntime==1.18.1", "protobuf==4.25.3"]
-HUB_REQUIRES = ["huggingface_hub==2.4.0", "safetensors==0.8.0"]
 FAISS_REQUIRES = ["faiss-cpu==1.8.0.post1"]  # later releases need numpy 2
 TENSORBOARD_REQUIRES = ["tensorboardX==2.6.5", "protobuf>=3.20"]  # constraints: protobuf 4.25.3
-TEST_REQUIRES = (["pytest==9.2.0", "pytest-timeout==2.4.0"] + EXPORT_REQUIRES + HUB_REQUIRES
-                 + FAISS_REQUIRES + TENSORBOARD_REQUIRES)
+TEST_REQUIRES = (["pytest==9.2.0", "pytest-timeout==2.4.0"] + EXPORT_REQUIRES + FAISS_REQUIRES
+                 + TENSORBOARD_REQUIRES)
 
 setup(
     name="reid_baseline",
@@ -47,7 +50,7 @@ setup(
     python_requires=">=3.10,<3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require=dict(
-        MXNET_BUILDS, export=EXPORT_REQUIRES, hub=HUB_REQUIRES, faiss=FAISS_REQUIRES,
+        MXNET_BUILDS, export=EXPORT_REQUIRES, faiss=FAISS_REQUIRES,
         tensorboard=TENSORBOARD_REQUIRES,
         test=sorted(set(TEST_REQUIRES), key=TEST_REQUIRES.index)),
 )

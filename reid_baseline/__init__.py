@@ -22,12 +22,18 @@ if _importlib_util.find_spec("mxnet") is None:
         raise SystemExit(2)
     raise ImportError(MXNET_MISSING)
 
-__all__ = ["ReIDModel"]
+__all__ = ["ReIDModel", "load_config", "load_dataset"]
 
 
 def __getattr__(name):
-    # ReIDModel is imported on first use: `import reid_baseline` stays light (no MXNet).
+    # The public API is imported on first use: `import reid_baseline` stays light (no MXNet).
     if name == "ReIDModel":
         from .api import ReIDModel
         return ReIDModel
+    if name == "load_config":
+        from .config import load_config
+        return load_config
+    if name == "load_dataset":
+        from .data.datasets import load_dataset
+        return load_dataset
     raise AttributeError("module 'reid_baseline' has no attribute %r" % name)

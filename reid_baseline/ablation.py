@@ -16,15 +16,7 @@ from . import engine, retrieval, run_folder
 from .ablation_report import METRICS, write_report
 from .checkpoint import last_checkpoint
 from .config import ablation_changes, flatten, load_config
-from .errors import ConfigError
-from .errors import error_line
-
-# Knobs that say how a run is executed, not what it trains: a run folder may be continued with
-# other values (another device, more workers). Any other difference between a run folder's
-# config.yaml and the study's config is refused: its results would not be this study's.
-_EXECUTION_KNOBS = {"GPUS", "OUTPUT_DIR", "DATALOADER.NUM_WORKERS", "DATALOADER.CACHE",
-                    "SOLVER.LOG_PERIOD", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.KEEP_CHECKPOINTS",
-                    "SOLVER.EVAL_PERIOD", "TEST.BATCH_SIZE"}
+from .errors import ConfigError, error_line
 
 Run = collections.namedtuple("Run", "name seed cfg")
 
@@ -87,14 +79,16 @@ def _check_ablations_change_something(runs, base_name):
 
 def check_run_folders(runs):
     """Refuse (ConfigError) a run folder whose config.yaml trained something else than the
-    study's config for it (knobs other than _EXECUTION_KNOBS differ), before any training."""
+    study's config for it, before any training: the same rule as train.py --resume
+    (run_folder.config_differences), so a folder passed here is never refused mid-study."""
     for run in runs:
         saved = os.path.join(run.cfg.OUTPUT_DIR, "config.yaml")
         if not os.path.isfile(saved):
             continue
-        differ = _differences(load_config(saved), run.cfg, ignore=_EXECUTION_KNOBS)
-        if differ:
-            key, old, new = differ[0]
+        changes, refused = run_folder.config_differences(load_config(saved), run.cfg)
+        if refused:
+            key = refused[0]
+            old, new = changes[key]
             raise ConfigError("%s: this run folder was trained with %s = %r, the study asks for "
                               "%r; choose another --out (or remove the folder)"
                               % (saved, key, old, new))

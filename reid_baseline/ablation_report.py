@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .fileio import atomic_path
+from .fileio import PRODUCER, atomic_path
 from .retrieval import save_results
 
 # The metrics compared, as results.json names them (retrieval.evaluate_retrieval).
@@ -262,7 +262,7 @@ def plot_effects(report, path):
         ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": PRODUCER})
 
 
 def _write_text(text, path):

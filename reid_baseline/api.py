@@ -115,7 +115,7 @@ class ReIDModel(object):
     def params_sha256(self):
         """SHA-256 of the parameter file (computed once)."""
         if self._sha256 is None:
-            from .index import file_sha256
+            from .fileio import file_sha256
             self._sha256 = file_sha256(self.params_path)
         return self._sha256
 
@@ -124,7 +124,8 @@ class ReIDModel(object):
         images; one or a list), in TEST.BATCH_SIZE batches, flip-averaged and L2-normalised as
         the config's TEST.* knobs say. An unreadable file is a DatasetError naming it."""
         from .features import image_features
-        if isinstance(images, (str, os.PathLike, np.ndarray)) and not (
+        from PIL import Image
+        if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)) and not (
                 isinstance(images, np.ndarray) and images.ndim == 4):
             images = [images]
         images = [as_image(item, "images[%d]" % i) for i, item in enumerate(images)]
@@ -187,8 +188,7 @@ class ReIDModel(object):
         faiss index; `rerank`: k-reciprocal re-ranking (TEST.RERANK_* knobs; it holds the whole
         gallery in memory and its cost grows with the square of the gallery size)."""
         from .index import exact_top_k, open_gallery
-        from .index import top_k
-        from .rerank import re_ranking_features
+        from .rerank import re_ranking_features, top_k
         if topk < 1:
             raise ConfigError("topk must be >= 1, got %d" % topk)
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
@@ -205,12 +205,15 @@ class ReIDModel(object):
             return approximate_top_k(gallery, query_feats, topk, metric=metric, nprobe=nprobe)
         return exact_top_k(query_feats, gallery.features, topk, metric=metric)
 
-    def search(self, query_images, gallery, topk=10, rerank=False, approximate=False):
+    def search(self, query_images, gallery, topk=10, rerank=False, approximate=False,
+               nprobe=None):
         """For each query image, its `topk` nearest gallery images as [(path, distance)] in
-        rank order. `gallery`: an index folder built by build_index (or its FeatureStore)."""
+        rank order. `gallery`: an index folder built by build_index (or its FeatureStore);
+        `approximate`/`nprobe` as in rank()."""
         from .index import open_gallery
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
-        idx, dist = self.rank(self.extract(query_images), gallery, topk, rerank, approximate)
+        idx, dist = self.rank(self.extract(query_images), gallery, topk, rerank, approximate,
+                              nprobe)
         return ranked_paths(gallery, idx, dist)
 
     def build_index(self, folder, out, dtype="float32", overwrite=False, approximate=False,

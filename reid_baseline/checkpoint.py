@@ -4,14 +4,13 @@ A checkpoint is a folder `checkpoints/epoch_XXXX/` with `model.params`, `optimiz
 `state.json`. It is written under a temporary name and renamed, then the `last` pointer is
 replaced, so an interrupted write never leaves a half checkpoint behind `last`; a write stopped
 by an error or Ctrl-C removes its temporary folder, one stopped harder (kill -9) leaves it for
-`remove_stale_temporaries` at the next start. `state.json`
+`remove_stale_checkpoint_temporaries` at the next start. `state.json`
 records the size and SHA-256 of the two array files: a damaged checkpoint (truncated copy, full
 disk, bad sector) is recognised when it is loaded, and resuming falls back to the newest intact
 one. Parameters that are not finite are never written.
 Optimizer state is stored as NDArrays plus JSON (not `Trainer.save_states`, which pickles):
 loading a checkpoint never unpickles anything.
 """
-import hashlib
 import json
 import os
 import logging
@@ -22,7 +21,7 @@ import mxnet as mx
 
 from .amp import loss_scaler_state, restore_loss_scaler
 from .errors import CheckpointError, NonFiniteParameters, error_line
-from .fileio import atomic_path
+from .fileio import atomic_path, file_sha256
 
 logger = logging.getLogger("reid_baseline")
 
@@ -109,11 +108,7 @@ def _refuse_non_finite(bad, what):
 
 
 def _file_digest(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            sha.update(block)
-    return {"bytes": os.path.getsize(path), "sha256": sha.hexdigest()}
+    return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
 def save_parameters(net, path):
@@ -284,7 +279,7 @@ def load_checkpoint(folder, net, trainer, ctx, state=None):
     return state
 
 
-def remove_stale_temporaries(run_dir):
+def remove_stale_checkpoint_temporaries(run_dir):
     """Tidy what a checkpoint write stopped by kill -9 left in checkpoints/: its temporary
     folder and pointer file are deleted, an earlier folder it had moved aside (*.old) is put
     back unless the new one was already in place. Returns the paths removed or restored."""
@@ -320,10 +315,10 @@ def repair_and_find_resumable(run_dir, repair=True):
     """(folder, state) of the newest intact checkpoint, (None, None) if the run has none.
 
     With `repair` (the process that writes the run), first tidy what an interrupted write
-    left (remove_stale_temporaries), then rename each newer damaged checkpoint *.damaged,
+    left (remove_stale_checkpoint_temporaries), then rename each newer damaged checkpoint *.damaged,
     logging why. Every checkpoint damaged is a CheckpointError."""
     if repair:
-        for path in remove_stale_temporaries(run_dir):
+        for path in remove_stale_checkpoint_temporaries(run_dir):
             logger.info("tidied %s, left by a checkpoint write that was stopped", path)
     folder, state, damaged = find_resumable(run_dir)
     for bad, reason in damaged if repair else ():

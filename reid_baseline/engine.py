@@ -24,8 +24,7 @@ from .data.datasets import build_datasets
 from .data.loader import build_train_loader
 from .devices import build_contexts
 from .distributed import LOCAL, build_worker_group
-# RunDirError: raised by open_run_folder; callers of train() catch it from here too.
-from .errors import NonFiniteParameters, RunDirError, TrainingDiverged  # noqa: F401
+from .errors import NonFiniteParameters, TrainingDiverged
 from .model import build_model
 from .retrieval import evaluate_retrieval
 from .run_folder import keep_metrics_until, open_run_folder, write_metrics_row, write_run_curves

@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 
 from .fileio import PRODUCER, atomic_path, check_output_file
-from .errors import ModelError, ParityError
+from .errors import ModelError, OutputError, ParityError
 from .model import load_trained_model
 
 FORMATS = ("mxnet", "onnx")
@@ -114,8 +114,13 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
         raise ModelError("--format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
     folder = os.path.dirname(os.path.abspath(prefix))
     if not os.path.isdir(folder):  # found before the model is loaded
-        raise FileNotFoundError("--prefix: folder %s does not exist" % folder)
+        raise OutputError("--prefix: folder %s does not exist" % folder)
     path = prefix + ".onnx"
+    if fmt == "mxnet":
+        # Gluon's symbol and parameter files carry no mark of who wrote them: any existing one
+        # is kept unless --overwrite.
+        for name in ("%s-symbol.json" % prefix, "%s-0000.params" % prefix):
+            check_output_file(name, overwrite, None, "exported file")
     if fmt == "onnx":
         check_output_file(path, overwrite, onnx_is_ours, "ONNX file")
         batches = parity_batches(cfg, check_images, num_random)  # before anything is written

@@ -20,6 +20,16 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def file_sha256(path):
+    """Hex SHA-256 of a file, read in 4 MB blocks."""
+    import hashlib
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 # The package marks what it writes, so it can tell its own outputs (safe to replace) from a
 # user's file that happens to sit at the output path (never replaced without --overwrite).
 PRODUCER = "reid_baseline"

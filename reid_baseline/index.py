@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .errors import DatasetError, OutputError
 from .evaluation import compute_distance
-from .fileio import PRODUCER, atomic_path
+from .fileio import PRODUCER, atomic_path, file_sha256
 from .rerank import top_k
 
 STORE_FORMAT = "reid_baseline feature store"
@@ -36,15 +36,6 @@ CHUNK_IMAGES = 2048  # images per extraction call: a stop loses at most this muc
 SEARCH_BLOCK_ENTRIES = 1 << 24  # query x gallery distances per block (64 MB of float32)
 SEARCH_BLOCK_BYTES = 1 << 26  # float32 gallery rows per block (64 MB)
 NPZ_KEYS = ("paths", "features", "config", "params")
-
-
-def file_sha256(path):
-    """Hex SHA-256 of a file, read in 1 MB blocks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def _read_json(path):

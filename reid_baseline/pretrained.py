@@ -6,7 +6,6 @@ zoo), "hf:<owner>/<repo>" (a timm ResNet on the Hub, e.g. hf:timm/resnet50.gluon
 of a .params (saved by Gluon) or .safetensors (timm's names) file. docs/WEIGHTS.md says which
 weights exist today and which ones the published number used.
 """
-import hashlib
 import json
 import os
 import urllib.request
@@ -19,7 +18,7 @@ from mxnet.gluon.model_zoo import model_store as mxnet_store
 from .backbones import (BACKBONES, HF_PREFIX, check_pairing, hub_backbone, read_safetensors,
                         timm_backbone, timm_to_gluoncv)
 from .errors import ModelError, error_line
-from .fileio import PRODUCER, atomic_path, check_output_file, json_is_ours
+from .fileio import PRODUCER, atomic_path, check_output_file, file_sha256, json_is_ours
 
 HF_FILE = "model.safetensors"  # timm's file name in every model repository
 STORE_RETIRED = ("the MXNet model stores have been unreliable since MXNet's retirement (2023)")
@@ -110,21 +109,13 @@ def hub_cache_paths(repo):
     return stem + ".params", stem + ".json"
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _cached_record(params, record):
     """The cache record when it is ours and the .params file still has its SHA-256, else None."""
     if not (os.path.isfile(params) and json_is_ours(record)):
         return None
     with open(record, encoding="utf-8") as f:
         data = json.load(f)
-    return data if data.get("params_sha256") == _sha256(params) else None
+    return data if data.get("params_sha256") == file_sha256(params) else None
 
 
 def hub_weights_file(repo, backbone):
@@ -156,7 +147,7 @@ def hub_weights_file(repo, backbone):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"written_by": PRODUCER, "source": HF_PREFIX + repo, "file": HF_FILE,
                        "revision": revision, "backbone": backbone,
-                       "safetensors_sha256": _sha256(source), "params_sha256": _sha256(params)},
+                       "safetensors_sha256": file_sha256(source), "params_sha256": file_sha256(params)},
                       f, indent=1)
     return params
 

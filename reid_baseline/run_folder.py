@@ -204,7 +204,7 @@ def read_config_changes(run_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def remove_stale_temporaries(run_dir):
+def remove_stale_run_temporaries(run_dir):
     """Delete the temporary files the run folder's own atomic writes left when a run was
     stopped mid-write (e.g. metrics.jsonl.tmp1234); returns their paths."""
     stale = [p for p in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp*"))
@@ -232,7 +232,7 @@ def open_run_folder(cfg, resume, is_writer=True, log_file="train.log"):
     _make_folder(run_dir, lambda: setup_logging(run_dir))
     rows = read_metrics(run_dir)
     rewrite = _check_resumed_config(cfg, run_dir, rows[-1]["epoch"] if rows else 0) if resume else True
-    for path in remove_stale_temporaries(run_dir) if resume else ():
+    for path in remove_stale_run_temporaries(run_dir) if resume else ():
         logger.info("removed %s, left by a write that was stopped", path)
     if rewrite:
         try:

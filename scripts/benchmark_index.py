@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from reid_baseline.benchmarking import describe_machine
+from reid_baseline.fileio import PRODUCER, atomic_path, check_output_file, json_is_ours
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,8 +55,9 @@ def _generated(first, count, seed):
     return _views(ids, np.random.default_rng([seed, first, 1]), seed)
 
 
-def write_store(folder, size, dtype, seed=0):
-    """A store of `size` generated features, streamed through index.build_store."""
+def write_store(folder, size, dtype, seed=0, overwrite=True):
+    """A store of `size` generated features, streamed through index.build_store (a store the
+    package did not write is replaced only with `overwrite`)."""
     from reid_baseline import index
     names = ["gen/%08d.jpg" % i for i in range(size)]
 
@@ -63,7 +65,7 @@ def write_store(folder, size, dtype, seed=0):
         return _generated(int(part[0][4:12]), len(part), seed), part, []
     start = time.time()
     index.build_store(folder, names, embed, "generated features\n", None, "0" * 64, dtype=dtype,
-                      overwrite=True, chunk=8192)
+                      overwrite=overwrite, chunk=8192)
     return time.time() - start
 
 
@@ -158,6 +160,8 @@ def main():
     if args.measure:
         print(json.dumps(measure(args.store, args.measure, args.queries, args.batches)))
         return
+    if args.out:
+        check_output_file(args.out, False, json_is_ours, "--out")
     work = args.work or tempfile.mkdtemp(prefix="bench_index_")
     os.makedirs(work, exist_ok=True)
     results = {"machine": describe_machine(), "dtype": args.dtype,
@@ -168,7 +172,8 @@ def main():
         print("index build: %.1f images/s" % results["build_images_per_s"], flush=True)
     for size in args.sizes:
         folder = os.path.join(work, "store_%d" % size)
-        row = {"write_s": write_store(folder, size, args.dtype)}
+        # In a temporary folder the store is always replaced; in --work never a foreign one.
+        row = {"write_s": write_store(folder, size, args.dtype, overwrite=not args.work)}
         print("%d: store written in %.0f s" % (size, row["write_s"]), flush=True)
         start = time.time()
         info = build_approximate(FeatureStore(folder), nlist=min(args.nlist, size // 39),
@@ -189,8 +194,8 @@ def main():
             shutil.rmtree(folder)
     results["load_average_after"] = os.getloadavg()
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
+            json.dump(dict(results, written_by=PRODUCER), f, indent=1)
     print(json.dumps(results, indent=1))
 
 

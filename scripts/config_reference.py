@@ -14,12 +14,11 @@ import os
 import sys
 import tokenize
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from reid_baseline.cli import run
+from reid_baseline.config import get_defaults
+from reid_baseline.errors import OutputError
 
-from reid_baseline.cli import run  # noqa: E402
-from reid_baseline.config import get_defaults  # noqa: E402
-from reid_baseline.errors import OutputError  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from reid_baseline.fileio import atomic_path  # noqa: E402
 
 CONFIG_SOURCE = os.path.join(ROOT, "reid_baseline", "config.py")

@@ -6,7 +6,6 @@ Example: python scripts/plot_run.py runs/demo_toy [--out curves.png]
 """
 import argparse
 
-
 from reid_baseline.cli import run
 
 
@@ -14,8 +13,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run's OUTPUT_DIR")
     parser.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/curves.png)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file the package did not write")
     args = parser.parse_args()
+    from reid_baseline.fileio import check_output_file, png_is_ours
     from reid_baseline.run_folder import write_run_curves
+    if args.out is not None:
+        check_output_file(args.out, args.overwrite, png_is_ours, "--out")
     print("wrote %s" % write_run_curves(args.run_dir, path=args.out))
 
 

@@ -8,7 +8,7 @@ import matplotlib.image
 import mxnet as mx
 import pytest
 
-from reid_baseline import ablation, engine, retrieval, run_folder
+from reid_baseline import ablation, engine, errors, retrieval, run_folder
 from reid_baseline.ablation_report import build_report, effect_class, render_markdown
 from reid_baseline.config import ConfigError, load_config, save_config
 from conftest import TINY_OVERRIDES
@@ -75,6 +75,11 @@ def test_a_run_folder_trained_with_another_config_is_refused(tmp_path):
     save_config(load_config(None, ["GPUS", "[0]", "OUTPUT_DIR", "elsewhere"]),
                 os.path.join(run.cfg.OUTPUT_DIR, "config.yaml"))
     ablation.check_run_folders([run])  # another device or folder name: the same run
+    # Two devices to one changes the BatchNorm batches: refused here as --resume refuses it.
+    save_config(load_config(None, ["GPUS", "[0,1]"]),
+                os.path.join(run.cfg.OUTPUT_DIR, "config.yaml"))
+    with pytest.raises(ConfigError, match=r"trained with GPUS = \[0, 1\], the study asks for"):
+        ablation.check_run_folders([run])
     save_config(load_config(None, ["INPUT.WIDTH", "64"]),
                 os.path.join(run.cfg.OUTPUT_DIR, "config.yaml"))
     with pytest.raises(ConfigError, match="trained with INPUT.WIDTH = 64, the study asks for 128"):
@@ -208,7 +213,7 @@ def test_a_failed_run_is_reported_the_others_go_on_and_the_command_fails(
     def fake_train(cfg, resume=False):
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         if "no_warmup" in cfg.OUTPUT_DIR:
-            raise engine.TrainingDiverged("training loss became nan at epoch 1, iteration 4")
+            raise errors.TrainingDiverged("training loss became nan at epoch 1, iteration 4")
         open(os.path.join(cfg.OUTPUT_DIR, "model_final.params"), "w").close()
 
     monkeypatch.setattr(engine, "train", fake_train)

@@ -101,7 +101,7 @@ def _demo_module():
 
 
 def test_demo_replaces_only_a_folder_that_holds_its_marker(tmp_path):
-    from reid_baseline.engine import RunDirError
+    from reid_baseline.errors import RunDirError
 
     demo = _demo_module()
     mine = tmp_path / "mine"

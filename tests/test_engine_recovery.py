@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from reid_baseline import engine, run_folder
+from reid_baseline import engine, errors, run_folder
 from reid_baseline.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +46,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tin
         path = tmp_path / "checkpoints" / name
         os.system("rm -rf '%s'" % path)
     os.remove(tmp_path / "model_final.params")
-    with pytest.raises(engine.RunDirError, match="already holds a run: continue it with --resume"):
+    with pytest.raises(errors.RunDirError, match="already holds a run: continue it with --resume"):
         engine.train(cfg)
     assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [1]
     assert _epochs(tmp_path) == [1]  # the earlier row was replaced, not repeated
@@ -93,7 +93,7 @@ def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path
     monkeypatch.setattr(engine, "_average_running_stats", break_weights_in_epoch_2)
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
     first = os.path.join(str(tmp_path), "checkpoints", "epoch_0001")
-    with pytest.raises(engine.TrainingDiverged, match="weights became non-finite after 2 epochs.*"
+    with pytest.raises(errors.TrainingDiverged, match="weights became non-finite after 2 epochs.*"
                        "classifier.weight.*resume from %s with --resume" % first):
         engine.train(cfg)
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001"]
@@ -103,7 +103,7 @@ def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path
 def test_an_exploding_loss_stops_the_run_before_anything_is_saved(make_tiny_cfg, tmp_path):
     # Adam at 1e6: the loss reaches ~1e14 without becoming NaN.
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.BASE_LR", "1e6")
-    with pytest.raises(engine.TrainingDiverged, match="training collapsed: mean loss .* at epoch 1, "
+    with pytest.raises(errors.TrainingDiverged, match="training collapsed: mean loss .* at epoch 1, "
                        "iteration 4 exceeds SOLVER.COLLAPSE_FACTOR x ln.classes. = 10.4.*no "
                        "checkpoint was saved yet"):
         engine.train(cfg)
@@ -116,11 +116,11 @@ def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
     limit = 3 * math.log(32)  # 10.397
     guard.check(limit - 0.01, 0, 1)
     for bad in (limit + 0.01, float("inf"), float("nan")):
-        with pytest.raises(engine.TrainingDiverged):
+        with pytest.raises(errors.TrainingDiverged):
             guard.check(bad, 0, 1)
     off = engine.DivergenceGuard(make_tiny_cfg(tmp_path, "SOLVER.COLLAPSE_FACTOR", "0"), 32, str(tmp_path))
     off.check(1e30, 0, 1)
-    with pytest.raises(engine.TrainingDiverged, match="became nan"):
+    with pytest.raises(errors.TrainingDiverged, match="became nan"):
         off.check(float("nan"), 0, 1)
 
 
@@ -143,7 +143,7 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     cfg = make_tiny_cfg(blocker / "run", "SOLVER.MAX_EPOCHS", "1")
-    with pytest.raises(engine.RunDirError, match="OUTPUT_DIR .*a_file/run cannot be written"):
+    with pytest.raises(errors.RunDirError, match="OUTPUT_DIR .*a_file/run cannot be written"):
         engine.train(cfg)
     config = tmp_path / "tiny.yml"
     config.write_text(cfg.dump())
@@ -168,7 +168,7 @@ def test_a_collapse_late_in_an_epoch_is_not_diluted_by_its_healthy_start(
     monkeypatch.setattr(engine.gluon.loss, "SoftmaxCrossEntropyLoss", LateCollapse)
     # Reads at iterations 4, 8, 12 and 13: the last window is iteration 13 alone, mean ~17 >
     # 3 ln 32 = 10.4, while the epoch's mean, ~4.5, would pass.
-    with pytest.raises(engine.TrainingDiverged, match="epoch 1, iteration 13 exceeds"):
+    with pytest.raises(errors.TrainingDiverged, match="epoch 1, iteration 13 exceeds"):
         engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
     assert list_checkpoints(str(tmp_path)) == []
 
@@ -212,6 +212,6 @@ def _failing_writes(run_dir, monkeypatch, target):
 @pytest.mark.parametrize("target", ["train.log", "metrics.jsonl"])
 def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_tiny_cfg, tmp_path, monkeypatch, target):
     _failing_writes(str(tmp_path), monkeypatch, target)
-    with pytest.raises(engine.RunDirError, match="cannot write %s: .*No space left on device"
+    with pytest.raises(errors.RunDirError, match="cannot write %s: .*No space left on device"
                        % os.path.join(str(tmp_path), target)):
         engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))

@@ -262,6 +262,24 @@ def test_truncated_zip_leaves_nothing_behind(toy_zip, tmp_path):
         assert not os.path.exists(str(out))
 
 
+def test_a_killed_extractions_folder_is_removed_by_the_next_run(toy_zip, tmp_path):
+    import subprocess
+    import sys
+    path, digest, _ = toy_zip
+    out = tmp_path / "out"
+    out.mkdir()
+    # A process that has ended (its pid is free) left its temporary folder; a live process's
+    # folder and a user's look-alike folder stay.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (out / (".extract-%s-abc" % dead) / "Market").mkdir(parents=True)
+    (out / (".extract-%d-live" % os.getpid())).mkdir()
+    (out / ".extract-mine").mkdir()
+    prepare_market1501(str(out), zip_path=path, md5=digest, verify_counts=False)
+    left = sorted(n for n in os.listdir(str(out)) if n.startswith(".extract-"))
+    assert left == [".extract-%d-live" % os.getpid(), ".extract-mine"]
+
+
 def test_script_refuses_a_different_set_and_overwrite_replaces_it(toy_zip, tmp_path,
                                                                   monkeypatch, capsys):
     from conftest import run_script

@@ -98,8 +98,8 @@ def test_temporaries_of_stopped_writes_are_tidied_and_nothing_else(tmp_path):
                  "config.yaml.tmp3", "model_final.params.tmp9", "notes.tmp",
                  "checkpoints/mine.tmp", "metrics.jsonl"):
         (tmp_path / name).write_text("x")
-    tidied = checkpoint.remove_stale_temporaries(str(tmp_path))
-    tidied += run_folder.remove_stale_temporaries(str(tmp_path))
+    tidied = checkpoint.remove_stale_checkpoint_temporaries(str(tmp_path))
+    tidied += run_folder.remove_stale_run_temporaries(str(tmp_path))
     assert len(tidied) == 9
     # epoch_0004.old had been moved aside before its replacement was in place: put back.
     assert (ckpts / "epoch_0004" / "model.params").read_bytes() == b"epoch_0004.old"

@@ -63,7 +63,8 @@ def gallery(trained, photo_tree, tmp_path_factory):
 
 
 def test_index_skips_unreadable_files_and_stores_paths_and_config(gallery, photo_tree, trained):
-    from reid_baseline.index import FeatureStore, file_sha256
+    from reid_baseline.fileio import file_sha256
+    from reid_baseline.index import FeatureStore
     path, out = gallery
     assert "2 unreadable files skipped" in out
     assert "broken.jpg" in out and "empty.JPG" in out

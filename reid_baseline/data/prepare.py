@@ -194,12 +194,33 @@ def _same_entry(new, old):
     return True
 
 
+def remove_stale_extractions(out_dir):
+    """Remove the temporary extraction folders (".extract-<pid>-*") a killed run left in
+    ``out_dir``: only the package's own names, and only of processes that no longer run."""
+    for name in os.listdir(out_dir):
+        match = re.match(r"\.extract-(\d+)-", name)
+        path = os.path.join(out_dir, name)
+        if match and os.path.isdir(path) and not _process_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def extract_into(zip_path, out_dir, limits=HARD_LIMIT, overwrite=False):
     """Extract ``zip_path`` into a temporary folder inside ``out_dir``, then move each of its
     top-level entries into ``out_dir``. An entry already there with other content is a
     DatasetError naming it unless ``overwrite`` (then it is replaced); one with the same
     content is kept as is. On any failure nothing of the archive is left in ``out_dir``."""
-    tmp = tempfile.mkdtemp(prefix=".extract-", dir=out_dir)
+    remove_stale_extractions(out_dir)
+    tmp = tempfile.mkdtemp(prefix=".extract-%d-" % os.getpid(), dir=out_dir)
     try:
         safe_extract(zip_path, tmp, limits)
         entries = sorted(os.listdir(tmp))

@@ -1,7 +1,7 @@
 """Your own data -> (path, pid, camid) records, in one of two forms.
 
 Folders: ``train/``, ``query/`` and ``gallery/`` holding images named
-``<pid>_c<cam>_<anything>.<jpg|png>``, e.g. ``17_c3_frame0042.jpg``. Or a CSV list file with the
+``<pid>_c<cam>_<anything>.<jpg|jpeg|png|bmp>``, e.g. ``17_c3_frame0042.jpg``. Or a CSV list file with the
 header row ``path,pid,camid,split`` (split: train, query or gallery; paths relative to the list
 file, staying under its folder unless ``allow_outside_root``: DATASETS.ALLOW_OUTSIDE_ROOT;
 each image listed once; UTF-8). Ids and cameras are any integers. Every id is a person (there
@@ -19,7 +19,7 @@ from ..images import IMAGE_EXTENSIONS
 from .base import SPLITS, DatasetError, Record, ReIDDataset, split_image_names
 
 CSV_HEADER = ["path", "pid", "camid", "split"]
-FILENAME_PATTERN = "<pid>_c<cam>_<anything>.<jpg|png> (e.g. 17_c3_frame0042.jpg)"
+FILENAME_PATTERN = "<pid>_c<cam>_<anything>.<jpg|jpeg|png|bmp> (e.g. 17_c3_frame0042.jpg)"
 _NAME_RE = re.compile(r"^([-+]?\d+)_c([-+]?\d+)_.*$", re.IGNORECASE)
 _PID_RE = re.compile(r"^[-+]?\d+_")
 _COLUMN_RE = re.compile(r"^[A-Za-z][\w ]{0,30}$")
