@@ -19,6 +19,7 @@ from .data.cache import cache_slot_bytes, check_cache_fits
 from .data.datasets import build_datasets
 from .errors import DatasetError, DeviceError
 from .pretrained import weights_file, weights_status
+from .telemetry import tensorboard_writer_class
 
 # status: "ok", "warn" (runs, but slower or with a caveat) or "fail" (the config cannot run).
 Finding = collections.namedtuple("Finding", "status line")
@@ -308,6 +309,8 @@ def preflight(cfg, gpu_timeout=120):
         raise DatasetError(found[0].line)
     # Downloaded now when missing; offline, the ModelError names the file and the alternatives.
     weights_file(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED)
+    if cfg.SOLVER.TENSORBOARD:
+        tensorboard_writer_class()
     mxnet_findings, features = check_mxnet(cfg)
     problems = [f for f in mxnet_findings + check_gpus(cfg, features, gpu_timeout)
                 if f.status == "fail"]

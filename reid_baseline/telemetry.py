@@ -150,14 +150,20 @@ EPOCH_SCALARS = (("epoch/loss", "loss"), ("epoch/accuracy", "train_acc"), ("epoc
                  ("eval/rank1", "rank1"), ("eval/mAP", "mAP"), ("eval/mINP", "mINP"))
 
 
-def open_tensorboard(logdir):
-    """A tensorboardX SummaryWriter on `logdir` (imported here: an optional extra)."""
+def tensorboard_writer_class():
+    """tensorboardX's SummaryWriter (an optional extra); a ConfigError naming the extra when it
+    is not installed (checked before training starts: doctor.preflight)."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError as exc:
-        raise ConfigError("SOLVER.TENSORBOARD needs tensorboardX: pip install -e "
-                          "'.[tensorboard]'") from exc
-    return SummaryWriter(logdir=logdir)
+        raise ConfigError("SOLVER.TENSORBOARD needs tensorboardX: pip install -c "
+                          "constraints.txt -e '.[tensorboard]'") from exc
+    return SummaryWriter
+
+
+def open_tensorboard(logdir):
+    """A tensorboardX SummaryWriter on `logdir`."""
+    return tensorboard_writer_class()(logdir=logdir)
 
 
 class TensorBoardLog(object):

@@ -139,7 +139,7 @@ def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_tiny_cfg
     assert [v for t, _, v in scalars if t == "epoch/loss"] == [pytest.approx(row["loss"], rel=1e-6)]
 
 
-def test_a_missing_tensorboardx_names_the_extra(monkeypatch, tmp_path):
+def test_a_missing_tensorboardx_names_the_extra(monkeypatch, tmp_path, make_tiny_cfg):
     import builtins
     real_import = builtins.__import__
 
@@ -149,5 +149,10 @@ def test_a_missing_tensorboardx_names_the_extra(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
-    with pytest.raises(telemetry.ConfigError, match=r"pip install -e '\.\[tensorboard\]'"):
+    extra = r"pip install -c constraints.txt -e '\.\[tensorboard\]'"
+    with pytest.raises(telemetry.ConfigError, match=extra):
         telemetry.open_tensorboard(str(tmp_path))
+    # Found before training builds anything: the pre-training check asks for it too.
+    from reid_baseline import doctor
+    with pytest.raises(telemetry.ConfigError, match=extra):
+        doctor.preflight(make_tiny_cfg(tmp_path / "run", "SOLVER.TENSORBOARD", "True"))
