@@ -15,6 +15,7 @@ import sys
 import mxnet as mx
 
 from .config import worker_count
+from .environment import check_launcher_env
 from .data.cache import cache_slot_bytes, check_cache_fits
 from .data.datasets import build_datasets
 from .errors import DatasetError, DeviceError
@@ -301,9 +302,12 @@ def check(cfg, gpu_timeout=120):
 
 
 def preflight(cfg, gpu_timeout=120):
-    """The quick part of check() before a training run: the data set is found, the weights
-    are there (or downloadable), each configured GPU runs a convolution. Raises the first
-    problem as a DatasetError, ModelError or DeviceError."""
+    """The quick part of check() before a training run: the launcher's environment fits
+    SOLVER.KVSTORE, the data set is found, the weights are there (or downloadable),
+    tensorboardX is there if SOLVER.TENSORBOARD, each configured GPU runs a convolution.
+    Raises the first problem as a ReIDError (ConfigError, DatasetError, ModelError or
+    DeviceError)."""
+    check_launcher_env(cfg.SOLVER.KVSTORE)  # how the process was started comes first
     found, data = check_dataset(cfg)
     if data is None:
         raise DatasetError(found[0].line)

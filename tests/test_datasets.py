@@ -316,7 +316,7 @@ def test_errors_never_show_a_non_image_files_content(toy_sets, tmp_path):
     with pytest.raises(DatasetError) as info:  # the list option off (the default)
         build_datasets(load_config(None, ["DATASETS.NAME", "folder", "DATASETS.ROOT", path]))
     assert "leads outside the list's folder" in str(info.value)
-    from reid_baseline.data.datasets.base import read_image
+    from reid_baseline.data.images import read_image
     for name, data in (("text.jpg", b"root:x:0:0:SECRET\n"),
                        ("fake.jpg", b"\xff\xd8SECRET-CONTENT\xff\xd9")):
         (tmp_path / name).write_bytes(data)
