@@ -20,7 +20,7 @@ import yaml
 from .checkpoint import last_checkpoint
 from .config import flatten, get_defaults
 from .errors import RunDirError
-from .fileio import PRODUCER, atomic_path
+from .fileio import PRODUCER, atomic_path, json_is_ours, png_is_ours
 
 logger = logging.getLogger("reid_baseline")
 
@@ -32,12 +32,18 @@ CONFIG_CHANGES_FILE = "config_changes.jsonl"
 # is loaded and what is checked, never what is trained (the batches depend on (SEED, epoch,
 # image) only, the learning rate of an epoch not on MAX_EPOCHS; GPUS only if every device still
 # gets the same share of the batch, see _device_split_changed). TEST.* other than BATCH_SIZE stay
-# fixed: metrics.jsonl rows of one run must be comparable. OUTPUT_DIR is the folder itself.
+# fixed: metrics.jsonl rows of one run must be comparable. OUTPUT_DIR is the folder itself. The
+# data roots are not here: another folder may hold other people under the same labels.
 RESUMABLE_KEYS = frozenset((
     "SOLVER.MAX_EPOCHS", "SOLVER.EVAL_PERIOD", "SOLVER.LOG_PERIOD", "SOLVER.CHECKPOINT_PERIOD",
     "SOLVER.KEEP_CHECKPOINTS", "SOLVER.TENSORBOARD", "SOLVER.COLLAPSE_FACTOR",
-    "SOLVER.HYBRIDIZE", "DATALOADER.NUM_WORKERS", "DATALOADER.CACHE", "DATASETS.ROOT",
-    "DATASETS.TEST_ROOT", "DATASETS.VERIFY_COUNTS", "TEST.BATCH_SIZE", "GPUS", "OUTPUT_DIR"))
+    "SOLVER.HYBRIDIZE", "DATALOADER.NUM_WORKERS", "DATALOADER.CACHE",
+    "DATASETS.VERIFY_COUNTS", "TEST.BATCH_SIZE", "GPUS", "OUTPUT_DIR"))
+
+# Files a run writes whose owner can be told (fileio's marks): a new run refuses a folder where
+# one of them is a user's.
+MARKED_OUTPUTS = (("curves.png", png_is_ours), ("cmc.png", png_is_ours),
+                  ("results.json", json_is_ours))
 
 # Temporary names of the run folder's own atomic writes (fileio.atomic_path: "<name>.tmp<pid>").
 _TEMPORARY_RE = re.compile(r"^(%s|%s|model_final\.params|curves\.png)\.tmp\d*$"
@@ -226,6 +232,12 @@ def open_run_folder(cfg, resume, is_writer=True, log_file="train.log"):
     if not resume and started:
         raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
                           "train into another OUTPUT_DIR" % run_dir)
+    if not resume:
+        for name, is_ours in MARKED_OUTPUTS:
+            path = os.path.join(run_dir, name)
+            if os.path.lexists(path) and not is_ours(path):
+                raise RunDirError("OUTPUT_DIR %s holds %s, which the package did not write: "
+                                  "train into another OUTPUT_DIR" % (run_dir, name))
     if resume and not started and not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
         raise RunDirError("--resume: no run in %s (no checkpoint, no metrics.jsonl, no "
                           "config.yaml); train without --resume to start one" % run_dir)

@@ -43,9 +43,11 @@ def test_which_changes_a_resume_allows():
     changes, refused = run_folder.config_differences(saved, _cfg(
         "runs/a", "SOLVER.BATCH_SIZE", "16", "SOLVER.EVAL_PERIOD", "5", "SOLVER.MAX_EPOCHS", "90",
         "DATALOADER.NUM_WORKERS", "0", "SOLVER.KEEP_CHECKPOINTS", "0", "SOLVER.LOG_PERIOD", "7",
-        "SOLVER.TENSORBOARD", "True", "INPUT.PAD", "0", "GPUS", "auto"))
+        "SOLVER.TENSORBOARD", "True", "INPUT.PAD", "0", "GPUS", "auto",
+        "DATASETS.ROOT", "data/other"))
     assert changes["SOLVER.BATCH_SIZE"] == (32, 16) and changes["GPUS"] == ([], "auto")
-    assert sorted(refused) == ["INPUT.PAD", "SOLVER.BATCH_SIZE"]
+    # Another data folder may hold other people under the same labels: refused.
+    assert sorted(refused) == ["DATASETS.ROOT", "INPUT.PAD", "SOLVER.BATCH_SIZE"]
     # Two devices instead of one halve each device's BatchNorm batch, unless groups fix it.
     assert run_folder.config_differences(saved, _cfg("runs/a", "GPUS", "[0, 1]"))[1] == ["GPUS"]
     assert run_folder.config_differences(
@@ -55,6 +57,17 @@ def test_which_changes_a_resume_allows():
     older = {k: v for k, v in saved.items() if k != "SOLVER"}
     older["SOLVER"] = {k: v for k, v in saved.SOLVER.items() if k != "TENSORBOARD"}
     assert run_folder.config_differences(older, saved) == ({}, [])
+
+
+def test_a_new_run_never_replaces_a_users_file_in_its_folder(tmp_path):
+    from conftest import marked_png
+    (tmp_path / "curves.png").write_bytes(b"my own picture")
+    with pytest.raises(RunDirError, match="holds curves.png, which the package did not write"):
+        run_folder.open_run_folder(_cfg(tmp_path), resume=False)
+    assert (tmp_path / "curves.png").read_bytes() == b"my own picture"
+    assert not (tmp_path / "config.yaml").exists()
+    marked_png(tmp_path / "curves.png")  # the package's own (an earlier attempt's) is fine
+    run_folder.open_run_folder(_cfg(tmp_path), resume=False)
 
 
 def test_resume_with_a_changed_recipe_is_an_error_listing_each_difference(tmp_path):
