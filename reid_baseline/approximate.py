@@ -51,6 +51,13 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     are trained on TRAIN_PER_CELL stored rows per cell (a seeded sample)."""
     faiss = import_faiss()
     n, dim = store.features.shape
+    if (nlist is not None and int(nlist) < 1) or (nprobe is not None and int(nprobe) < 1):
+        raise ConfigError("--nlist and --nprobe must be >= 1, got %s and %s" % (nlist, nprobe))
+    if nlist is not None and int(nlist) > n:
+        # faiss trains each cell from the stored rows: more cells than rows cannot be trained.
+        raise ConfigError("--nlist %d: the index holds %d images, and an IVF index needs at "
+                          "least as many images as cells (try --nlist %d)"
+                          % (int(nlist), n, max(1, n // 39)))
     nlist = int(nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
     nprobe = int(nprobe or max(1, min(nlist, 16)))
     inner = _uses_inner_product(store) or metric == "cosine"

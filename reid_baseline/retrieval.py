@@ -10,7 +10,7 @@ import numpy as np
 
 from .data.loader import build_test_loader
 from .fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
-from .errors import OutputError
+from .errors import DatasetError, OutputError
 from .evaluation import AP_MODES, compute_distance, evaluate_ranking
 from .features import image_features
 from .rerank import re_ranking_features
@@ -48,6 +48,11 @@ def evaluate_retrieval(cfg, net, dataset, ctx, with_ranking=False):
     ranked = {mode: evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
               for mode in AP_MODES}
     chosen = ranked[cfg.TEST.AP_MODE]
+    if not chosen["num_valid_queries"]:
+        # Every metric would be NaN (and NaN is not JSON): say why instead.
+        raise DatasetError("none of the %d queries has a true match in the gallery (same "
+                           "identity, another camera; junk and same-camera images do not "
+                           "count): Rank-1 and mAP are undefined" % len(dataset.query))
     cmc = chosen["cmc"]
     results = {"rank1": 100 * float(cmc[0]), "rank5": 100 * float(cmc[4]),
                "rank10": 100 * float(cmc[9]), "mAP": 100 * chosen["mAP"],

@@ -305,3 +305,22 @@ def test_unknown_product_kernel_is_refused():
     from reid_baseline import evaluation
     with pytest.raises(ValueError, match="kernel"):
         evaluation.compute_distance(np.ones((2, 3)), np.ones((4, 3)), kernel="cuda")
+
+
+def test_an_evaluation_without_a_valid_query_is_an_error_not_nan(monkeypatch):
+    """Metrics of a test set whose only matches share the query's camera are undefined: one
+    DatasetError, never NaN in a results file."""
+    import types
+
+    from reid_baseline import retrieval
+    from reid_baseline.config import load_config
+    from reid_baseline.data.datasets.base import Record
+    from reid_baseline.errors import DatasetError
+    query = [Record("q.jpg", 1, 1)]
+    gallery = [Record("g0.jpg", 1, 1), Record("g1.jpg", 2, 2)]  # the match: same camera
+    feats = {"query": np.eye(1, 4, dtype=np.float32), "gallery": np.eye(2, 4, dtype=np.float32)}
+    monkeypatch.setattr(retrieval, "_split_features",
+                        lambda cfg, net, records, ctx, split: feats[split])
+    dataset = types.SimpleNamespace(query=query, gallery=gallery)
+    with pytest.raises(DatasetError, match="none of the 1 queries has a true match"):
+        retrieval.evaluate_retrieval(load_config(None, []), None, dataset, None)

@@ -277,3 +277,14 @@ def test_missing_faiss_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ConfigError, match=r"reid_baseline\[faiss\]"):
         import_faiss()
+
+
+def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
+    pytest.importorskip("faiss")
+    from reid_baseline.approximate import build_approximate
+    _build(tmp_path / "store", _unit(np.random.RandomState(0), 24, 8))
+    store = index.FeatureStore(str(tmp_path / "store"))
+    with pytest.raises(ConfigError, match=r"--nlist 1000: the index holds 24 images"):
+        build_approximate(store, nlist=1000)
+    with pytest.raises(ConfigError, match="--nlist and --nprobe must be >= 1"):
+        build_approximate(store, nprobe=0)
