@@ -228,7 +228,9 @@ def test_damaged_stores_and_gallery_files_are_one_line_errors(tmp_path):
     cases = {}
     for name, damage in (("truncated", lambda d: open(str(d / "features.npy"), "r+b").truncate(
             200)), ("manifest", lambda d: (d / "manifest.json").write_text("{oops")),
-                         ("offsets", lambda d: (d / "path_offsets.npy").unlink())):
+                         ("offsets", lambda d: (d / "path_offsets.npy").unlink()),
+                         ("config", lambda d: (d / "config.yaml").write_text(
+                             CONFIG.replace("128", "256") + "# edited\n"))):
         folder = tmp_path / name
         shutil.copytree(str(good), str(folder))
         damage(folder)
