@@ -298,3 +298,15 @@ def test_script_refuses_a_different_set_and_overwrite_replaces_it(toy_zip, tmp_p
     code, out_text, _ = run_script(monkeypatch, capsys, "scripts/prepare_dataset.py", *args,
                                    "--overwrite")
     assert code == 0 and str(summary["train_images"]) in out_text and not user_file.exists()
+
+
+def test_an_archive_of_another_set_leaves_nothing_behind(toy_zip, tmp_path):
+    """The Market-1501 zip given as DukeMTMC-reID: its layout is refused after extraction, and
+    what it added goes again; the user's own files in --out stay."""
+    path, _, _ = toy_zip
+    out = tmp_path / "duke"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="DukeMTMC"):
+        prepare_dataset("dukemtmc", str(out), zip_path=path, md5=None)
+    assert sorted(os.listdir(str(out))) == ["notes.txt"]

@@ -201,13 +201,14 @@ def extract_into(zip_path, out_dir, limits=HARD_LIMIT, overwrite=False):
     """Extract ``zip_path`` into a temporary folder inside ``out_dir``, then move each of its
     top-level entries into ``out_dir``. An entry already there with other content is a
     DatasetError naming it unless ``overwrite`` (then it is replaced); one with the same
-    content is kept as is. On any failure nothing of the archive is left in ``out_dir``."""
+    content is kept as is. On any failure nothing of the archive is left in ``out_dir``.
+    Returns the paths of the entries it added (none of them was there before)."""
     remove_stale_extractions(out_dir)
     tmp = tempfile.mkdtemp(prefix=".extract-%d-" % os.getpid(), dir=out_dir)
     try:
         safe_extract(zip_path, tmp, limits)
         entries = sorted(os.listdir(tmp))
-        moves = []
+        moves, added = [], []
         for entry in entries:
             final = os.path.join(out_dir, entry)
             if not os.path.lexists(final):
@@ -229,8 +230,10 @@ def extract_into(zip_path, out_dir, limits=HARD_LIMIT, overwrite=False):
                 shutil.rmtree(old)
             else:
                 os.replace(os.path.join(tmp, entry), final)
+                added.append(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return added
 
 
 def prepare_dataset(name, out_dir, zip_path=None, url=None, md5="published", verify_counts=True,
@@ -283,12 +286,18 @@ def prepare_dataset(name, out_dir, zip_path=None, url=None, md5="published", ver
             raise DatasetError("%s: MD5 checksum mismatch: expected %s, found %s (incomplete or "
                                "wrong file; download it again)" % (zip_path, md5.lower(), found))
         print("Extracting %s to %s" % (zip_path, out_dir))
-        extract_into(zip_path, out_dir, limits, overwrite)
+        added = extract_into(zip_path, out_dir, limits, overwrite)
+        try:
+            return load_dataset(name, out_dir, verify_counts=verify_counts, **options)
+        except BaseException:
+            # Not this set's layout (a wrong archive): what it added goes again.
+            for path in added:
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            raise
     except BaseException:
         if created and not os.listdir(out_dir):
             os.rmdir(out_dir)  # a failed first run leaves no empty folder behind
         raise
-    return load_dataset(name, out_dir, verify_counts=verify_counts, **options)
 
 
 def prepare_market1501(out_dir, zip_path=None, url=MARKET1501_URL, md5=MARKET1501_MD5,
