@@ -133,7 +133,8 @@ class ReIDModel(object):
             if isinstance(item, str) and not os.path.isfile(item):
                 raise DatasetError("%s: no such image file" % item)
         if not images:
-            return np.zeros((0, 0), np.float32)
+            from .model import feature_dim
+            return np.zeros((0, feature_dim(self.cfg)), np.float32)
         return image_features(self.cfg, self.embedding, images, self.ctx)
 
     def extract_files(self, paths, desc="images"):
@@ -159,7 +160,11 @@ class ReIDModel(object):
     def distance(self, query_feats, gallery_feats):
         """(Q, G) float32 distances of the config's TEST.DISTANCE (evaluation's)."""
         from .evaluation import compute_distance
-        return compute_distance(query_feats, gallery_feats, metric=self.cfg.TEST.DISTANCE)
+        q, g = np.asarray(query_feats), np.asarray(gallery_feats)
+        if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+            raise DatasetError("distance: expected two (N, D) feature arrays of one length D, "
+                               "got shapes %s and %s" % (q.shape, g.shape))
+        return compute_distance(q, g, metric=self.cfg.TEST.DISTANCE)
 
     def check_gallery(self, gallery):
         """Raise unless `gallery` holds features of this model: the same params file bytes

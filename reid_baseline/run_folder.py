@@ -124,6 +124,8 @@ def write_run_curves(run_dir, path=None):
     A run without any finished epoch is a RunDirError naming the folder."""
     from .visualize import write_curves  # matplotlib: only when a picture is drawn
 
+    if not os.path.isdir(run_dir):
+        raise RunDirError("run folder %s does not exist" % run_dir)
     records = read_metrics(run_dir)
     if not records:
         raise RunDirError("no finished epoch in the run folder %s (no records in %s)"

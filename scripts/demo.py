@@ -49,6 +49,10 @@ def main(argv=None):
         print("generated the toy set: %d train / %d query / %d gallery images in %s"
               % (summary["train_images"], summary["query_images"], summary["gallery_images"],
                  summary["root"]))
+    else:
+        # The README's numbers are those of the default set: another one gives others.
+        print("using the existing set in %s (remove it to generate the default toy set)"
+              % cfg.DATASETS.ROOT)
     history = train(cfg)
     # The pictures the README shows: training curves (train wrote them), CMC curve and rank
     # lists of 4 queries.

@@ -61,6 +61,8 @@ def test_features_equal_evaluation_from_paths_arrays_and_pil(model, some_images)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(expected, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(model.extract(some_images[0]), expected[:1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.extract(pils[0]), expected[:1], rtol=0, atol=1e-6)  # one PIL
+    assert model.extract([]).shape == (0, expected.shape[1])
 
 
 def test_flip_averaged_features_match_an_independent_computation(model, some_images):
@@ -84,6 +86,9 @@ def test_distance_is_evaluations(model, some_images):
     np.testing.assert_array_equal(model.distance(feats[:2], feats),
                                   compute_distance(feats[:2], feats, model.cfg.TEST.DISTANCE))
     assert model.distance(feats[:1], feats[:1])[0, 0] == pytest.approx(0, abs=1e-6)
+    from reid_baseline.errors import DatasetError
+    with pytest.raises(DatasetError, match=r"got shapes \(2, %d\) and \(3, 5\)" % feats.shape[1]):
+        model.distance(feats[:2], np.zeros((3, 5), np.float32))
 
 
 def _one_line(exc):

@@ -124,6 +124,8 @@ def test_temporaries_of_stopped_writes_are_tidied_and_nothing_else(tmp_path):
 def test_curves_of_a_run_without_epochs_is_one_error_naming_it(tmp_path):
     with pytest.raises(RunDirError, match="no finished epoch in the run folder %s" % tmp_path):
         run_folder.write_run_curves(str(tmp_path))
+    with pytest.raises(RunDirError, match="run folder %s does not exist" % (tmp_path / "none")):
+        run_folder.write_run_curves(str(tmp_path / "none"))
 
 
 @pytest.mark.timeout(900)
