@@ -221,7 +221,8 @@ class FeatureStore(object):
                                "offsets, manifest %s %s); build it again"
                                % (folder, self.features.shape, self.features.dtype,
                                   len(self._offsets), shape, manifest.get("dtype")))
-        if hashlib.sha256(self.config_text.encode()).hexdigest() != manifest.get("config_sha256"):
+        recorded = (manifest.get("inputs") or {}).get("config_sha256")
+        if hashlib.sha256(self.config_text.encode()).hexdigest() != recorded:
             # Queries are embedded with this config: an edited one would give other features.
             raise DatasetError("--gallery: %s is a damaged index (its %s differs from the one "
                                "it was built with); build it again" % (folder, CONFIG))

@@ -62,9 +62,24 @@ def _parse():
     return parser, args
 
 
+# Options of one command only, with their defaults: given to the other, they are an error
+# rather than silently ignored.
+INDEX_ONLY = {"--run": ("run", None), "--images": ("images_dir", None), "--out": ("out", None),
+              "--dtype": ("dtype", "float32"), "--nlist": ("nlist", None)}
+QUERY_ONLY = {"--gallery": ("gallery", None), "--topk": ("topk", 10),
+              "--rerank": ("rerank", False), "--html": ("html", None), "--png": ("png", None)}
+
+
+def _refuse_options_of_the_other_command(parser, args, options, command):
+    for flag, (dest, default) in options.items():
+        if getattr(args, dest) != default:
+            parser.error("%s is not an option of %s" % (flag, command))
+
+
 def index(parser, args):
     """search.py index: build (or resume) an index folder."""
     from reid_baseline import ReIDModel
+    _refuse_options_of_the_other_command(parser, args, QUERY_ONLY, "index")
     if args.images:
         parser.error("index takes no IMAGE arguments (got %s); the folder is --images"
                      % args.images[0])
@@ -107,12 +122,13 @@ def query(parser, args):
     from reid_baseline import search
     from reid_baseline.fileio import check_output_file, png_is_ours
     from reid_baseline.index import open_gallery
+    _refuse_options_of_the_other_command(parser, args, INDEX_ONLY, "query")
     if not args.gallery or not args.images:
         parser.error("query needs --gallery and at least one IMAGE")
     if args.topk < 1:
         parser.error("--topk must be >= 1, got %d" % args.topk)
-    if args.config or args.run:
-        parser.error("query takes the config from the gallery; --config and --run are for index")
+    if args.config:
+        parser.error("query takes the config from the gallery; --config is for index")
     if args.html:
         check_output_file(args.html, args.overwrite, search.html_is_ours, "--html")
     if args.png:

@@ -239,6 +239,7 @@ def test_damaged_stores_and_gallery_files_are_one_line_errors(tmp_path):
              config=np.array(CONFIG), params=np.array("p"))
     data = open(str(tmp_path / "zero_d.npz"), "rb").read()
     (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])
+    assert len(index.open_gallery(str(good))) == 30  # the undamaged copy opens
     for path in list(cases.values()) + [tmp_path / "zero_d.npz", tmp_path / "cut.npz",
                                         tmp_path / "absent.index"]:
         with pytest.raises(DatasetError) as exc:

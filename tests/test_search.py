@@ -149,6 +149,17 @@ def test_damaged_gallery_files_are_one_error_line(gallery, tmp_path, monkeypatch
         assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_an_option_of_the_other_command_is_refused(gallery, monkeypatch, capsys):
+    for args, flag, command in ((("query", "--gallery", gallery[0], "q.jpg", "--out", "x"),
+                                 "--out", "query"),
+                                (("query", "--gallery", gallery[0], "q.jpg", "--dtype",
+                                  "float16"), "--dtype", "query"),
+                                (("index", "--images", "photos", "--out", "x", "--topk", "3"),
+                                 "--topk", "index")):
+        code, out, err = _run_script(monkeypatch, capsys, *args)
+        assert code == 2 and "%s is not an option of %s" % (flag, command) in err
+
+
 def test_old_npz_gallery_is_still_queried(gallery, tmp_path, monkeypatch, capsys):
     from reid_baseline.index import FeatureStore
     store = FeatureStore(str(gallery[0]))
