@@ -7,7 +7,7 @@ import sys
 import mxnet as mx
 import pytest
 
-from reid_baseline import engine
+from reid_baseline import engine, errors
 from reid_baseline.checkpoint import last_checkpoint, load_checkpoint
 from reid_baseline.config import load_config
 from reid_baseline.devices import DeviceError, build_contexts
@@ -97,13 +97,13 @@ def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg,
 
 
 def test_resume_without_any_run_is_an_error(make_tiny_cfg, tmp_path):
-    with pytest.raises(engine.RunDirError, match="no run in"):
+    with pytest.raises(errors.RunDirError, match="no run in"):
         engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)
 
 
 def test_a_new_run_never_mixes_with_an_old_one(trained_run):
     cfg, _ = trained_run
-    with pytest.raises(engine.RunDirError, match="already holds a run: continue it with --resume"):
+    with pytest.raises(errors.RunDirError, match="already holds a run: continue it with --resume"):
         engine.train(cfg)
 
 
@@ -156,7 +156,7 @@ def test_nan_loss_stops_without_writing_a_model(make_tiny_cfg, tmp_path, monkeyp
             return softmax_ce(pred, label) * float("nan")
 
     monkeypatch.setattr(engine.gluon.loss, "SoftmaxCrossEntropyLoss", NaNLoss)
-    with pytest.raises(engine.TrainingDiverged, match="nan at epoch 1, iteration 4"):
+    with pytest.raises(errors.TrainingDiverged, match="nan at epoch 1, iteration 4"):
         engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
     assert last_checkpoint(str(tmp_path)) is None
     assert not os.path.exists(tmp_path / "model_final.params")
