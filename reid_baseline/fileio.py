@@ -54,15 +54,21 @@ def check_output_file(path, overwrite=False, is_ours=None, what="output file"):
     return path
 
 
-def json_is_ours(path):
-    """True when `path` is a JSON object the package wrote ("written_by": PRODUCER)."""
+def read_json_object(path):
+    """The JSON object (dict) in `path`, or None when it is missing, unreadable or not one."""
     import json
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("written_by") == PRODUCER
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def json_is_ours(path):
+    """True when `path` is a JSON object the package wrote ("written_by": PRODUCER)."""
+    data = read_json_object(path)
+    return data is not None and data.get("written_by") == PRODUCER
 
 
 def png_is_ours(path):

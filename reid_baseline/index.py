@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .errors import DatasetError, OutputError
 from .evaluation import compute_distance
-from .fileio import PRODUCER, atomic_path, file_sha256
+from .fileio import PRODUCER, atomic_path, file_sha256, read_json_object
 from .rerank import top_k
 
 STORE_FORMAT = "reid_baseline feature store"
@@ -38,15 +38,6 @@ SEARCH_BLOCK_BYTES = 1 << 26  # float32 gallery rows per block (64 MB)
 NPZ_KEYS = ("paths", "features", "config", "params")
 
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _write_json(path, data):
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
@@ -54,7 +45,7 @@ def _write_json(path, data):
 
 def is_store(folder):
     """True when `folder` holds a store manifest the package wrote."""
-    manifest = _read_json(os.path.join(folder, MANIFEST))
+    manifest = read_json_object(os.path.join(folder, MANIFEST))
     return bool(manifest) and manifest.get("written_by") == PRODUCER \
         and manifest.get("format") == STORE_FORMAT
 
@@ -96,8 +87,8 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
               "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
               "dtype": dtype, "chunk": chunk}
     at = os.path.join
-    progress = _read_json(at(folder, PROGRESS))
-    old = _read_json(at(folder, MANIFEST)) or {}
+    progress = read_json_object(at(folder, PROGRESS))
+    old = read_json_object(at(folder, MANIFEST)) or {}
     if not (progress and old.get("inputs") == inputs and os.path.isfile(at(folder, FEATURES))):
         progress = None
         for name in STORE_FILES:  # ours (checked above) or --overwrite
@@ -198,7 +189,7 @@ class FeatureStore(object):
     def __init__(self, folder):
         self.folder = folder
         at = lambda name: os.path.join(folder, name)  # noqa: E731
-        manifest = _read_json(at(MANIFEST))
+        manifest = read_json_object(at(MANIFEST))
         if not manifest or manifest.get("format") != STORE_FORMAT:
             raise DatasetError("--gallery: %s is not an index folder written by %s (no valid %s)"
                                % (folder, PRODUCER, MANIFEST))
