@@ -5,13 +5,14 @@ A figure without its machine and load means little: the scripts in scripts/bench
 put `describe_machine()` beside every result they print or write.
 """
 import datetime
-import importlib.metadata
 import os
 import platform
 import time
 
+from .environment import installed_version
+
 # Installed versions reported with each figure (read from package metadata, not imported).
-LIBRARIES = ("numpy", "scipy", "mxnet", "opencv-python-headless")
+LIBRARIES = ("numpy", "scipy", "mxnet", "opencv-python")
 
 
 def cpu_model(cpuinfo="/proc/cpuinfo"):
@@ -24,13 +25,6 @@ def cpu_model(cpuinfo="/proc/cpuinfo"):
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def _version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def describe_machine():
@@ -49,7 +43,7 @@ def describe_machine():
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                 python=platform.python_version(), platform=platform.platform(),
-                versions={name: _version(name) for name in LIBRARIES})
+                versions={name: installed_version(name) for name in LIBRARIES})
 
 
 def machine_line(machine=None):

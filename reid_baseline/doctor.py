@@ -15,7 +15,7 @@ import sys
 import mxnet as mx
 
 from .config import worker_count
-from .environment import check_launcher_env
+from .environment import check_launcher_env, installed_version
 from .data.cache import cache_slot_bytes, check_cache_fits
 from .data.datasets import build_datasets
 from .errors import DatasetError, DeviceError
@@ -52,13 +52,6 @@ def _version_tuple(text):
     return tuple(int(p) for p in re.findall(r"\d+", text or "")[:3])
 
 
-def _dist_version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def check_packages():
     """Python, MXNet, numpy, GluonCV and OpenCV against what the package needs."""
     out = []
@@ -66,11 +59,11 @@ def check_packages():
     out.append(Finding("ok" if (3, 10) <= py < (3, 12) else "warn",
                        "Python %d.%d%s" % (py + ("" if (3, 10) <= py < (3, 12) else
                                                  ": tested on 3.10 and 3.11 only",))))
-    numpy_version = _dist_version("numpy")
+    numpy_version = installed_version("numpy")
     out.append(Finding("ok", "numpy %s" % numpy_version) if _version_tuple(numpy_version) < (1, 24)
                else Finding("fail", "numpy %s: MXNet 1.9.1 needs numpy < 1.24 (np.bool); fix: "
                             "pip install -c constraints.txt 'numpy<1.24'" % numpy_version))
-    gluoncv = _dist_version("gluoncv")
+    gluoncv = installed_version("gluoncv")
     out.append(Finding("ok", "GluonCV %s" % gluoncv) if gluoncv and _version_tuple(gluoncv) >= (0, 7)
                else Finding("fail", "GluonCV %s: 0.7 or later needed; fix: pip install -c "
                             "constraints.txt -e ." % gluoncv))

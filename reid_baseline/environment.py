@@ -4,6 +4,7 @@ workers share each batch) and the devices the config names.
 A leaf module (it imports only errors.py), so loading and checking a config never imports
 MXNet; distributed.py builds the worker group from the same answers.
 """
+import importlib.metadata
 import os
 
 from .errors import ConfigError
@@ -75,3 +76,11 @@ def worker_count(cfg):
 def device_batch(cfg):
     """Images per device and step: SOLVER.BATCH_SIZE over the workers and their devices."""
     return cfg.SOLVER.BATCH_SIZE // (worker_count(cfg) * device_count(cfg))
+
+
+def installed_version(name):
+    """The installed version of distribution `name`, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

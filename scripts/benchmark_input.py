@@ -12,7 +12,7 @@ Generates a Market-1501-sized set (12,936 JPEGs of 64x128, the toy generator's i
 "images/CPU-s" divides by the CPU time used (process + workers), which load on a shared
 machine changes less than the wall clock.
 
-    OMP_NUM_THREADS=2 python scripts/benchmark_input.py --data /tmp/market_sized --out bench.json
+    OMP_NUM_THREADS=2 python scripts/benchmark_input.py --data data/market_sized --out bench.json
 """
 import argparse
 import json
