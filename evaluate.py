@@ -20,9 +20,14 @@ def main():
     if args.visualize < 0:
         parser.error("--visualize must be >= 0, got %d" % args.visualize)
     cfg = config_from_args(args)
-    from reid_baseline.retrieval import (check_evaluation_outputs, evaluate_params,
-                                         format_results, results_path, save_results,
-                                         write_figures)
+    from reid_baseline.retrieval import (
+        check_evaluation_outputs,
+        evaluate_params,
+        format_results,
+        results_path,
+        save_results,
+        write_figures,
+    )
     output = args.output or results_path(cfg, os.path.dirname(os.path.abspath(args.params)))
     folder = os.path.dirname(os.path.abspath(output))
     # found before the evaluation, not after: a folder or a user's file in an output's place

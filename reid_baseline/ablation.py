@@ -51,7 +51,7 @@ def plan_study(base, ablations, repeats=1, out="runs/ablations", overrides=()):
                           "%s given twice (or equals the base's)" % ", ".join(clash))
     changes = collections.OrderedDict([(base_name, {})])
     runs = []
-    for name, path in zip(names, [None] + list(ablations)):
+    for name, path in zip(names, [None] + list(ablations), strict=True):
         if path:
             changes[name] = ablation_changes(path)
         for seed in seeds:

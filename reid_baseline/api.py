@@ -95,6 +95,7 @@ class ReIDModel(object):
         """The model a gallery (index folder or .npz file) was built with: its config (plus
         `overrides`) and its params file, or `params` (which must be the same file's bytes)."""
         import tempfile
+
         from .config import load_config
         from .index import open_gallery
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
@@ -123,8 +124,9 @@ class ReIDModel(object):
         """float32 (N, D) features of `images` (file paths, HxWx3 uint8 RGB arrays or PIL
         images; one or a list), in TEST.BATCH_SIZE batches, flip-averaged and L2-normalised as
         the config's TEST.* knobs say. An unreadable file is a DatasetError naming it."""
-        from .features import image_features
         from PIL import Image
+
+        from .features import image_features
         if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)) and not (
                 isinstance(images, np.ndarray) and images.ndim == 4):
             images = [images]
@@ -251,8 +253,8 @@ class ReIDModel(object):
 def ranked_paths(gallery, idx, dist):
     """[(path, distance)] per query row of (indices, distances); -1 indices are dropped."""
     paths = gallery.paths(np.maximum(idx, 0))
-    return [[(p, float(d)) for p, d, i in zip(prow, drow, irow) if i >= 0]
-            for prow, drow, irow in zip(paths, dist, idx)]
+    return [[(p, float(d)) for p, d, i in zip(prow, drow, irow, strict=True) if i >= 0]
+            for prow, drow, irow in zip(paths, dist, idx, strict=True)]
 
 
 def _final_params(run_dir):

@@ -86,7 +86,7 @@ def recall_at_10(exact, approx, own_rows=None):
     """Mean share of each row's 10 exact neighbours that the approximate search found (a
     query's own row, when the queries are stored rows, counts for neither)."""
     hits = []
-    for r, (e, a) in enumerate(zip(exact, approx)):
+    for r, (e, a) in enumerate(zip(exact, approx, strict=True)):
         own = -1 if own_rows is None else own_rows[r]
         e = [i for i in e if i != own][:10]
         a = [i for i in a if i != own][:10]

@@ -12,8 +12,8 @@ Optimizer state is stored as NDArrays plus JSON (not `Trainer.save_states`, whic
 loading a checkpoint never unpickles anything.
 """
 import json
-import os
 import logging
+import os
 import re
 import shutil
 
@@ -68,7 +68,7 @@ def _restore_optimizer(trainer, arrays, meta, folder):
         if idx >= len(trainer._params) or array.shape != trainer._params[idx].shape:
             raise CheckpointError("checkpoint %s: optimizer state %s does not fit this model's "
                                   "parameters" % (folder, key))
-    for updater, ctx in zip(trainer._updaters, trainer._contexts):
+    for updater, ctx in zip(trainer._updaters, trainer._contexts, strict=True):
         for idx, (kind, num_parts) in meta["layout"].items():
             parts = [arrays["%s:%d" % (idx, j)].as_in_context(ctx) for j in range(num_parts)]
             state = None if kind == "none" else parts[0] if kind == "array" else tuple(parts)
@@ -92,7 +92,7 @@ def non_finite_arrays(named_arrays):
     flags = [mx.nd.multi_all_finite(array, num_arrays=1).as_in_context(mx.cpu())
              for _, array in named_arrays]
     ok = mx.nd.concat(*flags, dim=0).asnumpy()
-    return sorted({name for (name, _), good in zip(named_arrays, ok) if not good})
+    return sorted({name for (name, _), good in zip(named_arrays, ok, strict=True) if not good})
 
 
 def non_finite_parameters(net):

@@ -315,7 +315,7 @@ def load_config(path=None, overrides=(), ablation=None):
     overrides = list(overrides)
     if len(overrides) % 2:
         raise ConfigError("overrides come in KEY VALUE pairs; got %r" % (overrides,))
-    for key, text in zip(overrides[0::2], overrides[1::2]):
+    for key, text in zip(overrides[0::2], overrides[1::2], strict=True):
         _merge(cfg, _nest(key, _parse_override(text)), "command line")
     _check(cfg)
     cfg.freeze()
@@ -348,11 +348,11 @@ def _check(cfg):
                           % (cfg.SOLVER.BATCH_SIZE, devices) if workers == 1 else
                           "SOLVER.BATCH_SIZE (%d, the global batch) must be divisible by the "
                           "%s (%d)" % (cfg.SOLVER.BATCH_SIZE, split, devices))
-    device_batch = cfg.SOLVER.BATCH_SIZE // devices
-    if cfg.MODEL.BN_GROUP_SIZE and device_batch % cfg.MODEL.BN_GROUP_SIZE:
+    per_device = cfg.SOLVER.BATCH_SIZE // devices
+    if cfg.MODEL.BN_GROUP_SIZE and per_device % cfg.MODEL.BN_GROUP_SIZE:
         raise ConfigError("MODEL.BN_GROUP_SIZE (%d) must divide the per-device batch "
                           "(SOLVER.BATCH_SIZE %d / %s = %d)"
-                          % (cfg.MODEL.BN_GROUP_SIZE, cfg.SOLVER.BATCH_SIZE, split, device_batch))
+                          % (cfg.MODEL.BN_GROUP_SIZE, cfg.SOLVER.BATCH_SIZE, split, per_device))
     steps, first = list(cfg.SOLVER.STEPS), max(2, cfg.SOLVER.WARMUP_EPOCHS)
     if steps != sorted(set(steps)) or (steps and steps[0] < first):
         raise ConfigError("SOLVER.STEPS must be strictly increasing epochs >= %d (after the "

@@ -15,9 +15,9 @@ import sys
 import mxnet as mx
 
 from .config import worker_count
-from .environment import check_launcher_env, installed_version
 from .data.cache import cache_slot_bytes, check_cache_fits
 from .data.datasets import build_datasets
+from .environment import check_launcher_env, installed_version
 from .errors import DatasetError, DeviceError
 from .pretrained import weights_file, weights_status
 from .telemetry import tensorboard_writer_class
@@ -196,8 +196,8 @@ def check_gpus(cfg, features, timeout=120):
 def check_blas():
     """numpy's BLAS and the CPU kernel it chose (OpenBLAS's generic one means it did not
     recognise the CPU)."""
-    from threadpoolctl import threadpool_info
     import numpy  # noqa: F401  (loads its BLAS for threadpoolctl to see)
+    from threadpoolctl import threadpool_info
     infos = [i for i in threadpool_info() if i.get("user_api") == "blas"
              and "numpy" in i.get("filepath", "")] or [{}]
     info = infos[0]

@@ -18,8 +18,13 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .amp import init_amp, scale_loss, skipped_steps
-from .checkpoint import (last_checkpoint, load_checkpoint, repair_and_find_resumable,
-                         save_checkpoint, save_parameters)
+from .checkpoint import (
+    last_checkpoint,
+    load_checkpoint,
+    repair_and_find_resumable,
+    save_checkpoint,
+    save_parameters,
+)
 from .data.datasets import build_datasets
 from .data.loader import build_train_loader
 from .devices import build_contexts
@@ -29,8 +34,15 @@ from .model import build_model
 from .retrieval import evaluate_retrieval
 from .run_folder import keep_metrics_until, open_run_folder, write_metrics_row, write_run_curves
 from .solver import build_trainer, learning_rate_at
-from .telemetry import (RunClock, TensorBoardLog, bar_postfix, describe_network, log_line,
-                        memory_figures, network_line)
+from .telemetry import (
+    RunClock,
+    TensorBoardLog,
+    bar_postfix,
+    describe_network,
+    log_line,
+    memory_figures,
+    network_line,
+)
 
 logger = logging.getLogger("reid_baseline")
 
@@ -75,13 +87,13 @@ def train_step(net, trainer, loss_fn, data, label, ctx, num_workers=1):
     labels = gluon.utils.split_and_load(label, ctx)
     with autograd.record():
         outputs = [net(x)[0] for x in datas]
-        losses = [loss_fn(logits, y) for logits, y in zip(outputs, labels)]
+        losses = [loss_fn(logits, y) for logits, y in zip(outputs, labels, strict=True)]
         with scale_loss(losses, trainer) as scaled:  # SOLVER.AMP's loss scaling, if on
             autograd.backward(scaled)
     # float32 first: bfloat16 holds integers exactly only up to 256 (class indices)
     sums = [(loss.sum(), (logits.astype("float32", copy=False).argmax(axis=1)
                           == y.astype("float32")).sum())
-            for logits, y, loss in zip(outputs, labels, losses)]
+            for logits, y, loss in zip(outputs, labels, losses, strict=True)]
     trainer.step(data.shape[0] * num_workers)
     return sums
 
@@ -101,7 +113,8 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers=
                disable=None, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS))
     for it, (data, label) in enumerate(bar, 1):
         sums = train_step(net, trainer, loss_fn, data, label, ctx, workers.num_workers)
-        for (batch_loss, batch_correct), acc_loss, acc_correct in zip(sums, loss_sum, correct):
+        for (batch_loss, batch_correct), acc_loss, acc_correct in zip(sums, loss_sum, correct,
+                                                                      strict=True):
             acc_loss += batch_loss
             acc_correct += batch_correct
         seen += data.shape[0]
@@ -109,7 +122,7 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, workers=
             # The only host sync. Summed over the workers, so every worker guards the same
             # figures and a collapse stops them all at once.
             total_loss, total_correct, total_seen = workers.sum("metrics", [
-                sum(l.asscalar() for l in loss_sum), sum(c.asscalar() for c in correct), seen])
+                sum(x.asscalar() for x in loss_sum), sum(c.asscalar() for c in correct), seen])
             # The guard sees the iterations since the previous read: a late collapse is not
             # diluted by the epoch's earlier, healthy iterations.
             guard.check((total_loss - read_loss) / (total_seen - read_seen), epoch, it)

@@ -7,8 +7,8 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
-from .fileio import PRODUCER, atomic_path, check_output_file
 from .errors import ModelError, OutputError, ParityError
+from .fileio import PRODUCER, atomic_path, check_output_file
 from .model import load_trained_model
 
 FORMATS = ("mxnet", "onnx")
@@ -69,8 +69,8 @@ def onnx_is_ours(path):
 def parity_batches(cfg, image_paths, num_random=4, seed=0):
     """Inputs for the parity check: `num_random` random images (one batch), and the files of
     `image_paths` as the evaluation loader prepares them (one batch), float32 NCHW arrays."""
-    from .data.loader import build_test_loader
     from .data.datasets.base import Record
+    from .data.loader import build_test_loader
 
     rng = np.random.RandomState(seed)
     batches = {"random": rng.standard_normal(_input_shape(cfg, num_random)).astype(np.float32)}

@@ -52,7 +52,8 @@ def read_hosts(path):
         with open(path) as f:
             hosts = [line.split("slots=")[0].strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise LaunchError("hosts file %s cannot be read (%s)" % (path, getattr(exc, "strerror", exc)))
+        raise LaunchError("hosts file %s cannot be read (%s)"
+                          % (path, getattr(exc, "strerror", exc))) from exc
     if not hosts:
         raise LaunchError("hosts file %s lists no host: write one host (name or address) a line"
                           % path)

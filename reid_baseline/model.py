@@ -179,7 +179,8 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
 
 def _shape_fits(expected, found):
     # 0 is a dimension Gluon infers at the first forward pass (deferred initialisation)
-    return len(expected) == len(found) and all(e in (0, f) for e, f in zip(expected, found))
+    return len(expected) == len(found) and all(e in (0, f)
+                                               for e, f in zip(expected, found, strict=True))
 
 
 def feature_dim(cfg):

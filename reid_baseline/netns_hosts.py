@@ -58,7 +58,7 @@ class NetnsHosts(object):
             _ip("link", "add", self.bridge, "type", "bridge")
             self._made.append(("link", self.bridge))
             _ip("link", "set", self.bridge, "up")
-            for ns, veth, address in zip(self.namespaces, self.veths, self.addresses):
+            for ns, veth, address in zip(self.namespaces, self.veths, self.addresses, strict=True):
                 _ip("netns", "add", ns)
                 self._made.append(("netns", ns))
                 _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -77,7 +77,8 @@ class NetnsHosts(object):
         os.chmod(ssh, 0o755)
         self.map_file = os.path.join(folder, "netns_hosts")
         with open(self.map_file, "w") as f:
-            f.writelines("%s %s\n" % pair for pair in zip(self.addresses, self.namespaces))
+            f.writelines("%s %s\n" % pair
+                         for pair in zip(self.addresses, self.namespaces, strict=True))
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
                         NETNS_HOSTS_FILE=self.map_file)
 

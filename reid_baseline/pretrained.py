@@ -15,8 +15,15 @@ from gluoncv.model_zoo import get_model
 from gluoncv.model_zoo import model_store as gluoncv_store
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
-from .backbones import (BACKBONES, HF_PREFIX, check_pairing, hub_backbone, read_safetensors,
-                        timm_backbone, timm_to_gluoncv)
+from .backbones import (
+    BACKBONES,
+    HF_PREFIX,
+    check_pairing,
+    hub_backbone,
+    read_safetensors,
+    timm_backbone,
+    timm_to_gluoncv,
+)
 from .errors import ModelError, error_line
 from .fileio import PRODUCER, atomic_path, check_output_file, file_sha256, json_is_ours
 
@@ -165,7 +172,7 @@ def _load_strict(net, name, arrays, origin, ctx):
                              % (origin, key, name))
         shape = tuple(arrays[key].shape)
         if len(shape) != len(param.shape) or any(e not in (0, f) for e, f in
-                                                  zip(param.shape, shape)):
+                                                  zip(param.shape, shape, strict=True)):
             raise ModelError("MODEL.PRETRAINED: %s has %s with shape %s, MODEL.BACKBONE %s "
                              "expects %s" % (origin, key, shape, name, param.shape))
     extra = sorted(set(arrays) - set(every))

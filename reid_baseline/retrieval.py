@@ -8,11 +8,10 @@ import os
 
 import numpy as np
 
-from .data.loader import build_test_loader
-from .fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
 from .errors import DatasetError, OutputError
 from .evaluation import AP_MODES, compute_distance, evaluate_ranking
 from .features import image_features
+from .fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
 from .rerank import re_ranking_features
 
 

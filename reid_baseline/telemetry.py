@@ -33,9 +33,9 @@ def count_parameters_and_macs(net, height, width):
     shape = (1, 3, height, width)
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(data=shape)
-    outputs = dict(zip(internals.list_outputs(), out_shapes))
+    outputs = dict(zip(internals.list_outputs(), out_shapes, strict=True))
     arg_shapes, _, _ = sym.infer_shape(data=shape)
-    args = dict(zip(sym.list_arguments(), arg_shapes))
+    args = dict(zip(sym.list_arguments(), arg_shapes, strict=True))
     nodes = json.loads(sym.tojson())["nodes"]
     macs = 0
     for node in nodes:

@@ -105,9 +105,9 @@ def write_curves(run_dir, records, path=None):
               ("train_acc", "training accuracy", False), ("lr", "learning rate", True)]
     for i, (key, label, log) in enumerate(panels, 1):
         ax = fig.add_subplot(2, 2, i)
-        pts = [(e, r[key]) for e, r in zip(epochs, records) if _finite(r.get(key))]
+        pts = [(e, r[key]) for e, r in zip(epochs, records, strict=True) if _finite(r.get(key))]
         if pts:
-            ax.plot(*zip(*pts), marker=".")
+            ax.plot(*zip(*pts, strict=True), marker=".")
         if log and pts and min(v for _, v in pts) > 0:
             ax.set_yscale("log")
         ax.set_title(label, fontsize=9)
@@ -117,7 +117,7 @@ def write_curves(run_dir, records, path=None):
     for key, name in (("rank1", "Rank-1"), ("mAP", "mAP"), ("mINP", "mINP")):
         pts = [(r["epoch"], r[key]) for r in evaluated if _finite(r.get(key))]
         if pts:
-            ax.plot(*zip(*pts), marker="o", markersize=3, label=name)
+            ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
     if evaluated:
         ax.legend(fontsize=8)
     else:

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 from reid_baseline.benchmarking import describe_machine
 from reid_baseline.data.toy_market1501 import make_toy_market1501
@@ -40,6 +39,7 @@ def gradient_bytes(config, num_classes, opts=()):
     """(trainable parameters, bytes of their float32 gradients) of the config's network."""
     import mxnet as mx
     from mxnet import autograd
+
     from reid_baseline.config import load_config
     from reid_baseline.model import build_model
     cfg = load_config(config, list(opts) + ["MODEL.PRETRAINED", "", "GPUS", "[]"])
@@ -84,7 +84,7 @@ def _run_on_hosts(train, common, run_dir, threads):
                                         "-H", hostfile, "-n", "2", "-s", "1", "--interface", "eth0",
                                         "--env", "OMP_NUM_THREADS=%d" % max(threads // 2, 1), command]),
                        check=True, cwd=ROOT, env=hosts.env, stdout=subprocess.DEVNULL)
-        sent, received = [int(open(c).read()) - b for c, b in zip(counters, before)]
+        sent, received = [int(open(c).read()) - b for c, b in zip(counters, before, strict=True)]
         return sent, received
     finally:
         hosts.close()

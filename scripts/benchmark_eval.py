@@ -30,7 +30,6 @@ import numpy as np
 
 from reid_baseline.benchmarking import best_time, describe_machine, machine_line
 
-
 FULL = dict(n_ids=750, n_query=3368, n_gallery_ids=13120, n_distractors=2793,
             n_cams=6, dim=2048)
 SMALL = dict(n_ids=100, n_query=450, n_gallery_ids=1750, n_distractors=370,
@@ -184,7 +183,7 @@ def stage_distance(workdir, repeats):
     qf, gf = _load(workdir, "qf", "gf")
     chosen = product_kernel()
     base = _current_rss_mb()
-    by_kernel = {k: best_time(lambda: compute_distance(qf, gf, "cosine", kernel=k), repeats)[0]
+    by_kernel = {k: best_time(lambda k=k: compute_distance(qf, gf, "cosine", kernel=k), repeats)[0]
                  for k in KERNELS}
     sec, d = best_time(lambda: compute_distance(qf, gf, "cosine"), repeats)
     peak = _rss_mb()
@@ -199,8 +198,12 @@ PRODUCT_SHAPE = (2000, 8000, 2048)  # rows of a, rows of b, width
 def stage_products(workdir, repeats):
     """The bare a @ b.T float32 product of PRODUCT_SHAPE by each kernel and by the chosen one,
     with the chooser's own measurement."""
-    from reid_baseline.evaluation import KERNELS, product_kernel, product_nt
-    from reid_baseline.evaluation import measure_product_kernels
+    from reid_baseline.evaluation import (
+        KERNELS,
+        measure_product_kernels,
+        product_kernel,
+        product_nt,
+    )
     n, m, d = PRODUCT_SHAPE
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, d), dtype=np.float32)
@@ -208,7 +211,7 @@ def stage_products(workdir, repeats):
     start = time.perf_counter()
     chosen = product_kernel()
     choose_s = time.perf_counter() - start
-    by_kernel = {k: best_time(lambda: product_nt(a, b, k), repeats)[0] for k in KERNELS}
+    by_kernel = {k: best_time(lambda k=k: product_nt(a, b, k), repeats)[0] for k in KERNELS}
     sec, _ = best_time(lambda: product_nt(a, b), repeats)
     return dict(seconds=sec, by_kernel=by_kernel, chosen=chosen, choose_s=choose_s,
                 calibration_s=measure_product_kernels(), peak_rss_mb=_rss_mb(),
@@ -384,7 +387,7 @@ def main(argv=None):
         np.save(os.path.join(workdir, "msmt_qf.npy"), mq)
         np.save(os.path.join(workdir, "msmt_gf.npy"), mg)
         np.savez(os.path.join(workdir, "msmt_ids.npz"), **dict(zip(
-            ("q_pids", "g_pids", "q_cams", "g_cams"), msmt_ids)))
+            ("q_pids", "g_pids", "q_cams", "g_cams"), msmt_ids, strict=True)))
         del mq, mg, msmt_ids
         stages.append(("re_ranking_features, MSMT17 size (11,659 x 82,161, 256-d)",
                        stage_rerank_features_msmt17))

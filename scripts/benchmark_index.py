@@ -88,7 +88,7 @@ def measure(folder, mode, queries, batches, seed=0):
     store = index.FeatureStore(folder)
     rng = np.random.default_rng(seed + 1)
     times, found = [], []
-    for b in range(batches):
+    for _ in range(batches):
         # new views (fresh noise) of stored identities
         q = _views(rng.integers(0, len(store) // IMAGES_PER_ID, queries), rng, seed)
         start = time.time()

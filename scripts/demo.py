@@ -13,8 +13,14 @@ from reid_baseline.data.toy_market1501 import make_toy_market1501
 from reid_baseline.engine import train
 from reid_baseline.errors import RunDirError
 from reid_baseline.evaluation import chance_rank1
-from reid_baseline.retrieval import (evaluate_params, format_results, record_ids,
-                                     results_path, save_results, write_figures)
+from reid_baseline.retrieval import (
+    evaluate_params,
+    format_results,
+    record_ids,
+    results_path,
+    save_results,
+    write_figures,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

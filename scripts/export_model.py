@@ -11,7 +11,6 @@ Example: python scripts/export_model.py --config configs/market1501.yml \\
 """
 import os
 
-
 from reid_baseline.cli import build_parser, config_from_args, run
 
 
@@ -28,8 +27,8 @@ def main():
                         help="replace an existing PREFIX.onnx this package did not write")
     args = parser.parse_args()
     cfg = config_from_args(args)
-    from reid_baseline.export import export_model
     from reid_baseline.data.images import find_images
+    from reid_baseline.export import export_model
     images = []
     if args.format == "onnx":
         folder = args.check_images or cfg.DATASETS.ROOT

@@ -11,7 +11,6 @@ Ctrl-C, SIGTERM and SIGHUP stop the whole job.
 import argparse
 import sys
 
-
 from reid_baseline.cli import run
 from reid_baseline.launcher import add_job_options, job_command, launch_local
 

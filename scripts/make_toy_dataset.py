@@ -10,7 +10,6 @@ laid out as the data set's own files; train on it with DATASETS.VERIFY_COUNTS Fa
 import argparse
 import time
 
-
 from reid_baseline.cli import run
 from reid_baseline.data.datasets import NAMES, load_dataset, make_toy_dataset
 

@@ -11,7 +11,6 @@ already in OUT is kept unless --overwrite.
 """
 import argparse
 
-
 from reid_baseline.cli import run
 from reid_baseline.data.prepare import ARCHIVES, GIB, prepare_dataset
 

@@ -11,7 +11,6 @@
 """
 import os
 
-
 from reid_baseline.cli import build_parser, config_from_args, run
 
 
@@ -118,8 +117,7 @@ def _overrides(args):
 
 def query(parser, args):
     """search.py query: rank an index for each query image."""
-    from reid_baseline import ReIDModel
-    from reid_baseline import search
+    from reid_baseline import ReIDModel, search
     from reid_baseline.fileio import check_output_file, png_is_ours
     from reid_baseline.index import open_gallery
     _refuse_options_of_the_other_command(parser, args, INDEX_ONLY, "query")
@@ -143,7 +141,7 @@ def query(parser, args):
         raise DatasetError("no query image could be read: %s" % "; ".join(r for _, r in skipped))
     idx, dist = model.rank(feats, gallery, args.topk, args.rerank, args.approximate, args.nprobe)
     from reid_baseline.api import ranked_paths
-    queries = list(zip(kept, ranked_paths(gallery, idx, dist)))
+    queries = list(zip(kept, ranked_paths(gallery, idx, dist), strict=True))
     for name, ranked in queries:
         print("%s (gallery of %d%s):" % (name, len(gallery), ", re-ranked" if args.rerank
                                          else ", approximate" if args.approximate else ""))

@@ -8,10 +8,10 @@ import matplotlib.image
 import mxnet as mx
 import pytest
 
+from conftest import TINY_OVERRIDES
 from reid_baseline import ablation, engine, errors, retrieval, run_folder
 from reid_baseline.ablation_report import build_report, effect_class, render_markdown
 from reid_baseline.config import ConfigError, load_config, save_config
-from conftest import TINY_OVERRIDES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABLATIONS = os.path.join(ROOT, "configs", "ablations")

@@ -10,12 +10,11 @@ import sys
 import mxnet as mx
 import pytest
 
+from conftest import TINY_OVERRIDES
 from reid_baseline.amp import CountingLossScaler, init_amp, loss_scaler_state, restore_loss_scaler
 from reid_baseline.checkpoint import last_checkpoint
 from reid_baseline.devices import DeviceError
 from reid_baseline.run_folder import read_metrics
-
-from conftest import TINY_OVERRIDES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

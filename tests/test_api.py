@@ -45,6 +45,7 @@ def test_import_is_light_and_exports_the_model():
 def test_features_equal_evaluation_from_paths_arrays_and_pil(model, some_images):
     """Evaluation's own pipeline (test loader + extract_features), computed independently."""
     from PIL import Image
+
     from reid_baseline.data.datasets.base import Record
     from reid_baseline.data.loader import build_test_loader
     from reid_baseline.features import extract_features

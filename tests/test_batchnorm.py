@@ -166,9 +166,8 @@ def test_a_group_that_does_not_divide_the_device_batch_is_a_config_error():
 
 @pytest.mark.timeout(900)
 def test_training_with_groups_runs_end_to_end(make_tiny_cfg, tmp_path):
-    from reid_baseline.engine import train
-
     from reid_baseline.data.datasets import build_datasets
+    from reid_baseline.engine import train
     from reid_baseline.evaluation import chance_rank1
     from reid_baseline.retrieval import record_ids
 

@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from reid_baseline.checkpoint import (CheckpointError, NonFiniteParameters, find_resumable,
-                                      last_checkpoint, list_checkpoints, load_checkpoint,
-                                      non_finite_parameters, save_checkpoint, save_parameters,
-                                      verify_checkpoint)
+from reid_baseline.checkpoint import (
+    CheckpointError,
+    NonFiniteParameters,
+    find_resumable,
+    last_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    non_finite_parameters,
+    save_checkpoint,
+    save_parameters,
+    verify_checkpoint,
+)
 from reid_baseline.config import load_config
 from reid_baseline.solver import build_trainer
 
@@ -112,10 +120,12 @@ def test_single_device_checkpoint_resumes_on_two_devices(tmp_path):
     x, y = mx.nd.array(rng.randn(4, 6)), mx.nd.array(rng.randint(0, 3, 4))
     with autograd.record():
         losses = [gluon.loss.SoftmaxCrossEntropyLoss()(net2(xs), ys) for xs, ys in
-                  zip(gluon.utils.split_and_load(x, ctx), gluon.utils.split_and_load(y, ctx))]
+                  zip(gluon.utils.split_and_load(x, ctx), gluon.utils.split_and_load(y, ctx),
+                      strict=True)]
     autograd.backward(losses)
     trainer2.step(4)
-    for (key, value), param in zip(_params(net).items(), net2.collect_params().values()):
+    for (key, value), param in zip(_params(net).items(), net2.collect_params().values(),
+                                   strict=True):
         for copy in param.list_data():
             np.testing.assert_allclose(copy.asnumpy(), value, rtol=1e-5, atol=1e-6, err_msg=key)
 

@@ -4,8 +4,14 @@ import os
 
 import pytest
 
-from reid_baseline.config import (ConfigError, ablation_changes, device_count, get_defaults,
-                                  load_config, save_config)
+from reid_baseline.config import (
+    ConfigError,
+    ablation_changes,
+    device_count,
+    get_defaults,
+    load_config,
+    save_config,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "market1501.yml")

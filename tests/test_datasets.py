@@ -8,14 +8,18 @@ import sys
 import zipfile
 
 import cv2
-import numpy as np
 import pytest
 
 from reid_baseline.config import load_config
-from reid_baseline.data.datasets import (CrossDataset, DatasetError, build_datasets, load_dataset,
-                                         make_toy_dataset)
-from reid_baseline.data.images import read_image
+from reid_baseline.data.datasets import (
+    CrossDataset,
+    DatasetError,
+    build_datasets,
+    load_dataset,
+    make_toy_dataset,
+)
 from reid_baseline.data.datasets.market1501 import load_market1501
+from reid_baseline.data.images import read_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_train_ids=4, num_test_ids=3, images_per_id_per_camera=1)

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
+from conftest import TINY_OVERRIDES
 from reid_baseline.config import ConfigError, load_config
 from reid_baseline.data.loader import EpochShuffleSampler, build_train_loader
 from reid_baseline.environment import check_launcher_env, launcher_worker_count
-
-from conftest import TINY_OVERRIDES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = [sys.executable, os.path.join(ROOT, "scripts", "launch_local.py")]
@@ -160,8 +159,8 @@ def test_one_step_of_two_workers_equals_one_process_on_the_whole_batch(tiny_trai
     assert run.returncode == 0, run.stdout[-3000:]
     got = mx.nd.load(str(tmp_path / "dist" / "model_final.params"))
 
-    from reid_baseline.engine import seed_everything
     from reid_baseline.data.datasets import build_datasets
+    from reid_baseline.engine import seed_everything
     from reid_baseline.model import build_model
     cfg = load_config(None, overrides + ["OUTPUT_DIR", str(tmp_path / "one")])
     dataset = build_datasets(cfg)

@@ -175,8 +175,8 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
     import numpy as np
     from mxnet import gluon
 
-    from reid_baseline.data.loader import build_test_loader, build_train_loader
     from reid_baseline.data.datasets.market1501 import load_market1501
+    from reid_baseline.data.loader import build_test_loader, build_train_loader
     from reid_baseline.features import extract_features
 
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")

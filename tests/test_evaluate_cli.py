@@ -5,10 +5,9 @@ import shutil
 
 import pytest
 
+from conftest import marked_png, run_script
 from reid_baseline import features
 from reid_baseline.retrieval import results_path, save_results
-
-from conftest import marked_png, run_script
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from reid_baseline.evaluation import chance_rank1, compute_distance, evaluate_ranking
+
 try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
     from reference_impls import reference_evaluate
 except ImportError:  # pragma: no cover

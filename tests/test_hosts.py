@@ -15,10 +15,15 @@ import numpy as np
 import pytest
 
 from conftest import TINY_OVERRIDES, run_script
-from reid_baseline.netns_hosts import NetnsHosts, why_no_namespaces
 from reid_baseline.errors import LaunchError
-from reid_baseline.hosts import (exported_env, interface_address, launch_hosts, read_hosts,
-                                 scheduler_address)
+from reid_baseline.hosts import (
+    exported_env,
+    interface_address,
+    launch_hosts,
+    read_hosts,
+    scheduler_address,
+)
+from reid_baseline.netns_hosts import NetnsHosts, why_no_namespaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -99,6 +104,7 @@ def test_mxnets_ssh_launcher_runs_a_job_with_no_patch_installed(monkeypatch, tmp
     environment, and nothing of the run-time changes stays in dmlc_tracker afterwards."""
     import io
     import threading
+
     import dmlc_tracker.ssh
     import dmlc_tracker.tracker
     (tmp_path / "bin").mkdir()

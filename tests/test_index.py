@@ -46,6 +46,7 @@ def tiny_model(make_tiny_cfg, tmp_path_factory):
     """ReIDModel of the tests' small network with its initial weights (no training needed to
     test the store), TEST.BATCH_SIZE 16."""
     import mxnet as mx
+
     from reid_baseline import ReIDModel
     from reid_baseline.model import build_model
     folder = tmp_path_factory.mktemp("tiny")
@@ -276,6 +277,7 @@ def test_recall_at_10_counts_found_neighbours():
 
 def test_missing_faiss_names_the_extra(monkeypatch):
     import sys
+
     from reid_baseline.approximate import import_faiss
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ConfigError, match=r"reid_baseline\[faiss\]"):

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reference_pipeline import (old_read_image, old_test_transform, old_train_sample,
-                                old_train_transform)
+from reference_pipeline import (
+    old_read_image,
+    old_test_transform,
+    old_train_sample,
+    old_train_transform,
+)
 from reid_baseline.config import load_config
 from reid_baseline.data import cache as cache_module
 from reid_baseline.data.datasets.base import DatasetError, Record
@@ -88,7 +92,7 @@ def test_train_batch_equals_the_old_blocks(toy_train_records, overrides):
     paths = [r.path for r in toy_train_records[:48]]
     keys = list(range(1000, 1000 + len(paths)))
     expected = np.stack([old_train_sample(old, old_read_image(p), cfg.SOLVER.SEED, k).asnumpy()
-                         for p, k in zip(paths, keys)])
+                         for p, k in zip(paths, keys, strict=True)])
     images = [resize_image(read_image(p), cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH) for p in paths]
     np.testing.assert_array_equal(new(images, keys), expected)
     drawn = [new.draw(k) for k in keys]
@@ -111,7 +115,7 @@ def _epochs(cfg, records, epochs=(0, 1), after_first=None):
     out = []
     for epoch in epochs:
         loader.set_epoch(epoch)
-        out.append([(d.asnumpy(), l.asnumpy()) for d, l in loader])
+        out.append([(data.asnumpy(), label.asnumpy()) for data, label in loader])
         if after_first:
             after_first()
             after_first = None
@@ -137,9 +141,9 @@ def test_same_batches_whatever_workers_and_cache(make_tiny_cfg, copied_records, 
         cfg = make_tiny_cfg(tmp_path, "INPUT.ERASING_PROB", "0.5", "DATALOADER.NUM_WORKERS",
                             workers, "DATALOADER.CACHE", cache)
         got = _epochs(cfg, copied_records)
-        for epoch_ref, epoch_got in zip(reference, got):
+        for epoch_ref, epoch_got in zip(reference, got, strict=True):
             assert len(epoch_ref) == len(epoch_got) == 3
-            for (d0, l0), (d1, l1) in zip(epoch_ref, epoch_got):
+            for (d0, l0), (d1, l1) in zip(epoch_ref, epoch_got, strict=True):
                 np.testing.assert_array_equal(d1, d0)
                 np.testing.assert_array_equal(l1, l0)
 
@@ -163,7 +167,7 @@ def test_cache_filled_by_the_workers_serves_later_epochs(make_tiny_cfg, copied_r
             shutil.move(str(moved / os.path.basename(r.path)), r.path)
     assert len(first) == len(second) == 2
     expected = _epochs(make_tiny_cfg(tmp_path), records, epochs=(1,))[0]
-    for (d0, _), (d1, _) in zip(expected, second):
+    for (d0, _), (d1, _) in zip(expected, second, strict=True):
         np.testing.assert_array_equal(d1, d0)
 
 

@@ -46,7 +46,7 @@ def _wait_ready(proc, workers):
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if sum("] ready " in l for l in lines) == workers:
+        if sum("] ready " in seen for seen in lines) == workers:
             break
     started = re.search(r"started (.*)", "".join(lines)).group(1)
     return lines, {name: int(pid) for name, pid in re.findall(r"(\w+ \d+) \(pid (\d+)\)", started)}

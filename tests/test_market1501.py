@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from reid_baseline.data.datasets.base import DatasetError, Record, relabel_records
-from reid_baseline.data.images import read_image
 from reid_baseline.data.datasets.market1501 import (
-    EXPECTED_COUNTS, ROOT_NAME, Market1501, find_root, load_market1501, parse_filename, parse_split)
+    EXPECTED_COUNTS,
+    ROOT_NAME,
+    Market1501,
+    find_root,
+    load_market1501,
+    parse_filename,
+    parse_split,
+)
+from reid_baseline.data.images import read_image
 from reid_baseline.data.toy_market1501 import make_toy_market1501
 
 
@@ -77,7 +84,7 @@ def test_relabel_contiguous_sorted(toy_market_root):
     raw, new = parse_split(folder), parse_split(folder, relabel=True)
     original = sorted({r.pid for r in raw})
     assert sorted({r.pid for r in new}) == list(range(len(original)))
-    for a, b in zip(raw, new):
+    for a, b in zip(raw, new, strict=True):
         assert a.path == b.path and a.camid == b.camid and original[b.pid] == a.pid
     assert relabel_records(raw)[1] == original
 

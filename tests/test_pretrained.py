@@ -83,7 +83,7 @@ def timm_trunk(x, t, blocks, last_stride):
     x = max_pool_3x3_s2(relu(bn(x, t, "bn1")))
     bottleneck = "layer1.0.conv3.weight" in t
     avg_down = "layer2.0.downsample.2.weight" in t
-    for stage, (count, stride) in enumerate(zip(blocks, (1, 2, 2, last_stride)), 1):
+    for stage, (count, stride) in enumerate(zip(blocks, (1, 2, 2, last_stride), strict=True), 1):
         for i in range(count):
             x = block(x, t, "layer%d.%d" % (stage, i), stride if i == 0 else 1, bottleneck,
                       avg_down)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from reid_baseline.rerank import re_ranking
+
 try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
     from reference_impls import reference_re_ranking
 except ImportError:  # pragma: no cover

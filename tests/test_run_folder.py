@@ -1,6 +1,5 @@
 """reid_baseline.run_folder: the run's files, what a stopped write leaves, and what a resume
 may change."""
-import json
 import os
 
 import mxnet as mx

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import marked_png, run_script
 from reid_baseline import visualize
 from reid_baseline.visualize import RankItem
-
-from conftest import marked_png, run_script
 
 
 def _pixels_near(img, hex_colour, tol=40):

@@ -40,7 +40,7 @@ def image_shapes(paths):
             with Image.open(path) as img:
                 width, height = img.size
         except (OSError, ValueError) as err:
-            raise DatasetError("%s: cannot read the image header (%s)" % (path, err))
+            raise DatasetError("%s: cannot read the image header (%s)" % (path, err)) from err
         shapes.append((height, width))
     return shapes
 

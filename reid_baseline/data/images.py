@@ -95,7 +95,7 @@ def read_image(path):
         with open(path, "rb") as f:
             buf = f.read()
     except (IOError, OSError) as err:
-        raise DatasetError("%s: cannot read image file (%s)" % (path, err))
+        raise DatasetError("%s: cannot read image file (%s)" % (path, err)) from err
     problem = image_problem(buf[:8], buf[-_TAIL_BYTES:])
     if problem:
         raise DatasetError("%s: %s; re-extract or re-download the dataset" % (path, problem))

@@ -15,9 +15,9 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon.data import DataLoader, Dataset, Sampler
 
+from ..errors import DatasetError
 from . import shared_batch
 from .cache import build_image_cache
-from ..errors import DatasetError
 from .images import read_image
 from .transforms import batch_shape, build_test_transform, build_train_transform, resize_image
 
@@ -92,7 +92,7 @@ class BatchifyImages(object):
         self.shared_prefix = None
 
     def __call__(self, samples):
-        images, labels, keys = zip(*samples)
+        images, labels, keys = zip(*samples, strict=True)
         out, ref = None, None
         if self.shared_prefix is not None:
             out, ref = shared_batch.new_shared_array(self.shared_prefix, batch_shape(images))

@@ -26,8 +26,8 @@ import tempfile
 import zipfile
 import zlib
 
-from .datasets import load_dataset
 from ..errors import DatasetError
+from .datasets import load_dataset
 from .datasets.market1501 import ROOT_NAME
 
 ZIP_NAME = ROOT_NAME + ".zip"
@@ -85,7 +85,7 @@ def download(url, path, timeout=60):
                 if os.path.basename(path) == ZIP_NAME else "")
         raise DatasetError("could not download %s (%s): %sdownload the official %s%s and pass "
                            "its path with --zip (zip_path=...)"
-                           % (url, err, store, os.path.basename(path), page))
+                           % (url, err, store, os.path.basename(path), page)) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -155,7 +155,7 @@ def safe_extract(zip_path, out_dir, limits=HARD_LIMIT):
                     shutil.copyfileobj(source, out, 1 << 20)  # stops at the declared size
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
         raise DatasetError("%s: corrupted zip archive%s (%s); download it again"
-                           % (zip_path, " at member %r" % current if current else "", err))
+                           % (zip_path, " at member %r" % current if current else "", err)) from err
 
 
 def _same_entry(new, old):

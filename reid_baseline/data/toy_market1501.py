@@ -37,10 +37,10 @@ def _identity(rng, combo=None):
         upper, lower = rng.randint(0, 256, 3), rng.randint(0, 256, 3)
         pattern = PATTERNS[rng.randint(len(PATTERNS))]
     else:
-        u, l, p = combo
+        u, low, p = combo
         # a fixed per-identity shade so two ids never share exactly the same colours
         upper = np.clip(np.array(UPPER[u]) + rng.randint(-18, 19, 3), 0, 255)
-        lower = np.clip(np.array(LOWER[l]) + rng.randint(-18, 19, 3), 0, 255)
+        lower = np.clip(np.array(LOWER[low]) + rng.randint(-18, 19, 3), 0, 255)
         pattern = PATTERNS[p]
     return {"upper": upper, "lower": lower, "pattern": pattern,
             "second": np.array(UPPER[rng.randint(len(UPPER))]),
@@ -183,7 +183,7 @@ def write_toy_images(split_dirs, file_name, num_train_ids=32, num_test_ids=32,
         cv2.imwrite(path, img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.randint(85, 96))])
         written.append((split, name, pid, cam))
 
-    for pid, train, ident in zip(pids, is_train, idents):
+    for pid, train, ident in zip(pids, is_train, idents, strict=True):
         seen = sorted(rng.choice(num_cameras, rng.randint(lo, hi + 1), replace=False))
         for cam in seen:
             if not train:

@@ -101,7 +101,7 @@ class TrainBatchTransform(object):
         """uint8 HWC images (height x width) -> augmented uint8 HWC batch (N, H, W, 3)."""
         h, w, pad = self.height, self.width, self.pad
         out = np.zeros((len(images), h, w, 3), np.uint8)  # zeros: the padding
-        for i, (img, aug) in enumerate(zip(images, augmentations)):
+        for i, (img, aug) in enumerate(zip(images, augmentations, strict=True)):
             if img.shape[:2] != (h, w):
                 raise ValueError("image %d is %s, expected %dx%d" % (i, img.shape, h, w))
             src = img[:, ::-1] if aug.flip else img

@@ -50,7 +50,7 @@ def _int(text, path, number, column):
         return int(text)
     except ValueError:
         raise DatasetError("%s, line %d: %s must be an integer, got %r"
-                           % (path, number, column, text))
+                           % (path, number, column, text)) from None
 
 
 def _decode(path):
@@ -63,7 +63,7 @@ def _decode(path):
     except UnicodeDecodeError as exc:
         raise DatasetError("%s, line %d: not UTF-8 text (byte %d of the line); save the list as "
                            "UTF-8" % (path, data[:exc.start].count(b"\n") + 1,
-                                      exc.start - data.rfind(b"\n", 0, exc.start)))
+                                      exc.start - data.rfind(b"\n", 0, exc.start))) from exc
 
 
 def _image_path(cell, folder, path, number, allow_outside_root):
@@ -113,7 +113,7 @@ def read_csv(path, allow_outside_root=False):
             records[split].append(Record(image, _int(row[1], path, number, "pid"),
                                          _int(row[2], path, number, "camid")))
     except csv.Error as exc:
-        raise DatasetError("%s, line %d: not a CSV row (%s)" % (path, rows.line_num, exc))
+        raise DatasetError("%s, line %d: not a CSV row (%s)" % (path, rows.line_num, exc)) from exc
     return records
 
 

@@ -14,9 +14,16 @@ import collections
 import os
 import re
 
-from .base import DISTRACTOR_PID, JUNK_PID, Record, ReIDDataset, parse_pid_camera, split_image_names
+from .base import (
+    DISTRACTOR_PID,
+    JUNK_PID,
+    Record,
+    ReIDDataset,
+    parse_pid_camera,
+    relabel_records,
+    split_image_names,
+)
 from .base import find_root as _find_root
-from .base import relabel_records
 
 ROOT_NAME = "Market-1501-v15.09.15"
 SPLIT_DIRS = collections.OrderedDict(

@@ -73,7 +73,7 @@ def parse_list(list_path, image_dir):
             try:
                 camid = parse_camera(fields[0])
             except DatasetError as exc:
-                raise DatasetError("%s, line %d: %s" % (list_path, number, exc))
+                raise DatasetError("%s, line %d: %s" % (list_path, number, exc)) from exc
             records.append(Record(path, int(fields[1]), camid))
     return records
 
@@ -121,7 +121,7 @@ def make_toy_msmt17(out_dir, version="MSMT17_V1", seed=0, overwrite=False, val_e
     written = write_toy_images({"train": train_dir, "query": test_dir, "gallery": test_dir},
                                name, seed=seed, num_distractors=0, num_junk=0, **sizes)
     lines = {f: [] for files in LIST_FILES.values() for f in files}
-    for i, (split, rel, _, _) in enumerate(w for w in written if w[0] == "train"):
+    for i, (_, rel, _, _) in enumerate(w for w in written if w[0] == "train"):
         lines["list_val.txt" if i % val_every == val_every - 1 else "list_train.txt"].append(rel)
     for split in ("query", "gallery"):
         lines[LIST_FILES[split][0]] = [w[1] for w in written if w[0] == split]
