@@ -121,8 +121,9 @@ def measure_product_kernels(shape=_CALIBRATION_SHAPE, repeats=2):
     D): the best of `repeats` runs, the kernels taking turns, after one untimed run each
     (MXNet's first operator call and oneDNN's code generation are not what is compared).
 
-    The time of a tiny product is taken out of each: it is what handing a product to the
-    kernel costs (MXNet's engine thread), paid once per call, while real products are large."""
+    The time of a tiny product (its best of `repeats` too) is taken out of each: it is what
+    handing a product to the kernel costs (MXNet's engine thread), paid once per call, while real
+    products are large. 0.0 when the product was no slower than the tiny one."""
     n, m, d = shape
     a = np.full((n, d), 0.5, np.float32)
     b = np.full((m, d), 0.25, np.float32)
@@ -141,14 +142,15 @@ def measure_product_kernels(shape=_CALIBRATION_SHAPE, repeats=2):
             end = time.perf_counter()
             call[kernel] = min(call[kernel], middle - start)
             best[kernel] = min(best[kernel], end - middle)
-    return {kernel: max(best[kernel] - call[kernel], 1e-9) for kernel in KERNELS}
+    return {kernel: max(best[kernel] - call[kernel], 0.0) for kernel in KERNELS}
 
 
 @functools.lru_cache(maxsize=None)
 def product_kernel():
     """The kernel ("numpy" or "onednn") of this process's distance products: the faster one
     in :func:`measure_product_kernels`, measured at the first call (a few milliseconds) and
-    kept for the life of the process; logged once at debug level."""
+    kept for the life of the process (the first of KERNELS on a tie); logged once at debug
+    level."""
     seconds = measure_product_kernels()
     kernel = min(KERNELS, key=seconds.get)
     logger.debug("distance product kernel: %s (%s for a %d x %d x %d product)", kernel,

@@ -295,11 +295,50 @@ def test_every_product_kernel_gives_the_float64_distances(monkeypatch, metric):
     np.testing.assert_allclose(chosen["numpy"], chosen["onednn"], rtol=0, atol=2e-5)
 
 
-def test_measure_product_kernels_times_both_kernels():
+def _fake_clock(monkeypatch, evaluation, durations):
+    """evaluation's clock replaced by one that reads, for each (tiny, large) pair of
+    `durations` in turn, a start, start + tiny, and start + tiny + large; a second passes
+    between pairs (the loop's own time, which no measurement may include)."""
+    import types
+    readings, now = [], 100.0
+    for tiny, large in durations:
+        readings += [now, now + tiny, now + tiny + large]
+        now += tiny + large + 1.0
+    clock = iter(readings)
+    monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    return clock
+
+
+def test_measure_product_kernels_is_the_best_product_less_the_best_call(monkeypatch):
+    from reid_baseline import evaluation
+    assert evaluation.KERNELS == ("numpy", "onednn")
+    # (tiny, large) seconds of repeat 0 numpy, repeat 0 onednn, repeat 1 numpy, repeat 1 onednn
+    clock = _fake_clock(monkeypatch, evaluation, [(0.001, 0.010), (0.002, 0.005),
+                                                  (0.0005, 0.012), (0.003, 0.004)])
+    seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=2)
+    assert next(clock, None) is None  # three readings per kernel and repeat, no more
+    assert seconds == pytest.approx({"numpy": 0.010 - 0.0005, "onednn": 0.004 - 0.002},
+                                    rel=0, abs=1e-12)
+
+
+def test_a_product_no_slower_than_the_tiny_one_measures_zero_and_the_chooser_takes_it(
+        monkeypatch):
+    from reid_baseline import evaluation
+    _fake_clock(monkeypatch, evaluation, [(0.001, 0.003), (0.004, 0.002)])
+    seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
+    assert seconds == pytest.approx({"numpy": 0.002, "onednn": 0.0}, rel=0, abs=1e-12)
+    monkeypatch.setattr(evaluation, "measure_product_kernels", lambda: seconds)
+    assert evaluation.product_kernel.__wrapped__() == "onednn"  # uncached: this measurement
+    monkeypatch.setattr(evaluation, "measure_product_kernels", lambda: {"numpy": 0.0,
+                                                                       "onednn": 0.0})
+    assert evaluation.product_kernel.__wrapped__() == "numpy"  # a tie: the first kernel
+
+
+def test_measure_product_kernels_times_both_kernels_on_the_real_clock():
     from reid_baseline import evaluation
     seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
     assert sorted(seconds) == sorted(evaluation.KERNELS)
-    assert all(s > 0 for s in seconds.values())
+    assert all(0 <= s < 10 for s in seconds.values())
 
 
 def test_unknown_product_kernel_is_refused():
