@@ -7,7 +7,8 @@
 - every relative link and image exists in the repository;
 - each ablation file in the README's trick table sets the config keys named on its row;
 - docs/CONFIG.md is what scripts/config_reference.py writes from config.py;
-- the README's Python example runs on a small trained run.
+- the README's Python example runs on a small trained run and finds the query's identity;
+- docs/CONTRIBUTING.md's layout lists every module, and only paths that exist.
 """
 import functools
 import glob
@@ -241,14 +242,60 @@ def test_readme_python_example_runs(tmp_path):
     assert out.strip(), "the README's Python example printed nothing"
 
 
-@pytest.mark.timeout(60)
-def test_contributing_layout_lists_every_module():
-    text = _read(os.path.join(ROOT, "docs", "CONTRIBUTING.md"))
+def layout_paths(text):
+    """The paths the Layout block of a CONTRIBUTING page lists: each line's first column (up to
+    two spaces), split on commas; folders end with /."""
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [body for _, body in code_spans(section)[0]]
+    assert len(blocks) == 1, "the Layout section holds %d code blocks, expected 1" % len(blocks)
+    paths = []
+    for line in blocks[0].splitlines():
+        if line.strip():
+            paths += [p.strip() for p in re.split(r"\s{2,}", line.strip(), maxsplit=1)[0].split(",")]
+    return paths
+
+
+def unlisted_modules(modules, listed):
+    """The modules (paths under reid_baseline/) that `listed` does not name: neither by their
+    own path nor by a listed subpackage folder that holds them (the package root reid_baseline/
+    names no module). A subpackage's __init__.py counts when anything in its folder is listed."""
+    folders = [p for p in listed if p.endswith("/") and p.startswith("reid_baseline/")
+               and p != "reid_baseline/"]
     missing = []
-    for path in sorted(glob.glob(os.path.join(ROOT, "reid_baseline", "**", "*.py"), recursive=True)):
-        rel = _rel(path).replace(os.sep, "/")
-        if rel.endswith("/__init__.py") and rel != "reid_baseline/__init__.py":
-            continue
-        if rel not in text and os.path.dirname(rel) + "/" not in text:
+    for rel in modules:
+        inside = (os.path.dirname(rel) + "/" if rel.endswith("/__init__.py")
+                  and rel != "reid_baseline/__init__.py" else None)
+        if not (rel in listed or any(rel.startswith(f) for f in folders)
+                or (inside and any(p.startswith(inside) for p in listed))):
             missing.append(rel)
+    return missing
+
+
+def test_layout_parser_and_rule_on_a_hand_written_page():
+    page = ("# C\n\n## Layout\n\n```\nreid_baseline/a.py     one\nreid_baseline/sub/  two, "
+            "three  four\nreid_baseline/            everything\ntrain.py, evaluate.py  x\n```\n"
+            "\n## Rules\n\n```\nreid_baseline/b.py  not the layout\n```\n")
+    listed = layout_paths(page)
+    assert listed == ["reid_baseline/a.py", "reid_baseline/sub/", "reid_baseline/",
+                      "train.py", "evaluate.py"]
+    modules = ["reid_baseline/__init__.py", "reid_baseline/a.py", "reid_baseline/b.py",
+               "reid_baseline/sub/__init__.py", "reid_baseline/sub/c.py",
+               "reid_baseline/other/__init__.py", "reid_baseline/other/d.py"]
+    assert unlisted_modules(modules, listed) == [
+        "reid_baseline/__init__.py", "reid_baseline/b.py", "reid_baseline/other/__init__.py",
+        "reid_baseline/other/d.py"]
+    assert unlisted_modules(["reid_baseline/other/__init__.py"],
+                            ["reid_baseline/other/d.py"]) == []
+
+
+@pytest.mark.timeout(60)
+def test_contributing_layout_lists_every_module_and_only_existing_paths():
+    listed = layout_paths(_read(os.path.join(ROOT, "docs", "CONTRIBUTING.md")))
+    modules = sorted(_rel(p).replace(os.sep, "/") for p in
+                     glob.glob(os.path.join(ROOT, "reid_baseline", "**", "*.py"), recursive=True))
+    missing = unlisted_modules(modules, listed)
     assert not missing, "docs/CONTRIBUTING.md's layout does not list: %s" % ", ".join(missing)
+    absent = [p for p in listed if not os.path.exists(os.path.join(ROOT, p))
+              or p.endswith("/") != os.path.isdir(os.path.join(ROOT, p))]
+    assert not absent, "docs/CONTRIBUTING.md's layout lists what does not exist: %s" % (
+        ", ".join(absent))
