@@ -239,7 +239,12 @@ def test_readme_python_example_runs(tmp_path):
          "SOLVER.STEPS", "[]", "SOLVER.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0"])
     (tmp_path / "example.py").write_text(blocks[0])
     out = run([sys.executable, "example.py"])
-    assert out.strip(), "the README's Python example printed nothing"
+    # It prints "QUERY -> BEST MATCH"; Market-1501 names start with the person id (0035_c1s2_...).
+    query, arrow, match = out.strip().splitlines()[-1].split(" ")
+    assert arrow == "->" and "/query/" in query and "/bounding_box_test/" in match, out
+    assert os.path.isfile(tmp_path / match), match
+    assert os.path.basename(match).split("_")[0] == os.path.basename(query).split("_")[0], (
+        "the README's example finds %s for %s: another person" % (match, query))
 
 
 def layout_paths(text):
