@@ -20,7 +20,7 @@ def main():
     if args.visualize < 0:
         parser.error("--visualize must be >= 0, got %d" % args.visualize)
     cfg = config_from_args(args)
-    from reid_baseline.retrieval import (
+    from reid_baseline.evaluation.evaluator import (
         check_evaluation_outputs,
         evaluate_params,
         format_results,

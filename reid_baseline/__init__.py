@@ -28,7 +28,7 @@ __all__ = ["ReIDModel", "load_config", "load_dataset"]
 def __getattr__(name):
     # The public API is imported on first use: `import reid_baseline` stays light (no MXNet).
     if name == "ReIDModel":
-        from .api import ReIDModel
+        from .inference.reid_model import ReIDModel
         return ReIDModel
     if name == "load_config":
         from .config import load_config

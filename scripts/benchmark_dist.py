@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 
-from reid_baseline.benchmarking import describe_machine
-from reid_baseline.data.toy_market1501 import make_toy_market1501
+from benchmarking import describe_machine
+from reid_baseline.data.toy.market1501 import make_toy_market1501
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def gradient_bytes(config, num_classes, opts=()):
     from mxnet import autograd
 
     from reid_baseline.config import load_config
-    from reid_baseline.model import build_model
+    from reid_baseline.modeling.network import build_model
     cfg = load_config(config, list(opts) + ["MODEL.PRETRAINED", "", "GPUS", "[]"])
     net = build_model(cfg, num_classes, [mx.cpu()])
     with autograd.record():
@@ -65,7 +65,7 @@ def link_table(bytes_per_step, steps_per_s):
 def _run_on_hosts(train, common, run_dir, threads):
     """2 workers on namespaced hosts 1 and 2 (1 server on host 1), the launcher and scheduler on
     host 0; returns the bytes host 2 (one worker alone) sent and received."""
-    from reid_baseline.netns_hosts import NetnsHosts, why_no_namespaces
+    from reid_baseline.launch.netns_hosts import NetnsHosts, why_no_namespaces
     reason = why_no_namespaces()
     if reason:
         raise SystemExit("--hosts: %s" % reason)

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from reid_baseline.benchmarking import best_time, describe_machine, machine_line
+from benchmarking import best_time, describe_machine, machine_line
 
 FULL = dict(n_ids=750, n_query=3368, n_gallery_ids=13120, n_distractors=2793,
             n_cams=6, dim=2048)
@@ -179,7 +179,7 @@ def _current_rss_mb():
 
 def stage_distance(workdir, repeats):
     """compute_distance (cosine, Q x G) by each kernel, then by the one chosen in-process."""
-    from reid_baseline.evaluation import KERNELS, compute_distance, product_kernel
+    from reid_baseline.evaluation.protocol import KERNELS, compute_distance, product_kernel
     qf, gf = _load(workdir, "qf", "gf")
     chosen = product_kernel()
     base = _current_rss_mb()
@@ -198,7 +198,7 @@ PRODUCT_SHAPE = (2000, 8000, 2048)  # rows of a, rows of b, width
 def stage_products(workdir, repeats):
     """The bare a @ b.T float32 product of PRODUCT_SHAPE by each kernel and by the chosen one,
     with the chooser's own measurement."""
-    from reid_baseline.evaluation import (
+    from reid_baseline.evaluation.protocol import (
         KERNELS,
         measure_product_kernels,
         product_kernel,
@@ -219,7 +219,7 @@ def stage_products(workdir, repeats):
 
 
 def stage_rerank_inputs(workdir, repeats):
-    from reid_baseline.evaluation import compute_distance
+    from reid_baseline.evaluation.protocol import compute_distance
     qf, gf = _load(workdir, "qf", "gf")
     t = time.perf_counter()
     for name, a, b in (("q_g", qf, gf), ("q_q", qf, qf), ("g_g", gf, gf)):
@@ -231,7 +231,7 @@ def _metrics_stage(workdir, repeats, ap_mode, oracle, dist_name="dist_cos"):
     if oracle:
         fn = sorted_evaluation
     else:
-        from reid_baseline.evaluation import evaluate_ranking as fn
+        from reid_baseline.evaluation.protocol import evaluate_ranking as fn
     (dist,) = _load(workdir, dist_name)
     ids = _ids(workdir)
     base = _current_rss_mb()
@@ -261,7 +261,7 @@ def _rerank_stage(workdir, reference):
     if reference:
         fn = dense_re_ranking
     else:
-        from reid_baseline.rerank import re_ranking as fn
+        from reid_baseline.evaluation.rerank import re_ranking as fn
     q_g, q_q, g_g = _load(workdir, "q_g", "q_q", "g_g")
     base = _current_rss_mb()
     t = time.perf_counter()
@@ -270,7 +270,7 @@ def _rerank_stage(workdir, reference):
     peak = _rss_mb()
     name = "rerank_ref" if reference else "rerank"
     np.save(os.path.join(workdir, name + ".npy"), out)
-    from reid_baseline.evaluation import evaluate_ranking
+    from reid_baseline.evaluation.protocol import evaluate_ranking
     res = evaluate_ranking(out, *_ids(workdir), max_rank=50)
     return dict(seconds=sec, peak_rss_mb=peak, rss_after_loading_mb=base,
                 input_mb=(q_g.nbytes + q_q.nbytes + g_g.nbytes) / 2**20,
@@ -293,8 +293,8 @@ MSMT17 = dict(n_ids=3060, n_query=11659, n_gallery_ids=82161, n_distractors=0,
 
 def stage_rerank_features_msmt17(workdir, repeats):
     """re_ranking_features on the MSMT17-sized problem (features only, no dense G x G)."""
-    from reid_baseline.evaluation import evaluate_ranking
-    from reid_baseline.rerank import re_ranking_features
+    from reid_baseline.evaluation.protocol import evaluate_ranking
+    from reid_baseline.evaluation.rerank import re_ranking_features
     qf, gf = _load(workdir, "msmt_qf", "msmt_gf")
     base = _current_rss_mb()
     t = time.perf_counter()
@@ -310,7 +310,7 @@ def stage_rerank_features_msmt17(workdir, repeats):
 
 def stage_search(workdir, repeats):
     """search.top_k_search: 10 queries x the gallery in search_gf.npy, top 10, exact."""
-    from reid_baseline.search import top_k_search
+    from reid_baseline.inference.pages import top_k_search
     (gf,) = _load(workdir, "search_gf")
     qf = gf[:10] + 0
     base = _current_rss_mb()

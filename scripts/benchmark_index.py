@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from reid_baseline.benchmarking import describe_machine
+from benchmarking import describe_machine
 from reid_baseline.fileio import PRODUCER, atomic_path, check_output_file, json_is_ours
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,7 @@ def _generated(first, count, seed):
 def write_store(folder, size, dtype, seed=0, overwrite=True):
     """A store of `size` generated features, streamed through index.build_store (a store the
     package did not write is replaced only with `overwrite`)."""
-    from reid_baseline import index
+    from reid_baseline.inference import store as index
     names = ["gen/%08d.jpg" % i for i in range(size)]
 
     def embed(part):
@@ -81,7 +81,7 @@ def _peak_memory(stop, peaks):
 
 def measure(folder, mode, queries, batches, seed=0):
     """One measurement in this process: (seconds per batch list, peak memory MB)."""
-    from reid_baseline import index
+    from reid_baseline.inference import store as index
     stop, peaks = threading.Event(), {}
     sampler = threading.Thread(target=_peak_memory, args=(stop, peaks), daemon=True)
     sampler.start()
@@ -95,7 +95,7 @@ def measure(folder, mode, queries, batches, seed=0):
         if mode == "exact":
             idx, _ = index.exact_top_k(q, store.features, 10)
         else:
-            from reid_baseline.approximate import approximate_top_k
+            from reid_baseline.inference.approximate import approximate_top_k
             idx, _ = approximate_top_k(store, q, 10)
         times.append(time.time() - start)
         found.append(idx)
@@ -117,8 +117,8 @@ def build_throughput(work, images):
     """Images/s of ReIDModel.build_index with the demo network on generated toy images."""
     from reid_baseline import ReIDModel
     from reid_baseline.config import load_config
-    from reid_baseline.data.toy_market1501 import make_toy_market1501
-    from reid_baseline.model import build_model
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
+    from reid_baseline.modeling.network import build_model
     cfg = load_config(os.path.join(ROOT, "configs", "demo_toy.yml"),
                       ["GPUS", "[]", "DATALOADER.NUM_WORKERS", "0"])
     root = make_toy_market1501(os.path.join(work, "toy"), seed=0)["root"]
@@ -142,8 +142,8 @@ def build_throughput(work, images):
 
 
 def main():
-    from reid_baseline.approximate import build_approximate, recall_at_10
-    from reid_baseline.index import FeatureStore
+    from reid_baseline.inference.approximate import build_approximate, recall_at_10
+    from reid_baseline.inference.store import FeatureStore
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))

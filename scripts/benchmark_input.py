@@ -23,11 +23,11 @@ import time
 
 import numpy as np
 
-from reid_baseline.benchmarking import describe_machine
+from benchmarking import describe_machine
 from reid_baseline.config import load_config
 from reid_baseline.data.datasets.base import Record
 from reid_baseline.data.loader import build_train_loader
-from reid_baseline.data.toy_market1501 import make_toy_market1501
+from reid_baseline.data.toy.market1501 import make_toy_market1501
 
 MARKET_TRAIN_IMAGES = 12936
 

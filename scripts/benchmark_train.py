@@ -2,7 +2,7 @@
 """Time the recipe's training step and feature extraction (ResNet-50, 384x128) on this machine.
 
 Random inputs, so it measures the network and optimizer only (not data loading). The step timed
-is the training loop's own (reid_baseline.engine.train_step).
+is the training loop's own (reid_baseline.engine.loop.train_step).
 Example: OMP_NUM_THREADS=2 python scripts/benchmark_train.py --steps 3 --out bench_train.json
 Mixed precision: add SOLVER.AMP bfloat16 (CPU) or float16 (GPU); one type per process (MXNet).
 """
@@ -13,14 +13,14 @@ import time
 import mxnet as mx
 from mxnet import gluon
 
-from reid_baseline.amp import init_amp
-from reid_baseline.benchmarking import describe_machine
+from benchmarking import describe_machine
 from reid_baseline.cli import config_from_args
-from reid_baseline.devices import build_contexts
-from reid_baseline.engine import train_step
-from reid_baseline.model import build_model
-from reid_baseline.solver import build_trainer
-from reid_baseline.telemetry import describe_network
+from reid_baseline.engine.amp import init_amp
+from reid_baseline.engine.devices import build_contexts
+from reid_baseline.engine.loop import train_step
+from reid_baseline.engine.solver import build_trainer
+from reid_baseline.engine.telemetry import describe_network
+from reid_baseline.modeling.network import build_model
 
 
 def _time_train_steps(cfg, hybridize, steps, ctx):

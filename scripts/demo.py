@@ -9,11 +9,10 @@ import shutil
 
 from reid_baseline.cli import build_parser, config_from_args, run
 from reid_baseline.data.datasets.market1501 import load_market1501
-from reid_baseline.data.toy_market1501 import make_toy_market1501
-from reid_baseline.engine import train
+from reid_baseline.data.toy.market1501 import make_toy_market1501
+from reid_baseline.engine.loop import train
 from reid_baseline.errors import RunDirError
-from reid_baseline.evaluation import chance_rank1
-from reid_baseline.retrieval import (
+from reid_baseline.evaluation.evaluator import (
     evaluate_params,
     format_results,
     record_ids,
@@ -21,6 +20,7 @@ from reid_baseline.retrieval import (
     save_results,
     write_figures,
 )
+from reid_baseline.evaluation.protocol import chance_rank1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

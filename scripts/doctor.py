@@ -15,7 +15,7 @@ def main():
                         help="seconds a GPU gets to run the test convolution (default 120)")
     args = parser.parse_args()
     cfg = config_from_args(args)
-    from reid_baseline import doctor
+    from reid_baseline.checks import doctor
     sys.exit(doctor.report(doctor.check(cfg, gpu_timeout=args.gpu_timeout)))
 
 

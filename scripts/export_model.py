@@ -28,7 +28,7 @@ def main():
     args = parser.parse_args()
     cfg = config_from_args(args)
     from reid_baseline.data.images import find_images
-    from reid_baseline.export import export_model
+    from reid_baseline.inference.export import export_model
     images = []
     if args.format == "onnx":
         folder = args.check_images or cfg.DATASETS.ROOT

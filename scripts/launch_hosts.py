@@ -14,8 +14,8 @@ import argparse
 import sys
 
 from reid_baseline.cli import run
-from reid_baseline.hosts import launch_hosts
-from reid_baseline.launcher import add_job_options, job_command
+from reid_baseline.launch.hosts import launch_hosts
+from reid_baseline.launch.local import add_job_options, job_command
 
 
 def main():

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from reid_baseline.cli import run
-from reid_baseline.launcher import add_job_options, job_command, launch_local
+from reid_baseline.launch.local import add_job_options, job_command, launch_local
 
 
 def main():

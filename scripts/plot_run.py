@@ -16,8 +16,8 @@ def main():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file the package did not write")
     args = parser.parse_args()
+    from reid_baseline.engine.run_folder import write_run_curves
     from reid_baseline.fileio import check_output_file, png_is_ours
-    from reid_baseline.run_folder import write_run_curves
     if args.out is not None:
         check_output_file(args.out, args.overwrite, png_is_ours, "--out")
     print("wrote %s" % write_run_curves(args.run_dir, path=args.out))

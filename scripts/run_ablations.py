@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Ablation study in one command: train and evaluate the base config and every ablation R times
 (finished runs are skipped, interrupted ones resumed), then write report.md, report.json and
-report.png in --out (see reid_baseline/ablation.py).
+report.png in --out (see reid_baseline/ablation/study.py).
 
 Examples:
   OMP_NUM_THREADS=2 python scripts/run_ablations.py --toy
@@ -55,7 +55,7 @@ def main(argv=None):
     base = args.base or os.path.relpath(os.path.join(
         ROOT, "configs", "ablation_study_toy.yml" if args.toy else "market1501.yml"))
     out = args.out or os.path.join("runs", "ablations_toy" if args.toy else "ablations")
-    from reid_baseline.ablation import run_study
+    from reid_baseline.ablation.study import run_study
     report = run_study(base, args.configs, args.repeats, out, overrides, toy=args.toy)
     print("report: %s" % os.path.join(out, "report.md"))
     if report["failed"]:

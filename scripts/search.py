@@ -84,7 +84,7 @@ def index(parser, args):
                      % args.images[0])
     if not args.images_dir or not args.out:
         parser.error("index needs --images and --out")
-    from reid_baseline.index import check_store_output
+    from reid_baseline.inference.store import check_store_output
     check_store_output(args.out, args.overwrite)  # before the network is loaded
     if args.run:
         model = ReIDModel.load(args.run, config=args.config, params=args.params,
@@ -117,9 +117,10 @@ def _overrides(args):
 
 def query(parser, args):
     """search.py query: rank an index for each query image."""
-    from reid_baseline import ReIDModel, search
+    from reid_baseline import ReIDModel
     from reid_baseline.fileio import check_output_file, png_is_ours
-    from reid_baseline.index import open_gallery
+    from reid_baseline.inference import pages as search
+    from reid_baseline.inference.store import open_gallery
     _refuse_options_of_the_other_command(parser, args, INDEX_ONLY, "query")
     if not args.gallery or not args.images:
         parser.error("query needs --gallery and at least one IMAGE")
@@ -140,7 +141,7 @@ def query(parser, args):
         from reid_baseline.errors import DatasetError
         raise DatasetError("no query image could be read: %s" % "; ".join(r for _, r in skipped))
     idx, dist = model.rank(feats, gallery, args.topk, args.rerank, args.approximate, args.nprobe)
-    from reid_baseline.api import ranked_paths
+    from reid_baseline.inference.reid_model import ranked_paths
     queries = list(zip(kept, ranked_paths(gallery, idx, dist), strict=True))
     for name, ranked in queries:
         print("%s (gallery of %d%s):" % (name, len(gallery), ", re-ranked" if args.rerank

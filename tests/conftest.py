@@ -41,7 +41,7 @@ def toy_market(tmp_path_factory):
     ``toy_market["root"]`` is the folder holding the three split folders.  Treat it as
     read-only: tests that damage files must generate their own copy.
     """
-    from reid_baseline.data.toy_market1501 import make_toy_market1501
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
 
     return make_toy_market1501(str(tmp_path_factory.mktemp("toy_market")), seed=0)
 
@@ -77,7 +77,7 @@ def make_tiny_cfg(toy_market_root):
 @pytest.fixture(scope="session")
 def trained_run(make_tiny_cfg, tmp_path_factory):
     """A short training run on the toy set, evaluated after every epoch: (cfg, history)."""
-    from reid_baseline.engine import train
+    from reid_baseline.engine.loop import train
 
     cfg = make_tiny_cfg(tmp_path_factory.mktemp("run"), "SOLVER.MAX_EPOCHS", "8",
                         "SOLVER.EVAL_PERIOD", "1")

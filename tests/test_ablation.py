@@ -9,9 +9,13 @@ import mxnet as mx
 import pytest
 
 from conftest import TINY_OVERRIDES
-from reid_baseline import ablation, engine, errors, retrieval, run_folder
-from reid_baseline.ablation_report import build_report, effect_class, render_markdown
+from reid_baseline import errors
+from reid_baseline.ablation import study as ablation
+from reid_baseline.ablation.report import build_report, effect_class, render_markdown
 from reid_baseline.config import ConfigError, load_config, save_config
+from reid_baseline.engine import loop as engine
+from reid_baseline.engine import run_folder
+from reid_baseline.evaluation import evaluator as retrieval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABLATIONS = os.path.join(ROOT, "configs", "ablations")
@@ -43,7 +47,7 @@ def test_a_gain_below_the_spread_is_not_resolved():
 def small_toy_root(tmp_path_factory):
     """A smaller toy set than the session's (about 110 training images, 3 steps an epoch), so
     each training run here takes seconds."""
-    from reid_baseline.data.toy_market1501 import make_toy_market1501
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
 
     return make_toy_market1501(str(tmp_path_factory.mktemp("small_toy")), num_train_ids=12,
                                num_test_ids=8, images_per_id_per_camera=2, num_distractors=8,

@@ -11,10 +11,15 @@ import mxnet as mx
 import pytest
 
 from conftest import TINY_OVERRIDES
-from reid_baseline.amp import CountingLossScaler, init_amp, loss_scaler_state, restore_loss_scaler
-from reid_baseline.checkpoint import last_checkpoint
-from reid_baseline.devices import DeviceError
-from reid_baseline.run_folder import read_metrics
+from reid_baseline.engine.amp import (
+    CountingLossScaler,
+    init_amp,
+    loss_scaler_state,
+    restore_loss_scaler,
+)
+from reid_baseline.engine.checkpoint import last_checkpoint
+from reid_baseline.engine.devices import DeviceError
+from reid_baseline.engine.run_folder import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,9 +94,9 @@ def test_bfloat16_training_learns_and_resume_restores_the_loss_scale(toy_market_
 
 def test_distances_stay_float32_after_amp_rewrote_mxnets_operators():
     code = ("import numpy as np\n"
-            "from reid_baseline.amp import init_amp\n"
+            "from reid_baseline.engine.amp import init_amp\n"
             "from reid_baseline.config import load_config\n"
-            "from reid_baseline.evaluation import compute_distance\n"
+            "from reid_baseline.evaluation.protocol import compute_distance\n"
             "import mxnet as mx\n"
             "init_amp(load_config(None, ['SOLVER.AMP', 'bfloat16', 'GPUS', '[]']), [mx.cpu()])\n"
             "rng = np.random.RandomState(0)\n"

@@ -1,4 +1,4 @@
-"""reid_baseline.api.ReIDModel: loading a run, features equal to evaluation's, errors, the
+"""reid_baseline.inference.reid_model.ReIDModel: loading a run, features equal to evaluation's, errors, the
 documented five-line example."""
 import os
 import re
@@ -48,7 +48,7 @@ def test_features_equal_evaluation_from_paths_arrays_and_pil(model, some_images)
 
     from reid_baseline.data.datasets.base import Record
     from reid_baseline.data.loader import build_test_loader
-    from reid_baseline.features import extract_features
+    from reid_baseline.evaluation.features import extract_features
     cfg = model.cfg
     loader = build_test_loader(cfg, [Record(p, 0, 0) for p in some_images])
     expected = extract_features(model.embedding, loader, model.ctx, flip=cfg.TEST.FLIP_FEATURES,
@@ -82,7 +82,7 @@ def test_flip_averaged_features_match_an_independent_computation(model, some_ima
 
 
 def test_distance_is_evaluations(model, some_images):
-    from reid_baseline.evaluation import compute_distance
+    from reid_baseline.evaluation.protocol import compute_distance
     feats = model.extract(some_images)
     np.testing.assert_array_equal(model.distance(feats[:2], feats),
                                   compute_distance(feats[:2], feats, model.cfg.TEST.DISTANCE))

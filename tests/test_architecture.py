@@ -168,3 +168,65 @@ def test_every_exception_class_of_the_package_is_a_reid_error():
                     wrong.append("%s.%s" % (name, cls.__qualname__))
     assert checked >= 11  # the tree of errors.py at least
     assert not wrong, "exception classes outside ReIDError: %s" % ", ".join(wrong)
+
+
+# The recipe's core: the config, the data, the network, training and evaluation. Everything
+# else (using a trained model, launching jobs, ablation studies, environment checks) sits
+# beside it and may import it; the core never imports those, not even inside a function.
+CORE = ("config", "errors", "fileio", "cli", "environment", "data", "modeling", "engine",
+        "evaluation")
+OUTSIDE = ("inference", "launch", "ablation", "checks")
+MAX_MODULE_LINES = 300
+MAX_TOP_LEVEL_MODULES = 8
+
+
+def _is_under(module, names):
+    parts = module.split(".")
+    return len(parts) > 1 and parts[1] in names
+
+
+def _outside_imports(path, module, modules):
+    return ["%s:%d imports %s" % (os.path.relpath(path, ROOT), line, target)
+            for target, line, _ in _imports(module, path, modules)
+            if _is_under(target, OUTSIDE)]
+
+
+def test_the_core_imports_nothing_outside_it():
+    modules = _modules(os.path.join(ROOT, PACKAGE), PACKAGE)
+    core = {m: p for m, p in modules.items() if _is_under(m, CORE)}
+    assert "reid_baseline.engine.loop" in core and "reid_baseline.inference.store" not in core
+    found = []
+    for module, path in sorted(core.items()):
+        found += _outside_imports(path, module, modules)
+    # The two main command lines are the core's too.
+    for script in ("train.py", "evaluate.py"):
+        found += _outside_imports(os.path.join(ROOT, script), script[:-3], modules)
+    assert not found, "\n".join(found)
+
+
+def test_the_boundary_check_sees_an_import_inside_a_function(tmp_path):
+    pkg = tmp_path / PACKAGE
+    for sub in ("engine", "inference"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "inference" / "model.py").write_text("X = 1\n")
+    (pkg / "engine" / "loop.py").write_text("def f():\n    from ..inference.model import X\n")
+    modules = _modules(str(pkg), PACKAGE)
+    path = str(pkg / "engine" / "loop.py")
+    assert [line.split(" imports ")[1] for line in
+            _outside_imports(path, "reid_baseline.engine.loop", modules)] == [
+        "reid_baseline.inference.model"]
+
+
+def test_every_module_is_short_and_the_top_level_is_small():
+    long = []
+    for path in _python_files(PACKAGE):
+        with open(path, encoding="utf-8") as f:
+            count = sum(1 for _ in f)
+        if count > MAX_MODULE_LINES:
+            long.append("%s: %d lines" % (os.path.relpath(path, ROOT), count))
+    assert not long, "modules over %d lines: %s" % (MAX_MODULE_LINES, ", ".join(long))
+    top = [n for n in os.listdir(os.path.join(ROOT, PACKAGE))
+           if n.endswith(".py") and n != "__init__.py"]
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, sorted(top)

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from reid_baseline.batchnorm import GroupBatchNorm, attach_running_stat_updates, set_bn_group_size
 from reid_baseline.config import ConfigError, load_config
-from reid_baseline.model import build_model
+from reid_baseline.modeling.ghost_batchnorm import (
+    GroupBatchNorm,
+    attach_running_stat_updates,
+    set_bn_group_size,
+)
+from reid_baseline.modeling.network import build_model
 
 TINY = ["MODEL.BACKBONE", "resnet18_v1", "MODEL.PRETRAINED", "", "INPUT.HEIGHT", "64",
         "INPUT.WIDTH", "32", "GPUS", "[]"]
@@ -167,9 +171,9 @@ def test_a_group_that_does_not_divide_the_device_batch_is_a_config_error():
 @pytest.mark.timeout(900)
 def test_training_with_groups_runs_end_to_end(make_tiny_cfg, tmp_path):
     from reid_baseline.data.datasets import build_datasets
-    from reid_baseline.engine import train
-    from reid_baseline.evaluation import chance_rank1
-    from reid_baseline.retrieval import record_ids
+    from reid_baseline.engine.loop import train
+    from reid_baseline.evaluation.evaluator import record_ids
+    from reid_baseline.evaluation.protocol import chance_rank1
 
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3", "SOLVER.EVAL_PERIOD", "3",
                         "MODEL.BN_GROUP_SIZE", "8")

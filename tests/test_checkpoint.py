@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from reid_baseline.checkpoint import (
+from reid_baseline.config import load_config
+from reid_baseline.engine.checkpoint import (
     CheckpointError,
     NonFiniteParameters,
     find_resumable,
@@ -20,8 +21,7 @@ from reid_baseline.checkpoint import (
     save_parameters,
     verify_checkpoint,
 )
-from reid_baseline.config import load_config
-from reid_baseline.solver import build_trainer
+from reid_baseline.engine.solver import build_trainer
 
 
 def _net_and_trainer(optimizer="adam", ctx=(mx.cpu(),), batchnorm=True):

@@ -165,8 +165,8 @@ def test_each_ablation_changes_exactly_one_knob_and_builds(path):
     import mxnet as mx
 
     from reid_baseline.data.transforms import build_train_transform
-    from reid_baseline.model import build_model
-    from reid_baseline.solver import build_trainer
+    from reid_baseline.engine.solver import build_trainer
+    from reid_baseline.modeling.network import build_model
 
     recipe, cfg = _flat(load_config(RECIPE)), _flat(load_config(path))
     changed = {k for k in recipe if recipe[k] != cfg[k]} - {"OUTPUT_DIR"}

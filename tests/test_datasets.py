@@ -385,9 +385,9 @@ def test_build_datasets_cross(toy_sets, make_tiny_cfg, tmp_path):
 def test_cross_dataset_train_and_evaluate(toy_sets, make_tiny_cfg, tmp_path):
     """Train on a (small) toy Market-1501 set evaluating on the toy MSMT17 set each epoch,
     then evaluate the saved model on DukeMTMC-reID as evaluate.py does."""
-    from reid_baseline.data.toy_market1501 import make_toy_market1501
-    from reid_baseline.engine import train
-    from reid_baseline.retrieval import evaluate_params
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
+    from reid_baseline.engine.loop import train
+    from reid_baseline.evaluation.evaluator import evaluate_params
 
     market = make_toy_market1501(str(tmp_path / "market"), seed=4, num_distractors=2,
                                  num_junk=2, **SMALL)["root"]
@@ -416,8 +416,8 @@ def test_cross_dataset_train_and_evaluate(toy_sets, make_tiny_cfg, tmp_path):
 
 def _chance(dataset):
     """Rank-1 (percent) of a random gallery order on `dataset`'s query/gallery."""
-    from reid_baseline.evaluation import chance_rank1
-    from reid_baseline.retrieval import record_ids
+    from reid_baseline.evaluation.evaluator import record_ids
+    from reid_baseline.evaluation.protocol import chance_rank1
 
     (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
     return 100 * chance_rank1(q_pids, g_pids, q_cams, g_cams)

@@ -3,10 +3,10 @@ ids are checked against the installed MXNet; --gpus reaches GPUS."""
 import mxnet as mx
 import pytest
 
-from reid_baseline import devices
 from reid_baseline.cli import build_parser, config_from_args
 from reid_baseline.config import ConfigError
-from reid_baseline.devices import DeviceError, build_contexts
+from reid_baseline.engine import devices
+from reid_baseline.engine.devices import DeviceError, build_contexts
 
 
 @pytest.fixture(autouse=True)

@@ -139,7 +139,7 @@ def test_dist_sync_without_the_launcher_is_a_one_line_error(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_train_set(tmp_path_factory):
     """36 training images: one batch of 32 per epoch."""
-    from reid_baseline.data.toy_market1501 import make_toy_market1501
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
     return make_toy_market1501(str(tmp_path_factory.mktemp("toy36")), num_train_ids=4, num_test_ids=4,
                                cameras_per_id=(3, 3), num_distractors=4, num_junk=2, seed=1)["root"]
 
@@ -160,8 +160,8 @@ def test_one_step_of_two_workers_equals_one_process_on_the_whole_batch(tiny_trai
     got = mx.nd.load(str(tmp_path / "dist" / "model_final.params"))
 
     from reid_baseline.data.datasets import build_datasets
-    from reid_baseline.engine import seed_everything
-    from reid_baseline.model import build_model
+    from reid_baseline.engine.loop import seed_everything
+    from reid_baseline.modeling.network import build_model
     cfg = load_config(None, overrides + ["OUTPUT_DIR", str(tmp_path / "one")])
     dataset = build_datasets(cfg)
     loader = build_train_loader(cfg, dataset.train)
@@ -205,8 +205,8 @@ def two_worker_run(make_tiny_cfg, toy_market_root, tmp_path_factory):
 
 def test_two_workers_train_with_one_writer(two_worker_run):
     from reid_baseline.data.datasets import build_datasets
-    from reid_baseline.evaluation import chance_rank1
-    from reid_baseline.retrieval import record_ids
+    from reid_baseline.evaluation.evaluator import record_ids
+    from reid_baseline.evaluation.protocol import chance_rank1
     run_dir, overrides, proc = two_worker_run
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "curves.png", "metrics.jsonl",

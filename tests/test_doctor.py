@@ -5,7 +5,7 @@ import mxnet as mx
 import pytest
 
 from conftest import ROOT, run_script
-from reid_baseline import doctor
+from reid_baseline.checks import doctor
 from reid_baseline.config import load_config
 from reid_baseline.errors import DatasetError, DeviceError, ModelError
 
@@ -187,7 +187,7 @@ def test_imagenet_weights_cached_or_not(monkeypatch, tmp_path, toy_market_root):
 
 
 def test_weights_source_that_does_not_answer_is_named(monkeypatch, tmp_path, toy_market_root):
-    from reid_baseline import pretrained
+    from reid_baseline.modeling import pretrained
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setattr(pretrained, "_answers", lambda url, timeout: False)
     cfg = demo_cfg(toy_market_root, "MODEL.BACKBONE", "resnet50_v1b", "MODEL.PRETRAINED",

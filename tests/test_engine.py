@@ -7,12 +7,13 @@ import sys
 import mxnet as mx
 import pytest
 
-from reid_baseline import engine, errors
-from reid_baseline.checkpoint import last_checkpoint, load_checkpoint
+from reid_baseline import errors
 from reid_baseline.config import load_config
-from reid_baseline.devices import DeviceError, build_contexts
-from reid_baseline.model import build_model
-from reid_baseline.solver import build_trainer, learning_rate_at
+from reid_baseline.engine import loop as engine
+from reid_baseline.engine.checkpoint import last_checkpoint, load_checkpoint
+from reid_baseline.engine.devices import DeviceError, build_contexts
+from reid_baseline.engine.solver import build_trainer, learning_rate_at
+from reid_baseline.modeling.network import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +63,7 @@ def test_evaluate_cli_writes_results_json(trained_run, tmp_path):
 
 def test_evaluation_options_reach_the_metrics(trained_run):
     """Re-ranking, euclidean distance and the non-interpolated AP through evaluate_params."""
-    from reid_baseline.retrieval import evaluate_params
+    from reid_baseline.evaluation.evaluator import evaluate_params
 
     cfg, history = trained_run
     params = os.path.join(cfg.OUTPUT_DIR, "model_final.params")
@@ -177,7 +178,7 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
 
     from reid_baseline.data.datasets.market1501 import load_market1501
     from reid_baseline.data.loader import build_test_loader, build_train_loader
-    from reid_baseline.features import extract_features
+    from reid_baseline.evaluation.features import extract_features
 
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     ctx = [mx.cpu(0), mx.cpu(1)]
@@ -203,7 +204,7 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
 def test_exported_embedding_gives_the_same_features(trained_run, tmp_path):
     import numpy as np
 
-    from reid_baseline.model import load_trained_model
+    from reid_baseline.modeling.network import load_trained_model
 
     cfg, _ = trained_run
     params = os.path.join(cfg.OUTPUT_DIR, "model_final.params")
@@ -220,7 +221,7 @@ def test_exported_embedding_gives_the_same_features(trained_run, tmp_path):
 
 
 def test_bad_params_files_for_evaluation(trained_run, tmp_path):
-    from reid_baseline.model import ModelError, load_trained_model
+    from reid_baseline.modeling.network import ModelError, load_trained_model
 
     cfg, _ = trained_run
     with pytest.raises(ModelError, match="no such file"):

@@ -8,8 +8,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from reid_baseline import engine, errors, run_folder
-from reid_baseline.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
+from reid_baseline import errors
+from reid_baseline.engine import loop as engine
+from reid_baseline.engine import run_folder
+from reid_baseline.engine.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 435 // 32  # the toy training split at batch 32

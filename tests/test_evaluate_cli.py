@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from conftest import marked_png, run_script
-from reid_baseline import features
-from reid_baseline.retrieval import results_path, save_results
+from reid_baseline.evaluation import features
+from reid_baseline.evaluation.evaluator import results_path, save_results
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def saved_model(make_tiny_cfg, tmp_path_factory):
     import mxnet as mx
 
     from reid_baseline.config import save_config
-    from reid_baseline.model import build_model
+    from reid_baseline.modeling.network import build_model
 
     folder = tmp_path_factory.mktemp("saved_model")
     cfg = make_tiny_cfg(folder)
@@ -141,8 +141,8 @@ def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_ma
     import mxnet as mx
 
     from reid_baseline.data.datasets.market1501 import load_market1501
-    from reid_baseline.model import build_model
-    from reid_baseline.retrieval import evaluate_retrieval
+    from reid_baseline.evaluation.evaluator import evaluate_retrieval
+    from reid_baseline.modeling.network import build_model
 
     bars = []
 

@@ -1,8 +1,8 @@
-"""Tests for reid_baseline.evaluation (hand-computed cases + sort-based oracle)."""
+"""Tests for reid_baseline.evaluation.protocol (hand-computed cases + sort-based oracle)."""
 import numpy as np
 import pytest
 
-from reid_baseline.evaluation import chance_rank1, compute_distance, evaluate_ranking
+from reid_baseline.evaluation.protocol import chance_rank1, compute_distance, evaluate_ranking
 
 try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
     from reference_impls import reference_evaluate
@@ -80,7 +80,7 @@ def test_ties_lower_gallery_index_first():
 @pytest.mark.parametrize("sort_above", [0.0, 2.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inf_and_nan_rank_like_stable_argsort(monkeypatch, sort_above, dtype):
-    import reid_baseline.evaluation as ev
+    import reid_baseline.evaluation.protocol as ev
     monkeypatch.setattr(ev, "_SORT_ABOVE", sort_above)
     d = np.array([[np.inf, 0.5, np.nan, 0.5, np.nan, np.inf, 0.5]], dtype)
     ids = ([1], [1, 2, 3, 1, 2, 1, 2], [0], [1, 1, 1, 2, 1, 1, 1])
@@ -157,7 +157,7 @@ def _random_problem(rng, quantised, dtype):
 @pytest.mark.parametrize("quantised", [True, False])
 def test_matches_sort_based_oracle(dtype, sort_above, quantised, monkeypatch):
     # sort_above 0 / 2: the float32 path always / never sorts whole rows.
-    import reid_baseline.evaluation as ev
+    import reid_baseline.evaluation.protocol as ev
     monkeypatch.setattr(ev, "_SORT_ABOVE", sort_above)
     rng = np.random.default_rng(1234 + quantised)
     checked = 0
@@ -181,7 +181,7 @@ def test_matches_sort_based_oracle(dtype, sort_above, quantised, monkeypatch):
 @pytest.mark.parametrize("sort_above", [0.0, 2.0])
 def test_chunking_matches_oracle(monkeypatch, sort_above):
     # Force many small query chunks so the chunk bookkeeping is exercised.
-    import reid_baseline.evaluation as ev
+    import reid_baseline.evaluation.protocol as ev
     monkeypatch.setattr(ev, "_BLOCK_ENTRIES", 500)
     monkeypatch.setattr(ev, "_SORT_ABOVE", sort_above)
     rng = np.random.default_rng(7)
@@ -258,7 +258,7 @@ def test_chance_rank1_by_hand():
 
 
 def test_distance_products_are_split_into_row_blocks_under_the_tensor_size_limit(monkeypatch):
-    from reid_baseline import evaluation
+    from reid_baseline.evaluation import protocol as evaluation
     monkeypatch.setattr(evaluation, "_MAX_TENSOR", 20)  # blocks of 2 query rows x 9 gallery
     rng = np.random.RandomState(0)
     q, g = rng.rand(7, 5).astype(np.float32), rng.rand(9, 5).astype(np.float32)
@@ -278,7 +278,7 @@ def _float64_distance(q, g, metric):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_every_product_kernel_gives_the_float64_distances(monkeypatch, metric):
-    from reid_baseline import evaluation
+    from reid_baseline.evaluation import protocol as evaluation
     assert evaluation.product_kernel() in evaluation.KERNELS
     assert evaluation.product_kernel() == evaluation.product_kernel()  # chosen once
     rng = np.random.RandomState(3)
@@ -310,7 +310,7 @@ def _fake_clock(monkeypatch, evaluation, durations):
 
 
 def test_measure_product_kernels_is_the_best_product_less_the_best_call(monkeypatch):
-    from reid_baseline import evaluation
+    from reid_baseline.evaluation import protocol as evaluation
     assert evaluation.KERNELS == ("numpy", "onednn")
     # (tiny, large) seconds of repeat 0 numpy, repeat 0 onednn, repeat 1 numpy, repeat 1 onednn
     clock = _fake_clock(monkeypatch, evaluation, [(0.001, 0.010), (0.002, 0.005),
@@ -323,7 +323,7 @@ def test_measure_product_kernels_is_the_best_product_less_the_best_call(monkeypa
 
 def test_a_product_no_slower_than_the_tiny_one_measures_zero_and_the_chooser_takes_it(
         monkeypatch):
-    from reid_baseline import evaluation
+    from reid_baseline.evaluation import protocol as evaluation
     _fake_clock(monkeypatch, evaluation, [(0.001, 0.003), (0.004, 0.002)])
     seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
     assert seconds == pytest.approx({"numpy": 0.002, "onednn": 0.0}, rel=0, abs=1e-12)
@@ -335,14 +335,14 @@ def test_a_product_no_slower_than_the_tiny_one_measures_zero_and_the_chooser_tak
 
 
 def test_measure_product_kernels_times_both_kernels_on_the_real_clock():
-    from reid_baseline import evaluation
+    from reid_baseline.evaluation import protocol as evaluation
     seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
     assert sorted(seconds) == sorted(evaluation.KERNELS)
     assert all(0 <= s < 10 for s in seconds.values())
 
 
 def test_unknown_product_kernel_is_refused():
-    from reid_baseline import evaluation
+    from reid_baseline.evaluation import protocol as evaluation
     with pytest.raises(ValueError, match="kernel"):
         evaluation.compute_distance(np.ones((2, 3)), np.ones((4, 3)), kernel="cuda")
 
@@ -352,10 +352,10 @@ def test_an_evaluation_without_a_valid_query_is_an_error_not_nan(monkeypatch):
     DatasetError, never NaN in a results file."""
     import types
 
-    from reid_baseline import retrieval
     from reid_baseline.config import load_config
     from reid_baseline.data.datasets.base import Record
     from reid_baseline.errors import DatasetError
+    from reid_baseline.evaluation import evaluator as retrieval
     query = [Record("q.jpg", 1, 1)]
     gallery = [Record("g0.jpg", 1, 1), Record("g1.jpg", 2, 2)]  # the match: same camera
     feats = {"query": np.eye(1, 4, dtype=np.float32), "gallery": np.eye(2, 4, dtype=np.float32)}

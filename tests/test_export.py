@@ -1,4 +1,4 @@
-"""scripts/export_model.py and reid_baseline.export: symbol+params and ONNX with parity."""
+"""scripts/export_model.py and reid_baseline.inference.export: symbol+params and ONNX with parity."""
 import glob
 import os
 
@@ -19,7 +19,7 @@ def trained(trained_run):
 
 
 def _toy_batch(cfg, paths):
-    from reid_baseline.export import parity_batches
+    from reid_baseline.inference.export import parity_batches
     return parity_batches(cfg, paths, num_random=1)["real"]
 
 
@@ -27,7 +27,7 @@ def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path,
                                              capsys):
     import onnxruntime
 
-    from reid_baseline.model import load_trained_model
+    from reid_baseline.modeling.network import load_trained_model
     cfg, config, params = trained
     query_dir = os.path.join(toy_market_root, "query")
     code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
@@ -50,7 +50,7 @@ def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path,
 
 
 def test_parity_above_tolerance_fails_with_one_line(trained, tmp_path, monkeypatch, capsys):
-    from reid_baseline import export
+    from reid_baseline.inference import export
     cfg, config, params = trained
     # The threshold logic alone: no conversion, a difference above 1e-4 on the real images.
     monkeypatch.setattr(export, "export_onnx",
@@ -89,7 +89,7 @@ def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_p
     import subprocess
     import sys
 
-    from reid_baseline.model import load_trained_model
+    from reid_baseline.modeling.network import load_trained_model
     cfg, config, params = trained
     code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "sym")
@@ -131,7 +131,7 @@ def test_unreadable_check_images_leave_no_onnx_file(trained, tmp_path, monkeypat
 
 
 def test_onnx_file_is_named_only_after_its_check_passes(trained, tmp_path, monkeypatch, capsys):
-    from reid_baseline import export
+    from reid_baseline.inference import export
     cfg, config, params = trained
     checked = []
 

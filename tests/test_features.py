@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
-from reid_baseline.features import extract_features
+from reid_baseline.evaluation.features import extract_features
 
 
 @pytest.fixture(scope="module")

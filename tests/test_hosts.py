@@ -1,5 +1,5 @@
-"""scripts/launch_hosts.py (reid_baseline/hosts.py): MXNet's own tools/launch.py --launcher ssh,
-run against hosts that are network namespaces of this machine (reid_baseline/netns_hosts.py): the
+"""scripts/launch_hosts.py (reid_baseline/launch/hosts.py): MXNet's own tools/launch.py --launcher ssh,
+run against hosts that are network namespaces of this machine (reid_baseline/launch/netns_hosts.py): the
 launcher and scheduler on host 0, servers and workers on hosts 1 and 2, every process talking
 over the hosts' 10.200.0.x addresses. The namespace tests need root and `ip` (CI has both)."""
 import json
@@ -16,14 +16,14 @@ import pytest
 
 from conftest import TINY_OVERRIDES, run_script
 from reid_baseline.errors import LaunchError
-from reid_baseline.hosts import (
+from reid_baseline.launch.hosts import (
     exported_env,
     interface_address,
     launch_hosts,
     read_hosts,
     scheduler_address,
 )
-from reid_baseline.netns_hosts import NetnsHosts, why_no_namespaces
+from reid_baseline.launch.netns_hosts import NetnsHosts, why_no_namespaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -194,7 +194,7 @@ def _read_until(proc, pattern, count=1):
 @pytest.fixture(scope="module")
 def tiny_train_set(tmp_path_factory):
     """36 training images: one batch of 32 per epoch."""
-    from reid_baseline.data.toy_market1501 import make_toy_market1501
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
     return make_toy_market1501(str(tmp_path_factory.mktemp("toy36")), num_train_ids=4, num_test_ids=4,
                                cameras_per_id=(3, 3), num_distractors=4, num_junk=2, seed=1)["root"]
 
@@ -237,8 +237,8 @@ def test_a_two_host_job_learns_writes_once_and_resumes_after_a_stop(hosts, toy_m
     the hosts talk over their own addresses."""
     from reid_baseline.config import load_config
     from reid_baseline.data.datasets import build_datasets
-    from reid_baseline.evaluation import chance_rank1
-    from reid_baseline.retrieval import record_ids
+    from reid_baseline.evaluation.evaluator import record_ids
+    from reid_baseline.evaluation.protocol import chance_rank1
     run_dir = str(tmp_path / "run")
     overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", run_dir,
                                   "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "3",

@@ -1,4 +1,4 @@
-"""reid_baseline.index (feature store) and reid_baseline.approximate (faiss IVF)."""
+"""reid_baseline.inference.store (feature store) and reid_baseline.inference.approximate (faiss IVF)."""
 import glob
 import os
 import shutil
@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from reid_baseline import index
 from reid_baseline.errors import ConfigError, DatasetError, OutputError
+from reid_baseline.inference import store as index
 
 CONFIG = "MODEL:\n  BACKBONE: resnet18_v1\n"
 
@@ -48,7 +48,7 @@ def tiny_model(make_tiny_cfg, tmp_path_factory):
     import mxnet as mx
 
     from reid_baseline import ReIDModel
-    from reid_baseline.model import build_model
+    from reid_baseline.modeling.network import build_model
     folder = tmp_path_factory.mktemp("tiny")
     cfg = make_tiny_cfg(folder, "TEST.BATCH_SIZE", "16")
     net = build_model(cfg, 10)
@@ -249,7 +249,7 @@ def test_damaged_stores_and_gallery_files_are_one_line_errors(tmp_path):
 
 
 def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):
-    from reid_baseline.approximate import approximate_top_k, build_approximate
+    from reid_baseline.inference.approximate import approximate_top_k, build_approximate
     rng = np.random.default_rng(6)
     centres = _unit(rng, 40, 32)
     feats = np.repeat(centres, 25, axis=0) + 0.02 * rng.standard_normal((1000, 32))
@@ -268,7 +268,7 @@ def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):
 
 
 def test_recall_at_10_counts_found_neighbours():
-    from reid_baseline.approximate import recall_at_10
+    from reid_baseline.inference.approximate import recall_at_10
     exact = np.array([list(range(11)), list(range(11))])
     approx = np.array([list(range(11)), [0, 1, 2, 3, 4, 20, 21, 22, 23, 24, 25]])
     # own row 0 is not counted: row 1 found 1..4 of 1..10
@@ -278,7 +278,7 @@ def test_recall_at_10_counts_found_neighbours():
 def test_missing_faiss_names_the_extra(monkeypatch):
     import sys
 
-    from reid_baseline.approximate import import_faiss
+    from reid_baseline.inference.approximate import import_faiss
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ConfigError, match=r"reid_baseline\[faiss\]"):
         import_faiss()
@@ -286,7 +286,7 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 
 def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
     pytest.importorskip("faiss")
-    from reid_baseline.approximate import build_approximate
+    from reid_baseline.inference.approximate import build_approximate
     _build(tmp_path / "store", _unit(np.random.RandomState(0), 24, 8))
     store = index.FeatureStore(str(tmp_path / "store"))
     with pytest.raises(ConfigError, match=r"--nlist 1000: the index holds 24 images"):

@@ -131,7 +131,7 @@ def test_installing_into_an_environment_with_mxnet_leaves_it_alone(tmp_path, pac
     assert " mxnet" not in installed[0]
     assert record_hash(python) == before
     # One OpenCV distribution owns cv2, and the package imports with that MXNet.
-    check = ("import importlib.metadata as m, json, reid_baseline.model, cv2, mxnet; "
+    check = ("import importlib.metadata as m, json, reid_baseline.modeling.network, cv2, mxnet; "
              "print(json.dumps(sorted(set(m.packages_distributions()['cv2']))))")
     done = run([python, "-c", check], timeout=300, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""scripts/launch_local.py (reid_baseline/launcher.py): a job of scheduler, servers and workers
+"""scripts/launch_local.py (reid_baseline/launch/local.py): a job of scheduler, servers and workers
 on this machine that a signal to the launcher, a failed process or a hang stops completely.
 The workers here are small scripts (no training): what is tested is the supervision."""
 import os

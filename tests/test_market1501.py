@@ -18,7 +18,7 @@ from reid_baseline.data.datasets.market1501 import (
     parse_split,
 )
 from reid_baseline.data.images import read_image
-from reid_baseline.data.toy_market1501 import make_toy_market1501
+from reid_baseline.data.toy.market1501 import make_toy_market1501
 
 
 def small_toy(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from gluoncv.model_zoo import get_model
 
 from reid_baseline.config import load_config
-from reid_baseline.model import ModelError, build_model, load_trained_model
+from reid_baseline.modeling.network import ModelError, build_model, load_trained_model
 
 
 def _cfg(*overrides):

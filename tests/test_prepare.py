@@ -19,7 +19,7 @@ from reid_baseline.data.prepare import (
     prepare_market1501,
     safe_extract,
 )
-from reid_baseline.data.toy_market1501 import make_toy_market1501
+from reid_baseline.data.toy.market1501 import make_toy_market1501
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from mxnet.gluon.model_zoo import model_store as mxnet_store
 from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
 
-from reid_baseline import pretrained
 from reid_baseline.config import load_config
 from reid_baseline.errors import ModelError
-from reid_baseline.model import build_model
+from reid_baseline.modeling import pretrained
+from reid_baseline.modeling.network import build_model
 
 pytestmark = pytest.mark.timeout(300)
 

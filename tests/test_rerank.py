@@ -1,8 +1,8 @@
-"""Tests for reid_baseline.rerank against the dense loop-based reference."""
+"""Tests for reid_baseline.evaluation.rerank against the dense loop-based reference."""
 import numpy as np
 import pytest
 
-from reid_baseline.rerank import re_ranking
+from reid_baseline.evaluation.rerank import re_ranking
 
 try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
     from reference_impls import reference_re_ranking
@@ -65,7 +65,7 @@ def test_asymmetric_inputs_follow_column_normalisation():
 def test_small_blocks(monkeypatch):
     # Force many tiny row blocks so block boundaries (query/gallery split
     # inside a block) are exercised.
-    import reid_baseline.rerank as rr
+    import reid_baseline.evaluation.rerank as rr
     monkeypatch.setattr(rr, "_BLOCK_ENTRIES", 300)
     rng = np.random.default_rng(11)
     q_g, q_q, g_g = _problem(rng, 17, 33)
@@ -97,7 +97,7 @@ def test_input_validation():
 
 @pytest.mark.parametrize("levels", [None, 7, 50])
 def test_top_k_matches_stable_argsort(levels):
-    from reid_baseline.rerank import top_k
+    from reid_baseline.evaluation.rerank import top_k
     rng = np.random.default_rng(levels or 0)
     block = rng.random((40, 3000)).astype(np.float32)
     if levels:  # heavy ties, also at the k-th position
@@ -133,8 +133,8 @@ def _features(rng, n, dim, n_ids):
     (40, 60, 7, 3, 0.5, 333),     # blocks that do not divide the items
 ])
 def test_re_ranking_features_equals_re_ranking(monkeypatch, n_q, n_g, k1, k2, lam, block):
-    import reid_baseline.rerank as rr
-    from reid_baseline.evaluation import compute_distance
+    import reid_baseline.evaluation.rerank as rr
+    from reid_baseline.evaluation.protocol import compute_distance
     if block:
         monkeypatch.setattr(rr, "_FEATURE_BLOCK_ENTRIES", block)
     rng = np.random.default_rng(n_q + n_g + k1)
@@ -154,7 +154,7 @@ def test_re_ranking_features_equals_re_ranking(monkeypatch, n_q, n_g, k1, k2, la
 
 
 def test_re_ranking_features_input_errors():
-    from reid_baseline.rerank import re_ranking_features
+    from reid_baseline.evaluation.rerank import re_ranking_features
     with pytest.raises(ValueError, match="same width"):
         re_ranking_features(np.zeros((3, 4)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="k1"):

@@ -1,12 +1,13 @@
-"""reid_baseline.run_folder: the run's files, what a stopped write leaves, and what a resume
+"""reid_baseline.engine.loop.run_folder: the run's files, what a stopped write leaves, and what a resume
 may change."""
 import os
 
 import mxnet as mx
 import pytest
 
-from reid_baseline import checkpoint, engine, run_folder
 from reid_baseline.config import load_config
+from reid_baseline.engine import checkpoint, run_folder
+from reid_baseline.engine import loop as engine
 from reid_baseline.errors import RunDirError
 
 

@@ -64,7 +64,7 @@ def gallery(trained, photo_tree, tmp_path_factory):
 
 def test_index_skips_unreadable_files_and_stores_paths_and_config(gallery, photo_tree, trained):
     from reid_baseline.fileio import file_sha256
-    from reid_baseline.index import FeatureStore
+    from reid_baseline.inference.store import FeatureStore
     path, out = gallery
     assert "2 unreadable files skipped" in out
     assert "broken.jpg" in out and "empty.JPG" in out
@@ -125,7 +125,7 @@ def _npz_gallery(path, **arrays):
 
 
 def test_damaged_gallery_files_are_one_error_line(gallery, tmp_path, monkeypatch, capsys):
-    from reid_baseline.index import FeatureStore
+    from reid_baseline.inference.store import FeatureStore
     store = FeatureStore(str(gallery[0]))
     good = _npz_gallery(tmp_path / "good.npz", paths=np.array(store.paths(range(15))),
                         features=np.asarray(store.features), config=np.array(store.config_text),
@@ -161,7 +161,7 @@ def test_an_option_of_the_other_command_is_refused(gallery, monkeypatch, capsys)
 
 
 def test_old_npz_gallery_is_still_queried(gallery, tmp_path, monkeypatch, capsys):
-    from reid_baseline.index import FeatureStore
+    from reid_baseline.inference.store import FeatureStore
     store = FeatureStore(str(gallery[0]))
     paths = store.paths(range(15))
     npz = _npz_gallery(tmp_path / "old.npz", paths=np.array(paths),
@@ -236,8 +236,8 @@ def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])
 def test_top_k_search_is_exact_with_ties(monkeypatch, block):
-    from reid_baseline import index
-    from reid_baseline.evaluation import compute_distance
+    from reid_baseline.evaluation.protocol import compute_distance
+    from reid_baseline.inference import store as index
     monkeypatch.setattr(index, "SEARCH_BLOCK_ENTRIES", block)
     rng = np.random.default_rng(3)
     gal = rng.integers(-2, 3, (50, 4)).astype(np.float32)  # coarse values: many exact ties

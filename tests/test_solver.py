@@ -3,7 +3,7 @@ import pytest
 from mxnet import gluon
 
 from reid_baseline.config import load_config
-from reid_baseline.solver import build_trainer, learning_rate_at
+from reid_baseline.engine.solver import build_trainer, learning_rate_at
 
 
 def _reference_lr(epoch):

@@ -1,4 +1,4 @@
-"""reid_baseline.telemetry: network size and cost, the log line, data share, time left, memory,
+"""reid_baseline.engine.loop.telemetry: network size and cost, the log line, data share, time left, memory,
 TensorBoard scalars."""
 import json
 import os
@@ -9,8 +9,8 @@ import mxnet as mx
 import pytest
 from mxnet import gluon
 
-from reid_baseline import telemetry
-from reid_baseline.run_folder import read_metrics
+from reid_baseline.engine import telemetry
+from reid_baseline.engine.run_folder import read_metrics
 
 
 def _two_layers():
@@ -111,7 +111,7 @@ def _events(folder):
 
 @pytest.mark.timeout(900)
 def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_tiny_cfg, tmp_path):
-    from reid_baseline.engine import train
+    from reid_baseline.engine.loop import train
 
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1",
                         "SOLVER.TENSORBOARD", "True")
@@ -153,6 +153,6 @@ def test_a_missing_tensorboardx_names_the_extra(monkeypatch, tmp_path, make_tiny
     with pytest.raises(telemetry.ConfigError, match=extra):
         telemetry.open_tensorboard(str(tmp_path))
     # Found before training builds anything: the pre-training check asks for it too.
-    from reid_baseline import doctor
+    from reid_baseline.checks import doctor
     with pytest.raises(telemetry.ConfigError, match=extra):
         doctor.preflight(make_tiny_cfg(tmp_path / "run", "SOLVER.TENSORBOARD", "True"))

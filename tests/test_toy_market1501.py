@@ -10,7 +10,7 @@ import pytest
 
 from reid_baseline.data.datasets.base import DatasetError
 from reid_baseline.data.datasets.market1501 import load_market1501
-from reid_baseline.data.toy_market1501 import make_toy_market1501
+from reid_baseline.data.toy.market1501 import make_toy_market1501
 
 NAME = re.compile(r"^(-1|\d{4})_c([1-6])s[1-9]\d*_\d{6}_\d{2}\.jpg$")
 SPLITS = ("bounding_box_train", "bounding_box_test", "query")

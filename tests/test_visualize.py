@@ -1,4 +1,4 @@
-"""reid_baseline.visualize, evaluate.py --visualize and scripts/plot_run.py: the PNGs exist,
+"""reid_baseline.evaluation.plots, evaluate.py --visualize and scripts/plot_run.py: the PNGs exist,
 have the expected size and colours, and are written atomically."""
 import glob
 import json
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import marked_png, run_script
-from reid_baseline import visualize
-from reid_baseline.visualize import RankItem
+from reid_baseline.evaluation import plots as visualize
+from reid_baseline.evaluation.plots import RankItem
 
 
 def _pixels_near(img, hex_colour, tol=40):
@@ -141,10 +141,10 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
                                                                     monkeypatch):
     import collections
 
-    from reid_baseline import retrieval
     from reid_baseline.config import load_config
     from reid_baseline.data.datasets.base import Record
-    from reid_baseline.evaluation import evaluate_ranking
+    from reid_baseline.evaluation import evaluator as retrieval
+    from reid_baseline.evaluation.protocol import evaluate_ranking
     # Queries (pid, cam): q0 (1, 1), q1 (2, 1), q2 (3, 1), q3 (9, 1) without a match.
     # Gallery: g0 (1, 2), g1 (2, 2), g2 (3, 2), g3 junk, g4 (1, 1) same camera as q0, g5 (0, 3).
     query = [Record(images[i], p, 1) for i, p in enumerate((1, 2, 3, 9))]
@@ -158,7 +158,7 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
     ids = ([r.pid for r in query], [r.pid for r in gallery], [1] * 4, [r.camid for r in gallery])
     ranked = evaluate_ranking(dist, ids[0], ids[1], ids[2], ids[3], max_rank=5)
     drawn = {}
-    monkeypatch.setattr("reid_baseline.visualize.write_rank_lists",
+    monkeypatch.setattr("reid_baseline.evaluation.plots.write_rank_lists",
                         lambda path, rows: drawn.update({os.path.basename(path): rows}))
     cfg = load_config(None, ["TEST.RERANK", "True"])
     written = retrieval.write_figures(cfg, str(tmp_path), retrieval.Ranking(data, dist, ranked),

@@ -42,7 +42,7 @@ def make_toy_dataset(name, out_dir, seed=0, overwrite=False, **options):
     load_dataset(name, out_dir) reads); returns the written images as (split, name, pid,
     cam) tuples (market1501: its counts dict). `options`: sizes of write_toy_images, and
     cuhk03np's ``subset``, msmt17's ``version`` ("MSMT17_V1" or "MSMT17_V2")."""
-    from ..toy_market1501 import make_toy_market1501
+    from ..toy.market1501 import make_toy_market1501
 
     writer = _layout(name)[1] or make_toy_market1501
     return writer(out_dir, seed=seed, overwrite=overwrite, **options)

@@ -60,7 +60,7 @@ def make_toy_cuhk03np(out_dir, subset="detected", seed=0, overwrite=False, **siz
     """Write a generated set in the CUHK03-NP layout under ``out_dir/cuhk03-np/<subset>``: PNG
     files, 2 cameras (every identity in both, so one query per camera), no junk and no
     distractors. `sizes`: :func:`write_toy_images` sizes. Returns the written images."""
-    from ..toy_market1501 import prepare_output, write_toy_images
+    from ..toy.market1501 import prepare_output, write_toy_images
 
     root = os.path.join(os.path.abspath(str(out_dir)), ROOT_NAME, subset)
     prepare_output(root, overwrite)

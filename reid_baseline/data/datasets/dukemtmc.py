@@ -47,7 +47,7 @@ def make_toy_dukemtmc(out_dir, seed=0, overwrite=False, num_distractor_ids=4, **
     """Write a generated set in the DukeMTMC-reID layout under ``out_dir/DukeMTMC-reID``:
     8 cameras, no junk; the gallery's distractor images get ids (from 9000) seen in no query,
     as Duke's are. `sizes`: :func:`write_toy_images` sizes. Returns the written images."""
-    from ..toy_market1501 import prepare_output, write_toy_images
+    from ..toy.market1501 import prepare_output, write_toy_images
 
     root = os.path.join(os.path.abspath(str(out_dir)), ROOT_NAME)
     prepare_output(root, overwrite)

@@ -156,7 +156,7 @@ def make_toy_folder(out_dir, seed=0, overwrite=False, **sizes):
     """Write a generated set as your own data: ``out_dir/{train,query,gallery}/`` with
     ``<pid>_c<cam>_<frame>.jpg`` names (gallery-only ids from 100000 for the distractor
     images) and the same images listed in ``out_dir/list.csv``. Returns the written images."""
-    from ..toy_market1501 import prepare_output, write_toy_images
+    from ..toy.market1501 import prepare_output, write_toy_images
 
     root = os.path.abspath(str(out_dir))
     prepare_output(root, overwrite)

@@ -100,7 +100,7 @@ def make_toy_msmt17(out_dir, version="MSMT17_V1", seed=0, overwrite=False, val_e
     per-identity sub-folders, the four list files (every `val_every`-th training image in
     list_val.txt), ids numbered from 0 in train and in test, 15 cameras, no junk and no
     distractors. `sizes`: :func:`write_toy_images` sizes. Returns the written images."""
-    from ..toy_market1501 import prepare_output, write_toy_images
+    from ..toy.market1501 import prepare_output, write_toy_images
 
     root = os.path.join(os.path.abspath(str(out_dir)), version)
     prepare_output(root, overwrite)

@@ -1,0 +1,1 @@
+"""Ablation studies: one knob per run, and their report."""

@@ -1,0 +1,1 @@
+"""Environment checks: can this machine run this config?"""

@@ -1,0 +1,1 @@
+"""Generated data sets in the real layouts, for demos and tests."""

@@ -1,0 +1,1 @@
+"""Training: the loop and its hooks, solver, checkpoints, run folder, telemetry, devices, workers."""

@@ -1,0 +1,1 @@
+"""Evaluation: features, distances, re-ranking, the ranking protocol (CMC, mAP, mINP), plots."""

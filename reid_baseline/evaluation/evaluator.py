@@ -1,0 +1,182 @@
+"""Query/gallery retrieval of a trained network: features, distances, optional re-ranking,
+and the Market-1501 metrics. One function serves the engine's periodic evaluation and
+evaluate.py."""
+import collections
+import glob
+import json
+import os
+
+import numpy as np
+
+from ..errors import DatasetError, OutputError
+from ..fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
+from .features import image_features
+from .protocol import AP_MODES, compute_distance, evaluate_ranking
+from .rerank import re_ranking_features
+
+
+def _split_features(cfg, net, records, ctx, split):
+    return image_features(cfg, net.embedding, [r.path for r in records], ctx,
+                          desc="features " + split)
+
+
+def gallery_distances(cfg, q_feats, g_feats):
+    """(Q, G) distances of the config: TEST.DISTANCE, or with TEST.RERANK k-reciprocal
+    re-ranking of the Euclidean distances (as the authors' code computes them from features),
+    found from the features block by block (no dense gallery x gallery matrix)."""
+    if cfg.TEST.RERANK:
+        return re_ranking_features(q_feats, g_feats, k1=cfg.TEST.RERANK_K1,
+                                   k2=cfg.TEST.RERANK_K2, lambda_value=cfg.TEST.RERANK_LAMBDA)
+    return compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
+
+
+# What write_figures draws from: the records, the (Q, G) distances and evaluate_ranking's
+# output for TEST.AP_MODE.
+Ranking = collections.namedtuple("Ranking", "dataset distmat ranked")
+
+
+def evaluate_retrieval(cfg, net, dataset, ctx, with_ranking=False):
+    """Rank the gallery for every query; returns rank1/rank5/rank10/mAP/mINP in percent and
+    more, and with `with_ranking` also the Ranking (for write_figures)."""
+    q_feats = _split_features(cfg, net, dataset.query, ctx, "query")
+    g_feats = _split_features(cfg, net, dataset.gallery, ctx, "gallery")
+    distmat = gallery_distances(cfg, q_feats, g_feats)
+    q_pids, q_camids = record_ids(dataset.query)
+    g_pids, g_camids = record_ids(dataset.gallery)
+    # Both AP definitions are reported (0.05 s each at Market-1501 size); "mAP" is TEST.AP_MODE's.
+    ranked = {mode: evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
+              for mode in AP_MODES}
+    chosen = ranked[cfg.TEST.AP_MODE]
+    if not chosen["num_valid_queries"]:
+        # Every metric would be NaN (and NaN is not JSON): say why instead.
+        raise DatasetError("none of the %d queries has a true match in the gallery (same "
+                           "identity, another camera; junk and same-camera images do not "
+                           "count): Rank-1 and mAP are undefined" % len(dataset.query))
+    cmc = chosen["cmc"]
+    results = {"rank1": 100 * float(cmc[0]), "rank5": 100 * float(cmc[4]),
+               "rank10": 100 * float(cmc[9]), "mAP": 100 * chosen["mAP"],
+               "mAP_trapezoid": 100 * ranked["trapezoid"]["mAP"],
+               "mAP_noninterp": 100 * ranked["noninterp"]["mAP"],
+               "mINP": 100 * chosen["mINP"],
+               "ap_mode": cfg.TEST.AP_MODE, "rerank": bool(cfg.TEST.RERANK),
+               "num_valid_queries": int(ranked["trapezoid"]["num_valid_queries"]),
+               "num_query": len(dataset.query), "num_gallery": len(dataset.gallery)}
+    return (results, Ranking(dataset, distmat, chosen)) if with_ranking else results
+
+
+def write_figures(cfg, folder, ranking, visualize=0, top=10, seed=0):
+    """cmc.png (CMC up to rank 50) in `folder` and rank-list PNGs of `visualize` queries in
+    folder/ranklists: the worst half by AP and a random sample (seeded) of the others.
+    Names get a "_rerank" suffix with TEST.RERANK, as results_rerank.json. Returns the paths.
+
+    Each rank list shows the query and its `top` first gallery items as the protocol ranks
+    them (junk and same-identity same-camera items left out), with a green (same identity)
+    or red border and identity, camera and distance under each."""
+    from .plots import RankItem, write_cmc, write_rank_lists
+
+    dataset, distmat, ranked = ranking
+    suffix = "_rerank" if cfg.TEST.RERANK else ""
+    written = [os.path.join(folder, "cmc%s.png" % suffix)]
+    write_cmc(written[0], ranked["cmc"],
+              title="CMC (%s)" % ("re-ranked" if cfg.TEST.RERANK else cfg.TEST.DISTANCE))
+    ap = ranked["query_ap"]
+    valid = np.flatnonzero(~np.isnan(ap))
+    n = min(int(visualize), len(valid))
+    if n == 0:
+        return written
+    worst = valid[np.argsort(ap[valid], kind="stable")[:(n + 1) // 2]]
+    rest = np.setdiff1d(valid, worst)
+    sample = np.random.RandomState(seed).choice(rest, n - len(worst), replace=False)
+    out_dir = os.path.join(folder, "ranklists" + suffix)
+    os.makedirs(out_dir, exist_ok=True)
+    # The previous evaluation's pictures go: a mix of two evaluations would mislead.
+    for old in glob.glob(os.path.join(out_dir, "worst_*_query*.png")) + glob.glob(
+            os.path.join(out_dir, "random_*_query*.png")):
+        os.remove(old)
+    (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
+    for kind, queries in (("worst", worst), ("random", sample)):
+        for i, q in enumerate(queries, 1):
+            keep = (g_pids != -1) & ~((g_pids == q_pids[q]) & (g_cams == q_cams[q]))
+            cols = np.flatnonzero(keep)
+            cols = cols[np.argsort(distmat[q, cols], kind="stable")[:top]]
+            items = [RankItem(dataset.gallery[c].path, "id %d cam %d\nd %.3f"
+                              % (g_pids[c], g_cams[c], distmat[q, c]), g_pids[c] == q_pids[q])
+                     for c in cols]
+            query = RankItem(dataset.query[q].path, "id %d cam %d\nAP %.2f"
+                             % (q_pids[q], q_cams[q], ap[q]), None)
+            path = os.path.join(out_dir, "%s_%02d_query%05d.png" % (kind, i, q))
+            write_rank_lists(path, [(query, items)])
+            written.append(path)
+    return written
+
+
+def record_ids(records):
+    """(pids, camids) of records as int64 arrays, as evaluate_ranking takes them."""
+    return (np.array([r.pid for r in records], dtype=np.int64),
+            np.array([r.camid for r in records], dtype=np.int64))
+
+
+def evaluate_params(cfg, params_path, with_ranking=False):
+    """Evaluate a parameter file saved by training on the configured query/gallery; returns
+    the results, and with `with_ranking` also the Ranking (for write_figures)."""
+    from ..data.datasets import load_test_set
+    from ..engine.devices import build_contexts
+    from ..modeling.network import load_trained_model
+
+    ctx = build_contexts(cfg.GPUS)
+    net = load_trained_model(cfg, params_path, ctx)
+    dataset = load_test_set(cfg)  # DATASETS.TEST_NAME at TEST_ROOT (default: NAME at ROOT)
+    results, ranking = evaluate_retrieval(cfg, net, dataset, ctx, with_ranking=True)
+    results["params"] = os.path.abspath(params_path)
+    return (results, ranking) if with_ranking else results
+
+
+def results_path(cfg, folder):
+    """Default results file in `folder` for the config's settings: results.json, or
+    results_rerank.json with TEST.RERANK so a re-ranked evaluation keeps the plain one."""
+    return os.path.join(folder, "results_rerank.json" if cfg.TEST.RERANK else "results.json")
+
+
+def check_evaluation_outputs(cfg, output, visualize=0, overwrite=False):
+    """Before an evaluation starts: the results file `output`, the CMC plot beside it and,
+    with `visualize`, the rank lists it replaces can be written. A folder in a file's place,
+    a missing folder, or an existing file the package did not write (unless `overwrite`) is
+    an OutputError naming it (fileio.check_output_file)."""
+    check_output_file(output, overwrite, json_is_ours, "results file")
+    folder = os.path.dirname(os.path.abspath(output))
+    suffix = "_rerank" if cfg.TEST.RERANK else ""
+    check_output_file(os.path.join(folder, "cmc%s.png" % suffix), overwrite, png_is_ours,
+                      "CMC plot")
+    if visualize:
+        out_dir = os.path.join(folder, "ranklists" + suffix)
+        if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+            raise OutputError("rank-list folder %s is a file; expected a folder" % out_dir)
+        for old in sorted(glob.glob(os.path.join(out_dir, "worst_*_query*.png")) +
+                          glob.glob(os.path.join(out_dir, "random_*_query*.png"))):
+            check_output_file(old, overwrite, png_is_ours, "rank list")
+
+
+def save_results(results, path):
+    """Write the dict `results` as JSON atomically (fileio.atomic_path): never a half file;
+    the file carries "written_by": PRODUCER (fileio.json_is_ours knows it as the package's).
+
+    Raises OSError with a one-line message naming `path` when it cannot be written."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            json.dump(dict(results, written_by=PRODUCER), f, indent=1)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else exc  # not atomic_path's own wording
+        raise OSError("cannot write the results to %s: %s" % (path, reason)) from exc
+
+
+def format_results(results):
+    """A small table of the metrics for the console."""
+    lines = ["%-34s %6s" % ("metric", "value")]
+    lines += ["%-34s %6.2f" % (k, results[k]) for k in ("rank1", "rank5", "rank10")]
+    lines += ["%-34s %6.2f" % ("mAP (trapezoid AP, Market-1501)", results["mAP_trapezoid"]),
+              "%-34s %6.2f" % ("mAP (non-interpolated, torchreid)", results["mAP_noninterp"]),
+              "%-34s %6.2f" % ("mINP (hardest true match)", results["mINP"])]
+    lines.append("(\"mAP\" in the results JSON: %s; re-ranking %s; %d/%d queries with a match)"
+                 % (results["ap_mode"], "on" if results["rerank"] else "off",
+                    results["num_valid_queries"], results["num_query"]))
+    return "\n".join(lines)

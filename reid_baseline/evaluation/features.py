@@ -1,0 +1,63 @@
+"""Batched feature extraction: original and flipped image averaged, then L2-normalised."""
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+from tqdm import tqdm
+
+from ..data.datasets.base import Record
+from ..data.loader import build_test_loader
+
+
+def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="features"):
+    """Features of every image of `loader` (in order) as a float32 (N, D) numpy array.
+
+    `embedding` maps an image batch to features (ReIDNet.embedding); `ctx` is a list of
+    contexts over which each batch is split. Only one host copy per batch is made. A progress
+    bar labelled `desc` shows on a terminal (and nowhere else)."""
+    chunks = []
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                      disable=None):
+        data = batch[0] if isinstance(batch, (list, tuple)) else batch
+        outputs = []
+        # A last batch smaller than the device count goes to as many devices as it has images.
+        for x in gluon.utils.split_and_load(data, ctx[:data.shape[0]], even_split=False):
+            feat = embedding(x)
+            if flip:  # NCHW: axis 3 is the width
+                feat = (feat + embedding(x.flip(axis=3))) * 0.5
+            if normalize:
+                feat = mx.nd.L2Normalization(feat, mode="instance")
+            # float32: under SOLVER.AMP the network's output may be bfloat16/float16
+            outputs.append(feat.astype("float32", copy=False).as_in_context(mx.cpu()))
+        chunks.append(mx.nd.concat(*outputs, dim=0))
+    if not chunks:
+        raise ValueError("no images to extract features from")
+    return mx.nd.concat(*chunks, dim=0).asnumpy().astype(np.float32, copy=False)
+
+
+class _InMemoryImages(object):
+    """The test loader's source of already decoded images: item i's array, or None for a file
+    path (the loader then reads the file as for evaluation)."""
+
+    def __init__(self, images):
+        self._images = images
+
+    def get(self, index):
+        item = self._images[index]
+        return None if isinstance(item, str) else item
+
+    def put(self, index, image):
+        pass
+
+
+def image_features(cfg, embedding, images, ctx, desc="features"):
+    """Features of `images` as evaluation computes them: the test loader (TEST.BATCH_SIZE,
+    resize to INPUT.HEIGHT x WIDTH, normalisation), then extract_features with the config's
+    TEST.FLIP_FEATURES and TEST.NORMALIZE_FEATURES. `images`: file paths and/or HxWx3 uint8
+    RGB arrays (mixed lists are fine); returns float32 (N, D) in order."""
+    images = list(images)
+    records = [Record(item if isinstance(item, str) else "<array %d>" % i, 0, 0)
+               for i, item in enumerate(images)]
+    in_memory = None if all(isinstance(item, str) for item in images) else _InMemoryImages(images)
+    loader = build_test_loader(cfg, records, decoded=in_memory)
+    return extract_features(embedding, loader, ctx, flip=cfg.TEST.FLIP_FEATURES,
+                            normalize=cfg.TEST.NORMALIZE_FEATURES, desc=desc)

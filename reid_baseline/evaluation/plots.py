@@ -1,0 +1,141 @@
+"""Pictures of a model and a run: rank lists, the CMC curve and the training curves.
+
+matplotlib's object API on an Agg canvas (no pyplot: no global figure state, no display
+needed, safe in threads and in the training process). Every PNG is written atomically
+(a .tmp file, then os.replace), so a reader never sees half a picture.
+"""
+import collections
+import math
+import os
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..fileio import PRODUCER, atomic_path
+
+# One rank-list cell (image + two lines of text), in inches at DPI: a PNG of R rows and
+# C cells is exactly (C * CELL_WIDTH * DPI) x (R * CELL_HEIGHT * DPI) pixels.
+CELL_WIDTH, CELL_HEIGHT, DPI = 1.25, 3.0, 100  # binary fractions: exact pixel sizes
+THUMB_SIZE = (64, 128)  # (width, height) every image is shown at
+_MATCH_COLOURS = {True: "#1a9c3a", False: "#d62728", None: "#1f77b4"}  # same id / other / query
+
+RankItem = collections.namedtuple("RankItem", "path caption match")
+RankItem.__doc__ = ("One picture of a rank list: image path, caption under it, match (True: "
+                    "same identity, green border; False: red; None: query or unknown, blue).")
+
+
+def new_figure(width, height):
+    """A Figure of width x height inches at DPI on its own Agg canvas (no pyplot)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas
+    return fig
+
+
+def save_figure(fig, path):
+    """Render `fig` (from new_figure) to the PNG `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.canvas.print_png(f, metadata={"Software": PRODUCER})  # fileio.png_is_ours
+
+
+def _thumbnail(path):
+    """The image at `path` as RGB uint8 at THUMB_SIZE; a grey tile if it cannot be read."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        return np.full(THUMB_SIZE[::-1] + (3,), 128, dtype=np.uint8)
+    return cv2.cvtColor(cv2.resize(img, THUMB_SIZE, interpolation=cv2.INTER_AREA),
+                        cv2.COLOR_BGR2RGB)
+
+
+def write_rank_lists(path, rows, title=None):
+    """One PNG of rank lists: each row is (query RankItem, [ranked RankItems]), the query
+    first, then the ranked items numbered from 1, each with a coloured border and caption."""
+    ncols = 1 + max(len(items) for _, items in rows)
+    fig = new_figure(CELL_WIDTH * ncols, CELL_HEIGHT * len(rows))
+    for r, (query, items) in enumerate(rows):
+        for c, item in enumerate([query] + list(items)):
+            ax = fig.add_subplot(len(rows), ncols, r * ncols + c + 1)
+            ax.imshow(_thumbnail(item.path))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(_MATCH_COLOURS[None if item.match is None
+                                                   else bool(item.match)])
+                spine.set_linewidth(4)
+            ax.set_title("query" if c == 0 else "%d" % c, fontsize=8)
+            ax.set_xlabel(item.caption, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.12, wspace=0.15, hspace=0.45)
+    save_figure(fig, path)
+
+
+def write_cmc(path, cmc, title="CMC"):
+    """cmc.png: the fraction of queries with a true match within the first k, k = 1..len(cmc)
+    (percent), with Rank-1/5/10 marked."""
+    cmc = 100 * np.asarray(cmc, dtype=np.float64)
+    ranks = np.arange(1, len(cmc) + 1)
+    fig = new_figure(5, 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(ranks, cmc, marker=".", markersize=3)
+    for k in (1, 5, 10):
+        if k <= len(cmc):
+            ax.annotate("Rank-%d %.1f" % (k, cmc[k - 1]), (k, cmc[k - 1]), fontsize=7,
+                        xytext=(6, -12), textcoords="offset points")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_xlim(1, len(cmc))
+    ax.set_ylim(min(cmc.min(), 100) - 2 if np.isfinite(cmc).all() else 0, 101)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_curves(run_dir, records, path=None):
+    """curves.png in `run_dir` (or `path`) from a run's per-epoch `records` (metrics.jsonl's
+    rows, read by the caller): loss, training accuracy and learning rate per epoch,
+    Rank-1/mAP/mINP at the evaluated epochs. Returns the path written."""
+    path = path or os.path.join(run_dir, "curves.png")
+    epochs = [r["epoch"] for r in records]
+    fig = new_figure(10, 6.5)
+    panels = [("loss", "training loss (softmax cross-entropy)", False),
+              ("train_acc", "training accuracy", False), ("lr", "learning rate", True)]
+    for i, (key, label, log) in enumerate(panels, 1):
+        ax = fig.add_subplot(2, 2, i)
+        pts = [(e, r[key]) for e, r in zip(epochs, records, strict=True) if _finite(r.get(key))]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker=".")
+        if log and pts and min(v for _, v in pts) > 0:
+            ax.set_yscale("log")
+        ax.set_title(label, fontsize=9)
+        _epoch_axis(ax)
+    ax = fig.add_subplot(2, 2, 4)
+    evaluated = [r for r in records if _finite(r.get("rank1"))]
+    for key, name in (("rank1", "Rank-1"), ("mAP", "mAP"), ("mINP", "mINP")):
+        pts = [(r["epoch"], r[key]) for r in evaluated if _finite(r.get(key))]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
+    if evaluated:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no evaluated epoch\n(SOLVER.EVAL_PERIOD)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
+    ax.set_title("retrieval at the evaluated epochs (%)", fontsize=9)
+    _epoch_axis(ax)
+    fig.suptitle(os.path.basename(os.path.abspath(run_dir)), fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+def _epoch_axis(ax):
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
+    ax.grid(alpha=0.3)
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,1 @@
+"""Using a trained model: ReIDModel, the feature store, approximate search, result pages, export."""

@@ -1,0 +1,272 @@
+"""ReIDModel: a trained model used from Python (the command lines are thin users of it).
+
+    from reid_baseline import ReIDModel
+    model = ReIDModel.load("runs/demo_toy")            # config.yaml + model_final.params
+    feats = model.extract(["a.jpg", rgb_array, pil_image])
+    model.build_index("photos/", "photos.index")       # a feature store (reid_baseline.inference.store)
+    results = model.search(["query.jpg"], "photos.index", topk=10)
+
+Features are computed exactly as evaluation computes them (features.image_features), on the
+devices of the config's GPUS, and compared with the config's TEST.DISTANCE.
+"""
+import os
+
+import numpy as np
+
+from ..data.images import IMAGE_EXTENSIONS, find_images, read_image
+from ..errors import ConfigError, DatasetError, ModelError, RunDirError
+
+# Config keys that change the features of an image: a gallery and its queries must agree.
+FEATURE_KEYS = ("MODEL.BACKBONE", "MODEL.LAST_STRIDE", "MODEL.POOLING", "MODEL.BN_BETA",
+                "MODEL.BN_GAMMA", "MODEL.FEAT_ACTIVATION", "INPUT.HEIGHT", "INPUT.WIDTH",
+                "INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD", "TEST.FLIP_FEATURES",
+                "TEST.NORMALIZE_FEATURES", "SOLVER.AMP")
+
+
+def as_image(item, where="images"):
+    """A file path (str) or an HxWx3 uint8 RGB array for one input image: a path (str or
+    os.PathLike), an HxWx3 uint8 array, or a PIL image (converted to RGB); else DatasetError."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8 or 0 in item.shape:
+            raise DatasetError("%s: expected an HxWx3 uint8 RGB array, got shape %s %s"
+                               % (where, item.shape, item.dtype))
+        return np.ascontiguousarray(item)
+    from PIL import Image
+    if isinstance(item, Image.Image):
+        return np.asarray(item.convert("RGB"))
+    raise DatasetError("%s: expected a file path, an HxWx3 uint8 RGB array or a PIL image; got "
+                       "%s" % (where, type(item).__name__))
+
+
+def _config_values(cfg_or_text):
+    """{key: value} of FEATURE_KEYS from a config node or a config's YAML text."""
+    if isinstance(cfg_or_text, str):
+        import yaml
+        try:
+            data = yaml.safe_load(cfg_or_text) or {}
+        except yaml.YAMLError:
+            data = {}
+    else:
+        data = cfg_or_text
+    values = {}
+    for key in FEATURE_KEYS:
+        node = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[key] = list(node) if isinstance(node, (list, tuple)) else node
+    return values
+
+
+class ReIDModel(object):
+    """A trained network with its config: extract features, compare them, index and search.
+
+    `cfg` is a frozen config (config.load_config) and `params_path` a parameter file saved by
+    training; the network is loaded on the devices of cfg.GPUS."""
+
+    def __init__(self, cfg, params_path):
+        from ..engine.devices import build_contexts
+        from ..modeling.network import load_trained_model
+        self.cfg, self.params_path = cfg, os.path.abspath(params_path)
+        self.ctx = build_contexts(cfg.GPUS)
+        self.embedding = load_trained_model(cfg, params_path, self.ctx).embedding
+        self._sha256 = None
+
+    @classmethod
+    def load(cls, run_dir=None, config=None, params=None, overrides=()):
+        """The model of a run folder (its config.yaml and model_final.params), or of a given
+        `config` YAML and `params` file (each overrides the run folder's); `overrides`:
+        KEY VALUE config overrides, e.g. ["GPUS", "[]"]."""
+        from ..config import load_config
+        if run_dir is not None:
+            if not os.path.isdir(run_dir):
+                raise RunDirError("%s: no such run folder" % run_dir)
+            config = config or os.path.join(run_dir, "config.yaml")
+            params = params or _final_params(run_dir)
+        if not config or not params:
+            raise ConfigError("ReIDModel.load needs a run folder, or both config and params")
+        if not os.path.isfile(config):
+            raise ConfigError("%s: no such config file" % config)
+        return cls(load_config(config, list(overrides)), params)
+
+    @classmethod
+    def for_gallery(cls, gallery, params=None, overrides=()):
+        """The model a gallery (index folder or .npz file) was built with: its config (plus
+        `overrides`) and its params file, or `params` (which must be the same file's bytes)."""
+        import tempfile
+
+        from ..config import load_config
+        from .store import open_gallery
+        gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
+        params = params or gallery.params
+        if gallery.config_path:
+            cfg = load_config(gallery.config_path, list(overrides))
+        else:  # an .npz gallery holds the config as text
+            fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix="reid_gallery_config_")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(gallery.config_text)
+                cfg = load_config(tmp, list(overrides))
+            finally:
+                os.remove(tmp)
+        return cls(cfg, params)
+
+    @property
+    def params_sha256(self):
+        """SHA-256 of the parameter file (computed once)."""
+        if self._sha256 is None:
+            from ..fileio import file_sha256
+            self._sha256 = file_sha256(self.params_path)
+        return self._sha256
+
+    def extract(self, images):
+        """float32 (N, D) features of `images` (file paths, HxWx3 uint8 RGB arrays or PIL
+        images; one or a list), in TEST.BATCH_SIZE batches, flip-averaged and L2-normalised as
+        the config's TEST.* knobs say. An unreadable file is a DatasetError naming it."""
+        from PIL import Image
+
+        from ..evaluation.features import image_features
+        if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)) and not (
+                isinstance(images, np.ndarray) and images.ndim == 4):
+            images = [images]
+        images = [as_image(item, "images[%d]" % i) for i, item in enumerate(images)]
+        for item in images:
+            if isinstance(item, str) and not os.path.isfile(item):
+                raise DatasetError("%s: no such image file" % item)
+        if not images:
+            from ..modeling.network import feature_dim
+            return np.zeros((0, feature_dim(self.cfg)), np.float32)
+        return image_features(self.cfg, self.embedding, images, self.ctx)
+
+    def extract_files(self, paths, desc="images"):
+        """(features, kept paths, skipped [(path, reason)]) of image files, skipping the files
+        that cannot be read instead of stopping. A chunk that meets one is checked file by file
+        (read_image, the loader's own reader) and embedded again without the bad files."""
+        from ..evaluation.features import image_features
+        paths = [os.fspath(p) for p in paths]
+        try:
+            return image_features(self.cfg, self.embedding, paths, self.ctx, desc), paths, []
+        except DatasetError:
+            kept, skipped = [], []
+            for path in paths:
+                try:
+                    read_image(path)
+                    kept.append(path)
+                except DatasetError as exc:
+                    skipped.append((path, str(exc)))
+        feats = (image_features(self.cfg, self.embedding, kept, self.ctx, desc) if kept
+                 else np.zeros((0, 0), np.float32))
+        return feats, kept, skipped
+
+    def distance(self, query_feats, gallery_feats):
+        """(Q, G) float32 distances of the config's TEST.DISTANCE (evaluation's)."""
+        from ..evaluation.protocol import compute_distance
+        q, g = np.asarray(query_feats), np.asarray(gallery_feats)
+        if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+            raise DatasetError("distance: expected two (N, D) feature arrays of one length D, "
+                               "got shapes %s and %s" % (q.shape, g.shape))
+        return compute_distance(q, g, metric=self.cfg.TEST.DISTANCE)
+
+    def check_gallery(self, gallery):
+        """Raise unless `gallery` holds features of this model: the same params file bytes
+        (SHA-256) and the same feature-defining config keys (FEATURE_KEYS)."""
+        if gallery.params_sha256 is None:
+            raise DatasetError("--gallery: %s was built with %s, which no longer exists: its "
+                               "features cannot be checked against this model; build the index "
+                               "again" % (gallery.folder, gallery.params))
+        if gallery.params_sha256 != self.params_sha256:
+            raise ModelError("--params: %s is not the parameter file the gallery %s was built "
+                             "with (%s; SHA-256 %.12s, this one %.12s): the features would not "
+                             "be comparable; query with the gallery's own parameters (the "
+                             "default) or build the index again"
+                             % (self.params_path, gallery.folder, gallery.params,
+                                gallery.params_sha256, self.params_sha256))
+        theirs, ours = _config_values(gallery.config_text), _config_values(self.cfg)
+        differ = ["%s %r -> %r" % (k, theirs[k], ours[k]) for k in FEATURE_KEYS
+                  if theirs[k] is not None and theirs[k] != ours[k]]
+        if differ:
+            raise ConfigError("the query config changes the features the gallery %s was built "
+                              "with: %s; drop these overrides" % (gallery.folder, "; ".join(differ)))
+
+    def rank(self, query_feats, gallery, topk=10, rerank=False, approximate=False, nprobe=None):
+        """(indices, distances), each (Q, min(topk, G)), of the nearest gallery rows of each
+        query feature: exact by default (the store read in blocks); `approximate`: the store's
+        faiss index; `rerank`: k-reciprocal re-ranking (TEST.RERANK_* knobs; it holds the whole
+        gallery in memory and its cost grows with the square of the gallery size)."""
+        from ..evaluation.rerank import re_ranking_features, top_k
+        from .store import exact_top_k, open_gallery
+        if topk < 1:
+            raise ConfigError("topk must be >= 1, got %d" % topk)
+        gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
+        self.check_gallery(gallery)
+        metric, test = self.cfg.TEST.DISTANCE, self.cfg.TEST
+        if rerank:
+            dist = re_ranking_features(query_feats, np.asarray(gallery.features, np.float32),
+                                       k1=test.RERANK_K1, k2=test.RERANK_K2,
+                                       lambda_value=test.RERANK_LAMBDA)
+            idx = top_k(dist, min(topk, dist.shape[1]))
+            return idx, np.take_along_axis(dist, idx, axis=1)
+        if approximate:
+            from .approximate import approximate_top_k
+            return approximate_top_k(gallery, query_feats, topk, metric=metric, nprobe=nprobe)
+        return exact_top_k(query_feats, gallery.features, topk, metric=metric)
+
+    def search(self, query_images, gallery, topk=10, rerank=False, approximate=False,
+               nprobe=None):
+        """For each query image, its `topk` nearest gallery images as [(path, distance)] in
+        rank order. `gallery`: an index folder built by build_index (or its FeatureStore);
+        `approximate`/`nprobe` as in rank()."""
+        from .store import open_gallery
+        gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
+        idx, dist = self.rank(self.extract(query_images), gallery, topk, rerank, approximate,
+                              nprobe)
+        return ranked_paths(gallery, idx, dist)
+
+    def build_index(self, folder, out, dtype="float32", overwrite=False, approximate=False,
+                    nlist=None, nprobe=None):
+        """Embed every image under `folder` into the feature store `out` (a folder), streaming
+        and resumable (reid_baseline.inference.store.build_store); unreadable files are skipped and
+        listed. `approximate`: also build the faiss IVF index and measure its recall@10.
+        Returns the store's manifest (count, dim, skipped, approximate...)."""
+        from .store import FeatureStore, build_store, check_store_output
+        if not os.path.isdir(folder):
+            raise DatasetError("--images: folder %s does not exist" % folder)
+        check_store_output(out, overwrite)  # before hours of embedding, not after
+        paths = [os.path.abspath(p) for p in find_images(folder)]
+        if not paths:
+            raise DatasetError("--images: no image files (%s) under %s"
+                               % ("/".join(IMAGE_EXTENSIONS), folder))
+        if approximate:
+            from .approximate import import_faiss
+            import_faiss()
+        manifest = build_store(out, paths, self.extract_files, self.cfg.dump(), self.params_path,
+                               self.params_sha256, dtype=dtype, overwrite=overwrite,
+                               source=os.path.abspath(folder))
+        if approximate:
+            from .approximate import build_approximate
+            manifest["approximate"] = build_approximate(
+                FeatureStore(out), metric=self.cfg.TEST.DISTANCE, nlist=nlist, nprobe=nprobe)
+        return manifest
+
+
+def ranked_paths(gallery, idx, dist):
+    """[(path, distance)] per query row of (indices, distances); -1 indices are dropped."""
+    paths = gallery.paths(np.maximum(idx, 0))
+    return [[(p, float(d)) for p, d, i in zip(prow, drow, irow, strict=True) if i >= 0]
+            for prow, drow, irow in zip(paths, dist, idx, strict=True)]
+
+
+def _final_params(run_dir):
+    """run_dir/model_final.params, or a RunDirError naming the newest checkpoint to use."""
+    final = os.path.join(run_dir, "model_final.params")
+    if os.path.isfile(final):
+        return final
+    from ..engine.checkpoint import PARAMS_FILE, last_checkpoint
+    newest = last_checkpoint(run_dir)
+    if newest is None:
+        raise RunDirError("%s has no model_final.params and no checkpoint: training has not "
+                          "saved a model yet" % run_dir)
+    raise RunDirError("%s has no model_final.params (training has not finished); its newest "
+                      "checkpoint is %s: ReIDModel.load(%r, params=%r)"
+                      % (run_dir, newest, run_dir, os.path.join(newest, PARAMS_FILE)))

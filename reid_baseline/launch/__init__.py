@@ -1,0 +1,1 @@
+"""Multi-process and multi-machine training jobs on MXNet's own launcher."""

@@ -1,0 +1,1 @@
+"""The network: ResNet trunk, pooling, BatchNorm neck, classifier; backbones and ImageNet weights."""
