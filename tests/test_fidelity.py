@@ -73,7 +73,7 @@ def original_step(net, trainer, loss_fn, data, label, ctx):
     datas = gluon.utils.split_and_load(data, ctx)
     labels = gluon.utils.split_and_load(label, ctx)
     with autograd.record():
-        losses = [loss_fn(net(x), y) for x, y in zip(datas, labels)]
+        losses = [loss_fn(net(x), y) for x, y in zip(datas, labels, strict=True)]
     for loss in losses:
         loss.backward()
     trainer.step(data.shape[0])
@@ -116,7 +116,7 @@ def _train_both(backbone="resnet50_v1", batch=16, group=0, height=64, dtype="flo
     twin(data.as_in_context(devices[0]))
     ours, theirs = list(net.collect_params().values()), list(twin.collect_params().values())
     assert len(ours) == len(theirs) == PARAM_COUNT[backbone]
-    for mine, other in zip(ours, theirs):  # same layers in the same order
+    for mine, other in zip(ours, theirs, strict=True):  # same layers in the same order
         assert mine.name.rsplit("_", 1)[1] == other.name.rsplit("_", 1)[1], (mine, other)
         assert mine.shape == other.shape and mine.grad_req == other.grad_req, (mine, other)
         other.set_data(mine.data())
@@ -155,7 +155,7 @@ def _train_both(backbone="resnet50_v1", batch=16, group=0, height=64, dtype="flo
 
 def _assert_same_training(run, compare):
     unmoved = []
-    for mine, other, start in zip(run["ours"], run["theirs"], run["start"]):
+    for mine, other, start in zip(run["ours"], run["theirs"], run["start"], strict=True):
         value = mine.data().asnumpy()
         compare(value, _twin_values(other), err_msg=mine.name)
         if np.array_equal(value, start):
