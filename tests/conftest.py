@@ -8,17 +8,20 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Time limit (s) of a test that uses a training fixture: whichever test comes first pays for
-# the fixture's training run too (pytest.ini's default limit is for everything else).
+# the fixture's training run too (about a minute on 2 busy cores; pytest.ini's default limit is
+# for everything else). Such tests are slow ones: `pytest -m "not slow"` leaves them out.
 TRAINING_FIXTURES = ("trained_run", "two_worker_run", "tiny_study")
-TRAINING_FIXTURE_TIMEOUT = 1800
+TRAINING_FIXTURE_TIMEOUT = 600
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that use a training fixture and set no limit of their own get the longer one."""
+    """Tests that use a training fixture are marked slow and, unless they set a limit of their
+    own, get the longer one."""
     for item in items:
-        if (set(TRAINING_FIXTURES) & set(getattr(item, "fixturenames", ()))
-                and item.get_closest_marker("timeout") is None):
-            item.add_marker(pytest.mark.timeout(TRAINING_FIXTURE_TIMEOUT))
+        if set(TRAINING_FIXTURES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(TRAINING_FIXTURE_TIMEOUT))
 
 
 def run_script(monkeypatch, capsys, script, *args):

@@ -151,6 +151,7 @@ def tiny_study(small_toy_root, tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_a_tiny_study_runs_end_to_end(tiny_study):
     out, report = tiny_study
     assert [r["status"] for c in report["configs"] for r in c["runs"]] == ["trained"] * 3
@@ -187,6 +188,7 @@ def test_a_second_call_skips_the_finished_runs(tiny_study, small_toy_root, monke
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_an_interrupted_run_is_resumed(small_toy_root, tmp_path, monkeypatch):
     run = ablation.plan_study(None, [NO_TEST_FLIP], 1, str(tmp_path), _tiny(
         small_toy_root, "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",

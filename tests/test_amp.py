@@ -67,6 +67,7 @@ def _train(*args):
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
 
 
+@pytest.mark.slow
 def test_bfloat16_training_learns_and_resume_restores_the_loss_scale(toy_market_root, tmp_path):
     run = str(tmp_path / "run")
     common = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", run,

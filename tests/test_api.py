@@ -42,6 +42,7 @@ def test_import_is_light_and_exports_the_model():
     assert out.stdout.strip() == "ReIDModel"
 
 
+@pytest.mark.slow
 def test_features_equal_evaluation_from_paths_arrays_and_pil(model, some_images):
     """Evaluation's own pipeline (test loader + extract_features), computed independently."""
     from PIL import Image
@@ -144,6 +145,7 @@ def test_load_with_config_and_params_and_overrides(run_dir, model, some_images):
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_documented_five_lines_run(run_dir, toy_market_root, tmp_path, monkeypatch):
     """The example of docs/INFERENCE.md, on the session's run and toy set."""
     with open(os.path.join(ROOT, "docs", "INFERENCE.md")) as f:

@@ -51,6 +51,7 @@ def _running_stats(net):
 
 
 @pytest.mark.parametrize("hybridize", [True, False])
+@pytest.mark.slow
 def test_groups_of_a_batch_train_as_separate_devices_would(tmp_path, hybridize):
     grouped = _net(GROUP, hybridize=hybridize)
     params = str(tmp_path / "start.params")
@@ -94,6 +95,7 @@ def _toy_batch(root, count):
     return build_test_transform(load_config(None, TINY))(images)
 
 
+@pytest.mark.slow
 def test_grouped_gradients_are_the_sum_of_the_devices_on_toy_images(tmp_path, toy_market_root,
                                                                       hybridize=True):
     # float64: in float32, toy images put the odd pre-ReLU activation within rounding of 0
@@ -169,6 +171,7 @@ def test_a_group_that_does_not_divide_the_device_batch_is_a_config_error():
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_training_with_groups_runs_end_to_end(make_tiny_cfg, tmp_path):
     from reid_baseline.data.datasets import build_datasets
     from reid_baseline.engine.loop import train

@@ -136,6 +136,7 @@ def test_demo_refuses_a_folder_it_did_not_write_before_any_work(tmp_path):
     assert not data.exists()  # refused before generating the toy set
 
 
+@pytest.mark.slow
 def test_demo_config_error_is_one_line(tmp_path):
     proc = _script(os.path.join("scripts", "demo.py"), "OUTPUT_DIR", str(tmp_path / "run"),
                    "SOLVER.BASE_LR", "-1")

@@ -382,6 +382,7 @@ def test_build_datasets_cross(toy_sets, make_tiny_cfg, tmp_path):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_cross_dataset_train_and_evaluate(toy_sets, make_tiny_cfg, tmp_path):
     """Train on a (small) toy Market-1501 set evaluating on the toy MSMT17 set each epoch,
     then evaluate the saved model on DukeMTMC-reID as evaluate.py does."""

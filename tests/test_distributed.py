@@ -125,6 +125,7 @@ def test_the_global_batch_is_split_over_workers_and_devices(monkeypatch):
     assert load_config(None, ["MODEL.BN_GROUP_SIZE", "16"]).MODEL.BN_GROUP_SIZE == 16  # device: 1 worker
 
 
+@pytest.mark.slow
 def test_dist_sync_without_the_launcher_is_a_one_line_error(tmp_path):
     env = {k: v for k, v in JOB_ENV.items() if not k.startswith("DMLC_")}
     proc = subprocess.run(TRAIN + ["SOLVER.KVSTORE", "dist_sync", "OUTPUT_DIR", str(tmp_path)],
@@ -145,6 +146,7 @@ def tiny_train_set(tmp_path_factory):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_one_step_of_two_workers_equals_one_process_on_the_whole_batch(tiny_train_set, tmp_path):
     """2 workers x 16 images vs an independent one-process computation on the same 32: the
     gradients of the two halves (each half its own BatchNorm batch, as on its worker) summed
@@ -203,6 +205,7 @@ def two_worker_run(make_tiny_cfg, toy_market_root, tmp_path_factory):
     return run_dir, overrides, _launch(overrides + ["SOLVER.MAX_EPOCHS", "2"])
 
 
+@pytest.mark.slow
 def test_two_workers_train_with_one_writer(two_worker_run):
     from reid_baseline.data.datasets import build_datasets
     from reid_baseline.evaluation.evaluator import record_ids
@@ -228,6 +231,7 @@ def test_two_workers_train_with_one_writer(two_worker_run):
 
 
 @pytest.mark.timeout(1200)
+@pytest.mark.slow
 def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run, tmp_path):
     import shutil
 
@@ -247,6 +251,7 @@ def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run, 
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_job_and_is_named(make_tiny_cfg, toy_market_root, tmp_path):
     proc = subprocess.Popen(LAUNCH + ["--workers", "2", "--grace", "5", "--"] + TRAIN + TINY_OVERRIDES + [
         "DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path), "SOLVER.KVSTORE", "dist_sync",

@@ -133,6 +133,7 @@ def test_a_gpu_that_is_not_visible(monkeypatch, toy_market_root, one_gpu):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_the_probe_runs_in_a_child_process_and_reports_its_error():
     # This CPU build cannot use a GPU: the child fails, and its error comes back as text.
     error = doctor.probe_gpu(0, timeout=240)

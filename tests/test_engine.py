@@ -42,6 +42,7 @@ def test_run_directory_holds_config_log_metrics_and_model(trained_run):
     assert last_checkpoint(run).endswith("epoch_0008")
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_results_json(trained_run, tmp_path):
     cfg, history = trained_run
     out = tmp_path / "results.json"
@@ -61,6 +62,7 @@ def test_evaluate_cli_writes_results_json(trained_run, tmp_path):
     assert results["rank1"] <= results["rank5"] <= results["rank10"] <= 100
 
 
+@pytest.mark.slow
 def test_evaluation_options_reach_the_metrics(trained_run):
     """Re-ranking, euclidean distance and the non-interpolated AP through evaluate_params."""
     from reid_baseline.evaluation.evaluator import evaluate_params
@@ -78,6 +80,7 @@ def test_evaluation_options_reach_the_metrics(trained_run):
     assert evaluate_params(cfg, params)["rank1"] > 60
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg, tmp_path):
     first = engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
@@ -108,6 +111,7 @@ def test_a_new_run_never_mixes_with_an_old_one(trained_run):
         engine.train(cfg)
 
 
+@pytest.mark.slow
 def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
         make_tiny_cfg, tmp_path, monkeypatch):
     real_build = engine.build_train_loader
@@ -149,6 +153,7 @@ def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
     assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_without_writing_a_model(make_tiny_cfg, tmp_path, monkeypatch):
     softmax_ce = engine.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
 
@@ -171,6 +176,7 @@ def test_asking_for_a_gpu_without_cuda_says_how_to_install_it():
     assert build_contexts([]) == [mx.cpu()]
 
 
+@pytest.mark.slow
 def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cfg, toy_market_root, tmp_path):
     """The multi-GPU path (split_and_load, kvstore 'device'), run on two CPU contexts."""
     import numpy as np
@@ -201,25 +207,6 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
     np.testing.assert_allclose(np.linalg.norm(two, axis=1), 1, rtol=1e-5)
 
 
-def test_exported_embedding_gives_the_same_features(trained_run, tmp_path):
-    import numpy as np
-
-    from reid_baseline.modeling.network import load_trained_model
-
-    cfg, _ = trained_run
-    params = os.path.join(cfg.OUTPUT_DIR, "model_final.params")
-    prefix = str(tmp_path / "reid")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "export_model.py"), "--config",
-         os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params", params, "--prefix", prefix],
-        capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    exported = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
-    x = mx.nd.random.uniform(shape=(3, 3, 64, 32))
-    expected = load_trained_model(cfg, params).embedding(x)
-    np.testing.assert_allclose(exported(x).asnumpy(), expected.asnumpy(), rtol=1e-4, atol=1e-5)
-
-
 def test_bad_params_files_for_evaluation(trained_run, tmp_path):
     from reid_baseline.modeling.network import ModelError, load_trained_model
 
@@ -241,6 +228,7 @@ def _cli(*args, cwd=ROOT):
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_cli_runs_resumes_and_reports_user_errors_in_one_line(make_tiny_cfg, tmp_path):
     from reid_baseline.config import save_config
 

@@ -25,6 +25,7 @@ def _params(path):
     return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
 
 
+@pytest.mark.slow
 def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_figures(
         make_tiny_cfg, tmp_path, monkeypatch):
     def broken_evaluation(*args):
@@ -41,6 +42,7 @@ def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_figure
     assert _epochs(tmp_path) == [1, 2] and "rank1" in run_folder.read_metrics(str(tmp_path))[1]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tiny_cfg, tmp_path):
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     engine.train(cfg)
@@ -55,25 +57,27 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tin
     assert "no checkpoint in" in (tmp_path / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_rows(
         make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3", "SOLVER.KEEP_CHECKPOINTS", "0")
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
     engine.train(cfg)
-    assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002", "epoch_0003"]
-    damaged = tmp_path / "checkpoints" / "epoch_0003" / "model.params"
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002"]
+    damaged = tmp_path / "checkpoints" / "epoch_0002" / "model.params"
     damaged.write_bytes(damaged.read_bytes()[:1000])
-    os.makedirs(tmp_path / "checkpoints" / "epoch_0003.damaged")  # from an earlier resume
+    os.makedirs(tmp_path / "checkpoints" / "epoch_0002.damaged")  # from an earlier resume
     with open(tmp_path / "metrics.jsonl", "a") as f:
-        f.write('{"epoch": 4, "lo')  # a row cut short by kill -9
-    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [3]
-    assert _epochs(tmp_path) == [1, 2, 3]
+        f.write('{"epoch": 3, "lo')  # a row cut short by kill -9
+    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
+    assert _epochs(tmp_path) == [1, 2]
     log = (tmp_path / "train.log").read_text()
-    assert "epoch_0003 is damaged: model.params has 1000 bytes" in log
-    assert "resumed from %s at epoch 3" % (tmp_path / "checkpoints" / "epoch_0002") in log
-    assert os.path.isfile(tmp_path / "checkpoints" / "epoch_0003.damaged2" / "model.params")
-    assert list_checkpoints(str(tmp_path))[-1] == "epoch_0003"
+    assert "epoch_0002 is damaged: model.params has 1000 bytes" in log
+    assert "resumed from %s at epoch 2" % (tmp_path / "checkpoints" / "epoch_0001") in log
+    assert os.path.isfile(tmp_path / "checkpoints" / "epoch_0002.damaged2" / "model.params")
+    assert list_checkpoints(str(tmp_path))[-1] == "epoch_0002"
 
 
+@pytest.mark.slow
 def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg, tmp_path):
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     engine.train(cfg)
@@ -82,6 +86,7 @@ def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg
         engine.train(cfg, resume=True)
 
 
+@pytest.mark.slow
 def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path, monkeypatch):
     real_average = engine._average_running_stats
     epochs_done = []
@@ -102,6 +107,7 @@ def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path
     assert not os.path.exists(tmp_path / "model_final.params")
 
 
+@pytest.mark.slow
 def test_an_exploding_loss_stops_the_run_before_anything_is_saved(make_tiny_cfg, tmp_path):
     # Adam at 1e6: the loss reaches ~1e14 without becoming NaN.
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.BASE_LR", "1e6")
@@ -126,6 +132,7 @@ def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
         off.check(float("nan"), 0, 1)
 
 
+@pytest.mark.slow
 def test_the_same_config_gives_the_same_run_with_workers_and_after_resume(make_tiny_cfg, tmp_path):
     """Shuffle and augmentation depend on (seed, epoch, image) only."""
     straight = make_tiny_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
@@ -141,6 +148,7 @@ def test_the_same_config_gives_the_same_run_with_workers_and_after_resume(make_t
     assert run_folder.read_metrics(str(tmp_path / "a"))[1]["loss"] == run_folder.read_metrics(str(tmp_path / "b"))[1]["loss"]
 
 
+@pytest.mark.slow
 def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -155,6 +163,7 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
     assert proc.stderr.strip().count("\n") == 0 and "cannot be written" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_collapse_late_in_an_epoch_is_not_diluted_by_its_healthy_start(
         make_tiny_cfg, tmp_path, monkeypatch):
     softmax_ce = engine.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
@@ -212,6 +221,7 @@ def _failing_writes(run_dir, monkeypatch, target):
 
 
 @pytest.mark.parametrize("target", ["train.log", "metrics.jsonl"])
+@pytest.mark.slow
 def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_tiny_cfg, tmp_path, monkeypatch, target):
     _failing_writes(str(tmp_path), monkeypatch, target)
     with pytest.raises(errors.RunDirError, match="cannot write %s: .*No space left on device"

@@ -58,6 +58,7 @@ def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch,
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
     mine = tmp_path / "mine.json"
@@ -100,6 +101,7 @@ def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, c
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, monkeypatch,
                                                           capsys):
     config, params = run_copy
@@ -136,6 +138,7 @@ def test_export_to_a_missing_folder_fails_before_loading(tmp_path, monkeypatch, 
     assert err.splitlines() == ["error: --prefix: folder %s does not exist" % prefix.parent]
 
 
+@pytest.mark.slow
 def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_market_root,
                                                            tmp_path, monkeypatch):
     import mxnet as mx

@@ -23,6 +23,7 @@ def _toy_batch(cfg, paths):
     return parity_batches(cfg, paths, num_random=1)["real"]
 
 
+@pytest.mark.slow
 def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path, monkeypatch,
                                              capsys):
     import onnxruntime
@@ -84,6 +85,7 @@ assert not any(name.startswith("reid_baseline") for name in sys.modules if sys.m
 """
 
 
+@pytest.mark.slow
 def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_path,
                                                  monkeypatch, capsys):
     import subprocess
@@ -95,7 +97,9 @@ def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_p
                                  config, "--params", params, "--prefix", tmp_path / "sym")
     assert code == 0, err
     paths = sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[:3]
-    batch = _toy_batch(cfg, paths)
+    # Real images and one of random pixels.
+    batch = np.concatenate([_toy_batch(cfg, paths), np.random.RandomState(0).uniform(
+        size=(1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)).astype(np.float32)])
     np.save(str(tmp_path / "batch.npy"), batch)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.Popen([sys.executable, "-c", _LOAD_WITHOUT_PACKAGE, str(tmp_path / "sym"),

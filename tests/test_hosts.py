@@ -98,6 +98,7 @@ print("rank %d of %d: sum %g, OMP_NUM_THREADS %s, DMLC_PS_ROOT_URI %s" % (
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_mxnets_ssh_launcher_runs_a_job_with_no_patch_installed(monkeypatch, tmp_path):
     """Loopback "hosts" through an ssh stand-in (no root needed): MXNet's tools/launch.py runs
     on Python 3.11, the scheduler address and --env reach the workers through a clean
@@ -201,6 +202,7 @@ def tiny_train_set(tmp_path_factory):
 
 @needs_namespaces
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_a_two_host_step_equals_one_process_on_the_whole_batch(hosts, tiny_train_set, tmp_path):
     """One SGD step of 2 workers x 16 images (one per host, 2 servers) against train.py in one
     process on the 32 images with BatchNorm over groups of 16 (what each worker normalises)."""
@@ -231,6 +233,7 @@ def test_a_two_host_step_equals_one_process_on_the_whole_batch(hosts, tiny_train
 
 @needs_namespaces
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_a_two_host_job_learns_writes_once_and_resumes_after_a_stop(hosts, toy_market_root, tmp_path):
     """1 server, a worker on each host: stopped (SIGTERM to the launcher) after its first
     epoch, resumed to 3 epochs, evaluated: learns; rank 0 alone writes the shared run folder;
@@ -284,6 +287,7 @@ def test_a_two_host_job_learns_writes_once_and_resumes_after_a_stop(hosts, toy_m
 
 @needs_namespaces
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_a_host_whose_processes_die_stops_the_whole_job_and_is_named(hosts, toy_market_root, tmp_path):
     overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path),
                                   "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "20"]
@@ -301,6 +305,7 @@ def test_a_host_whose_processes_die_stops_the_whole_job_and_is_named(hosts, toy_
 
 @needs_namespaces
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_the_hang_watchdog_stops_a_silent_job_across_hosts(hosts, tmp_path):
     """Workers that join the job, then wait without a word (as one blocked on a peer)."""
     script = tmp_path / "silent_worker.py"
@@ -320,6 +325,7 @@ def test_the_hang_watchdog_stops_a_silent_job_across_hosts(hosts, tmp_path):
 
 @needs_namespaces
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_a_host_whose_link_drops_is_stopped_by_the_hang_watchdog(hosts, toy_market_root, tmp_path):
     """Host 2's link goes down mid-job: nothing crashes, every worker waits; the watchdog ends
     the job, and every process, those on the cut-off host included, is stopped."""

@@ -144,6 +144,7 @@ def test_interrupted_build_resumes_to_identical_files(tmp_path, monkeypatch, whe
     assert _files(stopped) == _files(tmp_path / "whole.index")
 
 
+@pytest.mark.slow
 def test_build_with_the_network_resumes_to_identical_files(tiny_model, toy_market_root,
                                                           tmp_path, monkeypatch):
     model = tiny_model
@@ -172,6 +173,7 @@ def test_build_with_the_network_resumes_to_identical_files(tiny_model, toy_marke
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_building_a_large_folder_stays_within_a_memory_budget(tiny_model, toy_market_root,
                                                               tmp_path, monkeypatch):
     """Measured with tracemalloc, which counts every numpy and Python allocation (not MXNet's

@@ -80,6 +80,7 @@ def constraints_for(python_version, path):
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("python_version", ["3.10", "3.11"])
+@pytest.mark.slow
 def test_constraints_resolve_for_python(python_version, tmp_path, package_index):
     pins = constraints_for(python_version, tmp_path / "constraints.txt")
     # pip's resolver, as for an install on that Python (wheels only), reading the packages'

@@ -103,6 +103,7 @@ def test_a_killed_worker_stops_the_job_and_is_named():
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_the_hang_watchdog_stops_a_silent_job_and_says_when_each_worker_spoke():
     proc = _start(2, "--hang-timeout", "4")
     pids = {}

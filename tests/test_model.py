@@ -52,6 +52,7 @@ def test_head_knobs_of_the_ablations():
     assert net.embedding.bn.gamma.name not in trainable
 
 
+@pytest.mark.slow
 def test_head_initialisation_follows_the_reference():
     net = build_model(_cfg(), num_classes=751)
     weight = net.classifier.weight.data().asnumpy()
@@ -178,6 +179,7 @@ def test_trained_params_missing_or_misshapen_embedding_parameter(tmp_path):
 
 
 @pytest.mark.parametrize("knob, param", [("MODEL.BN_GAMMA", "gamma"), ("MODEL.BN_BETA", "beta")])
+@pytest.mark.slow
 def test_a_trained_bn_scale_or_shift_is_never_dropped_silently(tmp_path, knob, param):
     path = tmp_path / "model_final.params"
     _saved_tiny_model(path, knob, "True")

@@ -129,6 +129,7 @@ def test_curves_of_a_run_without_epochs_is_one_error_naming_it(tmp_path):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_ctrl_c_while_a_checkpoint_is_written_keeps_the_metrics_and_no_temporaries(
         make_tiny_cfg, tmp_path, monkeypatch):
     real_save = mx.nd.save

@@ -110,6 +110,7 @@ def _events(folder):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_tiny_cfg, tmp_path):
     from reid_baseline.engine.loop import train
 

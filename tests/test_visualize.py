@@ -114,6 +114,7 @@ def test_plotrun_script(trained_run, tmp_path, monkeypatch, capsys):
     assert code == 2 and "no finished epoch" in err and str(tmp_path) in err
 
 
+@pytest.mark.slow
 def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, monkeypatch,
                                                       capsys):
     cfg, _ = trained_run
