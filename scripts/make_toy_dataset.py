@@ -5,13 +5,15 @@ Examples:
   python scripts/make_toy_dataset.py msmt17 --out data/toy_msmt17
   python train.py --config configs/demo_toy.yml DATASETS.NAME msmt17 DATASETS.ROOT data/toy_msmt17 OUTPUT_DIR runs/toy_msmt17
 The images are those of the toy Market-1501 set (reid_baseline/data/toy/market1501.py), named and
-laid out as the data set's own files; train on it with DATASETS.VERIFY_COUNTS False.
+laid out as the data set's own files by the layout's writer in reid_baseline/data/toy/; train on
+it with DATASETS.VERIFY_COUNTS False.
 """
 import argparse
 import time
 
 from reid_baseline.cli import run
-from reid_baseline.data.datasets import NAMES, load_dataset, make_toy_dataset
+from reid_baseline.data.datasets import load_dataset
+from reid_baseline.data.toy import NAMES, make_toy_dataset
 
 
 def main(argv=None):

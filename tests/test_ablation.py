@@ -245,7 +245,8 @@ def test_a_failed_run_is_reported_the_others_go_on_and_the_command_fails(
 def test_own_data_list_is_accepted_as_train_accepts_it(tmp_path, monkeypatch):
     """DATASETS.NAME folder with DATASETS.ROOT a CSV list: the study checks the data the way
     training loads it (no "no such folder"), and a missing root is the loader's own error."""
-    from reid_baseline.data.datasets import build_datasets, make_toy_dataset
+    from reid_baseline.data.datasets import build_datasets
+    from reid_baseline.data.toy import make_toy_dataset
     from reid_baseline.errors import DatasetError
 
     make_toy_dataset("folder", str(tmp_path / "own"), seed=1, num_train_ids=4, num_test_ids=3,

@@ -230,3 +230,14 @@ def test_every_module_is_short_and_the_top_level_is_small():
     top = [n for n in os.listdir(os.path.join(ROOT, PACKAGE))
            if n.endswith(".py") and n != "__init__.py"]
     assert len(top) <= MAX_TOP_LEVEL_MODULES, sorted(top)
+
+
+def test_the_real_loaders_never_import_the_toy_writers():
+    modules = _modules(os.path.join(ROOT, PACKAGE), PACKAGE)
+    loaders = {m: p for m, p in modules.items() if m.startswith(PACKAGE + ".data.datasets")}
+    assert PACKAGE + ".data.datasets.msmt17" in loaders
+    found = ["%s:%d imports %s" % (os.path.relpath(path, ROOT), line, target)
+             for module, path in sorted(loaders.items())
+             for target, line, _ in _imports(module, path, modules)
+             if target.startswith(PACKAGE + ".data.toy")]
+    assert not found, "\n".join(found)

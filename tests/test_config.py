@@ -83,6 +83,21 @@ def test_value_outside_the_choices_names_the_key_and_choices():
         load_config(None, ["MODEL.POOLING", "mean"])
 
 
+@pytest.mark.parametrize("warmup, steps, first", [
+    ("0", "[1, 2]", None), ("1", "[1]", None), ("10", "[10, 11]", None),  # right after warm-up
+    ("0", "[0]", 1), ("2", "[1, 5]", 2), ("10", "[9]", 10),  # at epoch 0, or inside the warm-up
+])
+def test_steps_are_epochs_after_the_warm_up(warmup, steps, first):
+    overrides = ["SOLVER.WARMUP_EPOCHS", warmup, "SOLVER.STEPS", steps]
+    if first is None:
+        assert load_config(None, overrides).SOLVER.STEPS == eval(steps)
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert str(err.value) == ("SOLVER.STEPS must be strictly increasing epochs >= %d (after the "
+                              "warm-up), got %s" % (first, steps.replace(",", ", ").replace("  ", " ")))
+
+
 def test_bad_overrides():
     with pytest.raises(ConfigError, match="TEST.AP_MOD"):
         load_config(None, ["TEST.AP_MOD", "trapezoid"])

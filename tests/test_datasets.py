@@ -16,10 +16,10 @@ from reid_baseline.data.datasets import (
     DatasetError,
     build_datasets,
     load_dataset,
-    make_toy_dataset,
 )
 from reid_baseline.data.datasets.market1501 import load_market1501
 from reid_baseline.data.images import read_image
+from reid_baseline.data.toy import make_toy_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_train_ids=4, num_test_ids=3, images_per_id_per_camera=1)

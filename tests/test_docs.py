@@ -6,7 +6,7 @@
 - every config key written in dotted upper case (SOLVER.BASE_LR) exists in reid_baseline.config.get_defaults();
 - every relative link and image exists in the repository;
 - each ablation file in the README's trick table sets the config keys named on its row;
-- docs/CONFIG.md is what scripts/config_reference.py writes from config.py;
+- docs/CONFIG.md is what scripts/config_reference.py writes from config/defaults.py;
 - the README's Python example runs on a small trained run and finds the query's identity;
 - docs/CONTRIBUTING.md's layout lists every module, and only paths that exist.
 """
@@ -205,7 +205,7 @@ def test_readme_trick_table_matches_the_ablation_files():
 
 
 @pytest.mark.timeout(120)
-def test_config_page_is_generated_from_config_py():
+def test_config_page_is_generated_from_the_defaults():
     spec = importlib.util.spec_from_file_location(
         "config_reference", os.path.join(ROOT, "scripts", "config_reference.py"))
     module = importlib.util.module_from_spec(spec)

@@ -5,24 +5,32 @@ images) normalised every BatchNorm layer over 8 images, not 32. With MODEL.BN_GR
 single device does the same: in training, each group of 8 consecutive images of its batch is
 normalised with its own mean and variance, and the running statistics move towards the average of
 the groups' (what averaging the 4 GPUs' running statistics gives). In inference, and with group
-size 0, the layer is MXNet's BatchNorm unchanged. The parameters and their names are those of
-nn.BatchNorm, so parameter files load either way.
+size 0, the network is built with MXNet's nn.BatchNorm itself. The parameters and their names are
+those of nn.BatchNorm, so parameter files load either way. (Ghost BatchNorm is fast-reid's name for
+normalising "ghost" batches, Hoffer et al. 2017.)
 """
 from mxnet import autograd
 from mxnet.gluon import nn
 
 
-class GroupBatchNorm(nn.BatchNorm):
+class GhostBatchNorm(nn.BatchNorm):
     """nn.BatchNorm whose training statistics are computed over `num_groups` groups of
-    `group_size` consecutive images (the device batch is num_groups x group_size).
+    `group_size` consecutive images (the device batch is num_groups x group_size); the other
+    keyword arguments are nn.BatchNorm's.
 
     Each group goes through MXNet's own BatchNorm op, so it is normalised exactly as on a
     device of its own. Hybridized, the mode is fixed when a block's graph is built: the training
     network (ReIDNet, first called under autograd.record) gets the grouped graph, and the
     feature network called on its own for extraction gets MXNet's BatchNorm."""
 
-    group_size, num_groups = 0, 1
-    pending_update = None  # see attach_running_stat_updates
+    def __init__(self, group_size, num_groups, **kwargs):
+        super().__init__(**kwargs)
+        self.group_size, self.num_groups = group_size, num_groups
+        self.pending_update = None  # see attach_running_stat_updates
+
+    def _alias(self):
+        # Named as nn.BatchNorm (batchnorm0_gamma, ...): parameter and exported files are alike.
+        return "batchnorm"
 
     def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
         if self.num_groups == 1 or not autograd.is_training():  # one group: MXNet's own layer
@@ -65,32 +73,25 @@ class GroupBatchNorm(nn.BatchNorm):
         return F.sum(stats) * 0
 
 
-def set_bn_group_size(block, group_size, device_batch=None):
-    """Make every BatchNorm layer of `block` a GroupBatchNorm normalising groups of
-    `group_size` images of training batches of `device_batch` images (0: off).
-
-    Swaps the class of the existing layers (GluonCV builds them), so parameters, their names
-    and their values are untouched. Call before the block is hybridized and first run."""
-    if group_size and (not device_batch or device_batch % group_size):
+def batchnorm_layer(group_size, device_batch=None):
+    """(norm_layer, norm_kwargs) for GluonCV's ResNet constructors and the BatchNorm neck:
+    GhostBatchNorm normalising groups of `group_size` images of training batches of
+    `device_batch` images, or MXNet's nn.BatchNorm itself for group size 0."""
+    if not group_size:
+        return nn.BatchNorm, {}
+    if not device_batch or device_batch % group_size:
         raise ValueError("group size %d must divide the device batch %r" % (group_size, device_batch))
-    count = 0
-    for child in _blocks(block):
-        if isinstance(child, nn.BatchNorm):
-            child.__class__ = GroupBatchNorm
-            child.group_size = group_size
-            child.num_groups = device_batch // group_size if group_size else 1
-            count += 1
-    return count
+    return GhostBatchNorm, {"group_size": group_size, "num_groups": device_batch // group_size}
 
 
 def attach_running_stat_updates(block, F, out):
     """`out` (a 2-D output of `block`) plus the zeros through which the grouped BatchNorm layers
-    inside `block` update their running statistics (see GroupBatchNorm._update_running_stats):
+    inside `block` update their running statistics (see GhostBatchNorm._update_running_stats):
     without a path to the loss, MXNet would never run those updates. Call at the end of the
     hybrid_forward of the block that holds them (the feature network)."""
     zeros = []
     for child in _blocks(block):
-        if isinstance(child, GroupBatchNorm) and child.pending_update is not None:
+        if isinstance(child, GhostBatchNorm) and child.pending_update is not None:
             zeros.append(child.pending_update)
             child.pending_update = None  # consumed: never leaks into another graph
     if not zeros:

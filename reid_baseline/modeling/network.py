@@ -11,7 +11,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from ..config import device_batch
 from ..errors import ModelError
-from .ghost_batchnorm import attach_running_stat_updates, set_bn_group_size
+from .ghost_batchnorm import attach_running_stat_updates, batchnorm_layer
 from .pretrained import load_backbone
 
 
@@ -19,14 +19,15 @@ class Embedding(HybridBlock):
     """Image -> retrieval feature: ResNet trunk, global pooling, BatchNorm neck, optional ReLU."""
 
     def __init__(self, trunk, feat_dim, pooling="avg", bn_beta=False, bn_gamma=True,
-                 activation="none", **kwargs):
+                 activation="none", norm_layer=nn.BatchNorm, norm_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         self._activation = activation
         with self.name_scope():
             self.trunk = trunk
             self.avgpool = nn.GlobalAvgPool2D() if pooling in ("avg", "avgmax") else None
             self.maxpool = nn.GlobalMaxPool2D() if pooling in ("max", "avgmax") else None
-            self.bn = nn.BatchNorm(center=bn_beta, scale=bn_gamma, in_channels=feat_dim)
+            self.bn = norm_layer(center=bn_beta, scale=bn_gamma, in_channels=feat_dim,
+                                 **(norm_kwargs or {}))
 
     def hybrid_forward(self, F, x):
         fmap = self.trunk(x)
@@ -98,18 +99,21 @@ def _strided_layers(block):
 def build_model(cfg, num_classes, ctx=mx.cpu()):
     """The ReID network of the config, initialised on `ctx` (a context or a list of them).
 
-    Head initialisation follows the reference: BatchNorm gamma 1, classifier weights N(0, 0.001)."""
-    backbone = load_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, ctx)
+    Every BatchNorm, the trunk's and the neck's, is built as MODEL.BN_GROUP_SIZE asks
+    (ghost_batchnorm.py). Head initialisation follows the reference: BatchNorm gamma 1,
+    classifier weights N(0, 0.001)."""
+    norm_layer, norm_kwargs = batchnorm_layer(cfg.MODEL.BN_GROUP_SIZE, device_batch(cfg))
+    backbone = load_backbone(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED, ctx,
+                             norm_layer=norm_layer, norm_kwargs=norm_kwargs)
     trunk = _trunk_of(backbone)
     set_last_stride(trunk, cfg.MODEL.LAST_STRIDE)
     dim = feature_dim(cfg)
     embedding = Embedding(trunk, dim, pooling=cfg.MODEL.POOLING, bn_beta=cfg.MODEL.BN_BETA,
                           bn_gamma=cfg.MODEL.BN_GAMMA, activation=cfg.MODEL.FEAT_ACTIVATION,
-                          prefix="embedding_")
+                          norm_layer=norm_layer, norm_kwargs=norm_kwargs, prefix="embedding_")
     net = ReIDNet(embedding, dim, num_classes, classifier_bias=cfg.MODEL.CLASSIFIER_BIAS, prefix="reid_")
     embedding.bn.initialize(ctx=ctx)
     net.classifier.initialize(mx.init.Normal(0.001), ctx=ctx)
-    set_bn_group_size(net, cfg.MODEL.BN_GROUP_SIZE, device_batch(cfg))
     return net
 
 

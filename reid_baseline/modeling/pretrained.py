@@ -211,13 +211,17 @@ def weights_file(name, pretrained):
     return pretrained
 
 
-def load_backbone(name, pretrained, ctx):
+def load_backbone(name, pretrained, ctx, norm_layer=None, norm_kwargs=None):
     """A GluonCV ResNet classifier `name` with the weights MODEL.PRETRAINED `pretrained` names,
-    or random ones (""); its classifier (`fc`) is left as initialised (the trunk drops it)."""
+    or random ones (""); its classifier (`fc`) is left as initialised (the trunk drops it).
+    `norm_layer`, `norm_kwargs`: GluonCV's, the class (and its arguments) every BatchNorm
+    layer is built as (None: nn.BatchNorm)."""
     if name not in BACKBONES:
         raise ModelError("MODEL.BACKBONE must be one of %s, got %r" % (BACKBONES, name))
     path = weights_file(name, pretrained)
-    net = get_model(name, pretrained=False)
+    layers = {} if norm_layer is None else {"norm_layer": norm_layer,
+                                            "norm_kwargs": dict(norm_kwargs or {})}
+    net = get_model(name, pretrained=False, **layers)
     if path is None:
         net.initialize(mx.init.MSRAPrelu(), ctx=ctx)
         return net

@@ -5,19 +5,20 @@ Every loaded set has ``train`` (records (path, pid, camid), ids relabelled 0..N-
 ``train_pids``, ``num_train_pids``, ``query``, ``gallery``, ``root`` and ``summary()``.
 """
 from .base import DatasetError, ReIDDataset  # noqa: F401
-from .cuhk03np import load_cuhk03np, make_toy_cuhk03np
-from .dukemtmc import load_dukemtmc, make_toy_dukemtmc
-from .folder import load_folder, make_toy_folder
+from .cuhk03np import load_cuhk03np
+from .dukemtmc import load_dukemtmc
+from .folder import load_folder
 from .market1501 import load_market1501
-from .msmt17 import load_msmt17, make_toy_msmt17
+from .msmt17 import load_msmt17
 
-# name -> (loader(root, verify_counts, **options), toy writer(out_dir, seed, overwrite, **sizes))
+# name -> loader(root, verify_counts, **options); reid_baseline.data.toy writes a generated set
+# in each layout
 _LAYOUTS = {
-    "market1501": (load_market1501, None),  # its toy writer is toy_market1501.py (see below)
-    "dukemtmc": (load_dukemtmc, make_toy_dukemtmc),
-    "msmt17": (load_msmt17, make_toy_msmt17),
-    "cuhk03np": (load_cuhk03np, make_toy_cuhk03np),
-    "folder": (load_folder, make_toy_folder),
+    "market1501": load_market1501,
+    "dukemtmc": load_dukemtmc,
+    "msmt17": load_msmt17,
+    "cuhk03np": load_cuhk03np,
+    "folder": load_folder,
 }
 NAMES = tuple(_LAYOUTS)
 
@@ -34,18 +35,7 @@ def load_dataset(name, root, verify_counts=True, **options):
     with train/ query/ gallery/, or a CSV list file). With `verify_counts` the official counts
     are checked. `options`: cuhk03np takes ``subset`` ("detected" or "labeled"), folder
     ``allow_outside_root`` (a CSV list may name images outside its folder)."""
-    return _layout(name)[0](root, verify_counts=verify_counts, **options)
-
-
-def make_toy_dataset(name, out_dir, seed=0, overwrite=False, **options):
-    """Write the generated toy set in the layout of `name` under `out_dir` (the folder
-    load_dataset(name, out_dir) reads); returns the written images as (split, name, pid,
-    cam) tuples (market1501: its counts dict). `options`: sizes of write_toy_images, and
-    cuhk03np's ``subset``, msmt17's ``version`` ("MSMT17_V1" or "MSMT17_V2")."""
-    from ..toy.market1501 import make_toy_market1501
-
-    writer = _layout(name)[1] or make_toy_market1501
-    return writer(out_dir, seed=seed, overwrite=overwrite, **options)
+    return _layout(name)(root, verify_counts=verify_counts, **options)
 
 
 def _options(cfg, name):

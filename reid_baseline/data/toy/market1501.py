@@ -9,7 +9,7 @@ So identities are learnable from pixels but a nearest neighbour on raw pixels is
 far from perfect.  Train and test identities are disjoint, as in Market.
 
 The images are drawn with numpy + OpenCV only; write_toy_images writes them in any layout
-(reid_baseline.data.datasets has one toy writer per layout).
+(this folder has one toy writer per layout of reid_baseline.data.datasets).
 """
 import os
 import shutil

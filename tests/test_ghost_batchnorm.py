@@ -6,9 +6,9 @@ from mxnet import autograd
 
 from reid_baseline.config import ConfigError, load_config
 from reid_baseline.modeling.ghost_batchnorm import (
-    GroupBatchNorm,
+    GhostBatchNorm,
     attach_running_stat_updates,
-    set_bn_group_size,
+    batchnorm_layer,
 )
 from reid_baseline.modeling.network import build_model
 
@@ -150,8 +150,16 @@ def test_every_batchnorm_is_grouped_and_parameter_names_do_not_change():
     grouped, plain = _net(GROUP, hybridize=False), _net(0, hybridize=False)
     assert list(grouped._collect_params_with_prefix()) == list(plain._collect_params_with_prefix())
     layers = [b for b in _walk(grouped) if isinstance(b, mx.gluon.nn.BatchNorm)]
-    assert len(layers) == 21 and all(isinstance(b, GroupBatchNorm) and b.group_size == GROUP
+    assert len(layers) == 21 and all(isinstance(b, GhostBatchNorm) and b.group_size == GROUP
                                      and b.num_groups == 32 // GROUP for b in layers)
+    # group size 0: MXNet's own layer, built as such
+    assert [type(b) for b in _walk(plain) if isinstance(b, mx.gluon.nn.BatchNorm)] == \
+        [mx.gluon.nn.BatchNorm] * 21
+    # the full names (an exported symbol file's) are nn.BatchNorm's too, after the network's
+    # own numbered prefix (resnetv10_, resnetv11_, ...)
+    names = [[p.name.split("_", 1)[1] for p in net.collect_params().values()]
+             for net in (grouped, plain)]
+    assert names[0] == names[1] and "batchnorm0_gamma" in names[0]
 
 
 def _walk(block):
@@ -198,14 +206,14 @@ def test_one_layer_is_exactly_mxnet_batchnorm_per_group(shape, trained):
     channels = shape[1]
 
     def layer(group):
-        holder = _OneLayer(channels, trained)  # as the feature network holds the trunk's layers
+        # as the feature network holds the trunk's layers
+        holder = _OneLayer(channels, trained, *batchnorm_layer(group, 32))
         bn = holder.bn
         holder.initialize()
         if trained:
             bn.gamma.set_data(mx.nd.array(np.linspace(0.5, 1.5, channels)))
             bn.beta.set_data(mx.nd.array(np.linspace(-0.2, 0.2, channels)))
         bn.running_mean.set_data(mx.nd.array(np.linspace(-1, 1, channels)))
-        set_bn_group_size(holder, group, 32)
         return holder
 
     def train_step(holder, data):
@@ -236,10 +244,10 @@ def test_one_layer_is_exactly_mxnet_batchnorm_per_group(shape, trained):
 class _OneLayer(mx.gluon.HybridBlock):
     """A BatchNorm layer and the zero that carries its running-statistics update."""
 
-    def __init__(self, channels, trained=True):
+    def __init__(self, channels, trained, norm_layer, norm_kwargs):
         super().__init__()
         with self.name_scope():
-            self.bn = mx.gluon.nn.BatchNorm(in_channels=channels, scale=trained, center=trained)
+            self.bn = norm_layer(in_channels=channels, scale=trained, center=trained, **norm_kwargs)
 
     def hybrid_forward(self, F, x):
         return self.bn(x), attach_running_stat_updates(self, F, F.zeros((1, 1)))
