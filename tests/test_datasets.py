@@ -435,7 +435,8 @@ def _zip(folder, path):
 
 
 def test_prepare_dataset_msmt17(toy_sets, tmp_path, capsys):
-    from reid_baseline.data.prepare import md5sum, prepare_dataset
+    from reid_baseline.data.archive import md5sum
+    from reid_baseline.data.prepare import prepare_dataset
 
     path = _zip(os.path.join(toy_sets["msmt17"][0], "MSMT17_V1"), str(tmp_path / "MSMT17_V1.zip"))
     data = prepare_dataset("msmt17", str(tmp_path / "out"), zip_path=path, verify_counts=False)

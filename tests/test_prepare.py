@@ -9,15 +9,14 @@ import zipfile
 import pytest
 
 from reid_baseline.data import prepare
+from reid_baseline.data.archive import md5sum, safe_extract
 from reid_baseline.data.datasets.base import DatasetError
 from reid_baseline.data.prepare import (
     MARKET1501_URL,
     OFFICIAL_PAGE,
     ZIP_NAME,
-    md5sum,
     prepare_dataset,
     prepare_market1501,
-    safe_extract,
 )
 from reid_baseline.data.toy.market1501 import make_toy_market1501
 

@@ -5,11 +5,8 @@ authors), MSMT17 (by request to its authors) and CUHK03-NP (from the re-ranking 
 links) come only from a local zip, and no checksum of theirs is published, so the found MD5 is
 printed for the user to compare with their source (pass ``md5`` to enforce one).
 
-Extraction is all or nothing: the archive's member count and declared sizes are checked
-against the set's known size before anything is written, the bytes are counted again while
-extracting (a declared size can lie), everything lands in a temporary folder beside the
-set's final folder and is moved into place only when complete; a different set already in
-the final folder is kept unless ``overwrite`` is asked.
+Extraction is all or nothing (data/archive.py), bounded by the set's known size
+(ARCHIVE_LIMITS); a wrong set's files are removed again after the layout check fails.
 
 URL: the GluonCV address used by GluonCV's ``scripts/datasets/market1501.py`` (that script
 checks no hash), in the ``apache-mxnet`` S3 bucket, which has been unreliable since MXNet's
@@ -17,16 +14,12 @@ retirement (2023). MD5: the checksum of ``Market-1501-v15.09.15.zip`` that open-
 (``Cysu/open-reid``, ``reid/datasets/market1501.py``) verifies; it is the original release
 from the authors' page, assumed to be the file the bucket serves.
 """
-import hashlib
 import os
-import re
 import shutil
-import stat
 import tempfile
-import zipfile
-import zlib
 
 from ..errors import DatasetError
+from .archive import GIB, HARD_LIMIT, extract_into, md5sum
 from .datasets import load_dataset
 from .datasets.market1501 import ROOT_NAME
 
@@ -37,7 +30,6 @@ MARKET1501_MD5 = "65005ab7d12ec1c44de4eeafe813e68a"
 # The dataset authors' page (Liang Zheng's Market-1501 page), where the official zip is linked.
 OFFICIAL_PAGE = "https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html"
 
-GIB = 1 << 30
 # name -> (official zip name, download URL or None, published MD5 or None)
 ARCHIVES = {
     "market1501": (ZIP_NAME, MARKET1501_URL, MARKET1501_MD5),
@@ -54,17 +46,6 @@ ARCHIVE_LIMITS = {
     "msmt17": (260000, 12 * GIB),          # 126,441 images
     "cuhk03np": (70000, 4 * GIB),          # 2 x 14,097 images (detected and labeled)
 }
-# The bound for a set without a known size (and the largest a --max-size may ask for).
-HARD_LIMIT = (1000000, 64 * GIB)
-
-
-def md5sum(path, chunk_size=1 << 20):
-    """Hex MD5 digest of a file, read in chunks (the zip is ~150 MB)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(url, path, timeout=60):
@@ -90,150 +71,6 @@ def download(url, path, timeout=60):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
-
-
-def _check_member(info, out_real, zip_path):
-    """Reject members that would write outside out_dir or create links."""
-    name = info.filename.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise DatasetError("%s: member %r has an absolute path" % (zip_path, info.filename))
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise DatasetError("%s: member %r is a symbolic link" % (zip_path, info.filename))
-    target = os.path.realpath(os.path.join(out_real, name))
-    if os.path.commonpath([out_real, target]) != out_real:
-        raise DatasetError("%s: member %r would be extracted outside %s"
-                           % (zip_path, info.filename, out_real))
-
-
-def _size_text(num_bytes):
-    return "%.1f GiB" % (num_bytes / GIB) if num_bytes >= GIB else "%d bytes" % num_bytes
-
-
-def check_archive(zip_path, infos, limits, folder=None):
-    """Refuse an archive whose member count or declared total size exceeds `limits`
-    (max members, max bytes), or whose files do not fit on the disk of `folder`, before
-    anything is written."""
-    max_members, max_bytes = limits
-    if len(infos) > max_members:
-        raise DatasetError("%s: holds %d members, more than the %d this data set's archive can "
-                           "have; not extracted (wrong or hostile archive?)"
-                           % (zip_path, len(infos), max_members))
-    declared = sum(info.file_size for info in infos)
-    if declared > max_bytes:
-        raise DatasetError("%s: declares %s of files, more than the %s this data set's archive "
-                           "can hold; not extracted (wrong or hostile archive?)"
-                           % (zip_path, _size_text(declared), _size_text(max_bytes)))
-    free = shutil.disk_usage(folder).free if folder else declared
-    if declared > free:
-        raise DatasetError("%s: its files need %s, only %s are free in %s"
-                           % (zip_path, _size_text(declared), _size_text(free), folder))
-
-
-def safe_extract(zip_path, out_dir, limits=HARD_LIMIT):
-    """Extract ``zip_path`` into ``out_dir`` after checking every member (nothing is written
-    if any member is unsafe or the archive exceeds `limits`: max members, max bytes). Declared
-    sizes cannot lie past the check: zipfile reads no member beyond the size it declares, so a
-    member holding more fails its CRC, and the total stays within the checked bound. A
-    corrupted archive raises DatasetError (what was extracted stays: prepare_dataset extracts
-    into a temporary folder it removes)."""
-    out_real = os.path.realpath(out_dir)
-    current = None
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            infos = archive.infolist()
-            for info in infos:
-                _check_member(info, out_real, zip_path)
-            check_archive(zip_path, infos, limits, out_real)
-            for info in infos:
-                current = info.filename
-                target = os.path.join(out_real, info.filename.replace("\\", "/"))
-                if info.is_dir():
-                    os.makedirs(target, exist_ok=True)
-                    continue
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with archive.open(info) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)  # stops at the declared size
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise DatasetError("%s: corrupted zip archive%s (%s); download it again"
-                           % (zip_path, " at member %r" % current if current else "", err)) from err
-
-
-def _same_entry(new, old):
-    """True when `old` (a file or folder) holds exactly the files of `new`, byte for byte."""
-    if os.path.isfile(new) or os.path.isfile(old):
-        return (os.path.isfile(new) and os.path.isfile(old)
-                and os.path.getsize(new) == os.path.getsize(old) and md5sum(new) == md5sum(old))
-
-    def files(top):
-        return {os.path.relpath(os.path.join(d, n), top)
-                for d, _, names in os.walk(top) for n in names}
-    names = files(new)
-    if names != files(old):
-        return False
-    for name in names:
-        a, b = os.path.join(new, name), os.path.join(old, name)
-        if os.path.getsize(a) != os.path.getsize(b) or md5sum(a) != md5sum(b):
-            return False
-    return True
-
-
-def remove_stale_extractions(out_dir):
-    """Remove the temporary extraction folders (".extract-<pid>-*") a killed run left in
-    ``out_dir``: only the package's own names, and only of processes that no longer run."""
-    for name in os.listdir(out_dir):
-        match = re.match(r"\.extract-(\d+)-", name)
-        path = os.path.join(out_dir, name)
-        if match and os.path.isdir(path) and not _process_alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def extract_into(zip_path, out_dir, limits=HARD_LIMIT, overwrite=False):
-    """Extract ``zip_path`` into a temporary folder inside ``out_dir``, then move each of its
-    top-level entries into ``out_dir``. An entry already there with other content is a
-    DatasetError naming it unless ``overwrite`` (then it is replaced); one with the same
-    content is kept as is. On any failure nothing of the archive is left in ``out_dir``.
-    Returns the paths of the entries it added (none of them was there before)."""
-    remove_stale_extractions(out_dir)
-    tmp = tempfile.mkdtemp(prefix=".extract-%d-" % os.getpid(), dir=out_dir)
-    try:
-        safe_extract(zip_path, tmp, limits)
-        entries = sorted(os.listdir(tmp))
-        moves, added = [], []
-        for entry in entries:
-            final = os.path.join(out_dir, entry)
-            if not os.path.lexists(final):
-                moves.append(entry)
-            elif _same_entry(os.path.join(tmp, entry), final):
-                print("%s already holds this archive's files; kept as is" % final)
-            elif not overwrite:
-                raise DatasetError("%s already exists with other content than %s; nothing was "
-                                   "changed (move it away, choose another --out, or pass "
-                                   "--overwrite to replace it)" % (final, zip_path))
-            else:
-                moves.append(entry)
-        for entry in moves:
-            final = os.path.join(out_dir, entry)
-            if os.path.lexists(final):  # --overwrite: the old copy goes only now
-                old = tempfile.mkdtemp(prefix=".replaced-", dir=out_dir)
-                os.replace(final, os.path.join(old, entry))
-                os.replace(os.path.join(tmp, entry), final)
-                shutil.rmtree(old)
-            else:
-                os.replace(os.path.join(tmp, entry), final)
-                added.append(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return added
 
 
 def prepare_dataset(name, out_dir, zip_path=None, url=None, md5="published", verify_counts=True,
