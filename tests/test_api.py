@@ -82,7 +82,7 @@ def test_flip_averaged_features_match_an_independent_computation(model, some_ima
 
 
 def test_distance_is_evaluations(model, some_images):
-    from reid_baseline.evaluation.protocol import compute_distance
+    from reid_baseline.evaluation.distances import compute_distance
     feats = model.extract(some_images)
     np.testing.assert_array_equal(model.distance(feats[:2], feats),
                                   compute_distance(feats[:2], feats, model.cfg.TEST.DISTANCE))

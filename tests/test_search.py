@@ -236,7 +236,7 @@ def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])
 def test_top_k_search_is_exact_with_ties(monkeypatch, block):
-    from reid_baseline.evaluation.protocol import compute_distance
+    from reid_baseline.evaluation.distances import compute_distance
     from reid_baseline.inference import store as index
     monkeypatch.setattr(index, "SEARCH_BLOCK_ENTRIES", block)
     rng = np.random.default_rng(3)

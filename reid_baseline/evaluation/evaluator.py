@@ -10,8 +10,9 @@ import numpy as np
 
 from ..errors import DatasetError, OutputError
 from ..fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
+from .distances import compute_distance
 from .features import image_features
-from .protocol import AP_MODES, compute_distance, evaluate_ranking
+from .protocol import AP_MODES, evaluate_ranking
 from .rerank import re_ranking_features
 
 

@@ -161,7 +161,7 @@ class ReIDModel(object):
 
     def distance(self, query_feats, gallery_feats):
         """(Q, G) float32 distances of the config's TEST.DISTANCE (evaluation's)."""
-        from ..evaluation.protocol import compute_distance
+        from ..evaluation.distances import compute_distance
         q, g = np.asarray(query_feats), np.asarray(gallery_feats)
         if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
             raise DatasetError("distance: expected two (N, D) feature arrays of one length D, "
@@ -194,7 +194,8 @@ class ReIDModel(object):
         query feature: exact by default (the store read in blocks); `approximate`: the store's
         faiss index; `rerank`: k-reciprocal re-ranking (TEST.RERANK_* knobs; it holds the whole
         gallery in memory and its cost grows with the square of the gallery size)."""
-        from ..evaluation.rerank import re_ranking_features, top_k
+        from ..evaluation.distances import top_k
+        from ..evaluation.rerank import re_ranking_features
         from .store import exact_top_k, open_gallery
         if topk < 1:
             raise ConfigError("topk must be >= 1, got %d" % topk)

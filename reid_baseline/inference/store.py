@@ -23,8 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DatasetError, OutputError
-from ..evaluation.protocol import compute_distance
-from ..evaluation.rerank import top_k
+from ..evaluation.distances import compute_distance, top_k
 from ..fileio import PRODUCER, atomic_path, file_sha256, read_json_object
 
 STORE_FORMAT = "reid_baseline feature store"
