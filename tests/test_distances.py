@@ -59,12 +59,26 @@ def test_compute_distance_errors():
 
 def test_distance_products_are_split_into_row_blocks_under_the_tensor_size_limit(monkeypatch):
     monkeypatch.setattr(distances, "_MAX_TENSOR", 20)  # blocks of 2 query rows x 9 gallery
+    rows = _count_onednn_products(monkeypatch)
     rng = np.random.RandomState(0)
     q, g = rng.rand(7, 5).astype(np.float32), rng.rand(9, 5).astype(np.float32)
     expected = 1 - (q.astype(np.float64) @ g.T) / np.outer(np.linalg.norm(q, axis=1),
                                                             np.linalg.norm(g, axis=1))
     np.testing.assert_allclose(distances.compute_distance(q, g, kernel="onednn"), expected,
                                atol=1e-6)
+    assert rows == [2, 2, 2, 1]  # the query rows of each oneDNN product
+
+
+def _count_onednn_products(monkeypatch):
+    """A list that receives the row count of every oneDNN product from now on."""
+    rows, real = [], distances._FULLY_CONNECTED
+
+    def counting(data, *args, **kwargs):
+        rows.append(data.shape[0])
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(distances, "_FULLY_CONNECTED", counting)
+    return rows
 
 
 def _float64_distance(q, g, metric):
@@ -82,10 +96,12 @@ def test_every_product_kernel_gives_the_float64_distances(monkeypatch, metric):
     rng = np.random.RandomState(3)
     q, g = rng.rand(37, 300).astype(np.float32), rng.rand(53, 300).astype(np.float32)
     expected = _float64_distance(q, g, metric)
-    chosen = {}
+    chosen, onednn_rows = {}, _count_onednn_products(monkeypatch)
     for kernel in distances.KERNELS:  # the chooser's pick forced to each kernel in turn
         monkeypatch.setattr(distances, "product_kernel", lambda kernel=kernel: kernel)
+        del onednn_rows[:]
         chosen[kernel] = distances.compute_distance(q, g, metric)
+        assert onednn_rows == ([37] if kernel == "onednn" else [])  # the forced kernel ran
         assert chosen[kernel].dtype == np.float32 and chosen[kernel].shape == (37, 53)
         np.testing.assert_allclose(chosen[kernel], expected, rtol=0, atol=2e-5)
         np.testing.assert_allclose(distances.product_nt(q, g), q.astype(np.float64) @ g.T,

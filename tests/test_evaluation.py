@@ -219,8 +219,7 @@ def test_an_evaluation_without_a_valid_query_is_an_error_not_nan(monkeypatch):
     query = [Record("q.jpg", 1, 1)]
     gallery = [Record("g0.jpg", 1, 1), Record("g1.jpg", 2, 2)]  # the match: same camera
     feats = {"query": np.eye(1, 4, dtype=np.float32), "gallery": np.eye(2, 4, dtype=np.float32)}
-    monkeypatch.setattr(retrieval, "_split_features",
-                        lambda cfg, net, records, ctx, split: feats[split])
+    monkeypatch.setattr(retrieval, "_split_features", lambda extract, records, split: feats[split])
     dataset = types.SimpleNamespace(query=query, gallery=gallery)
     with pytest.raises(DatasetError, match="none of the 1 queries has a true match"):
         retrieval.evaluate_retrieval(load_config(None, []), None, dataset, None)
