@@ -26,7 +26,7 @@ def main():
         format_results,
         results_path,
         save_results,
-        write_figures,
+        write_rank_pictures,
     )
     output = args.output or results_path(cfg, os.path.dirname(os.path.abspath(args.params)))
     folder = os.path.dirname(os.path.abspath(output))
@@ -35,10 +35,10 @@ def main():
     results, ranking = evaluate_params(cfg, args.params, with_ranking=True)
     print(format_results(results))
     save_results(results, output)  # the numbers first: a failing picture never costs them
-    figures = write_figures(cfg, folder, ranking, args.visualize)
-    print("wrote %s and %s" % (output, figures[0]))
-    if len(figures) > 1:
-        print("wrote %d rank lists in %s" % (len(figures) - 1, os.path.dirname(figures[1])))
+    pictures = write_rank_pictures(cfg, folder, ranking, args.visualize)
+    print("wrote %s and %s" % (output, pictures[0]))
+    if len(pictures) > 1:
+        print("wrote %d rank lists in %s" % (len(pictures) - 1, os.path.dirname(pictures[1])))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Builds a synthetic Market-1501-sized problem (750 test identities, 6 cameras,
 identity-camera offset + noise), then runs every stage in a fresh
 ``spawn`` subprocess so that its peak RSS (ru_maxrss, inputs included) is its
 own. The distance product is timed by each kernel (numpy's BLAS, MXNet's
-oneDNN) and by the one evaluation.product_kernel chose in that process, for a
+oneDNN) and by the one evaluation.distances.product_kernel chose in that process, for a
 2,000 x 8,000 x 2,048 product and for the Market-size compute_distance. A plain
 sort-based evaluation (below) runs too, and the results must agree; the dense,
 loop-based re-ranking of the paper (about 9 GB and minutes at full size) only
@@ -179,7 +179,7 @@ def _current_rss_mb():
 
 def stage_distance(workdir, repeats):
     """compute_distance (cosine, Q x G) by each kernel, then by the one chosen in-process."""
-    from reid_baseline.evaluation.protocol import KERNELS, compute_distance, product_kernel
+    from reid_baseline.evaluation.distances import KERNELS, compute_distance, product_kernel
     qf, gf = _load(workdir, "qf", "gf")
     chosen = product_kernel()
     base = _current_rss_mb()
@@ -198,7 +198,7 @@ PRODUCT_SHAPE = (2000, 8000, 2048)  # rows of a, rows of b, width
 def stage_products(workdir, repeats):
     """The bare a @ b.T float32 product of PRODUCT_SHAPE by each kernel and by the chosen one,
     with the chooser's own measurement."""
-    from reid_baseline.evaluation.protocol import (
+    from reid_baseline.evaluation.distances import (
         KERNELS,
         measure_product_kernels,
         product_kernel,
@@ -219,7 +219,7 @@ def stage_products(workdir, repeats):
 
 
 def stage_rerank_inputs(workdir, repeats):
-    from reid_baseline.evaluation.protocol import compute_distance
+    from reid_baseline.evaluation.distances import compute_distance
     qf, gf = _load(workdir, "qf", "gf")
     t = time.perf_counter()
     for name, a, b in (("q_g", qf, gf), ("q_q", qf, qf), ("g_g", gf, gf)):
@@ -309,12 +309,12 @@ def stage_rerank_features_msmt17(workdir, repeats):
 
 
 def stage_search(workdir, repeats):
-    """search.top_k_search: 10 queries x the gallery in search_gf.npy, top 10, exact."""
-    from reid_baseline.inference.pages import top_k_search
+    """inference.store.exact_top_k: 10 queries x the gallery in search_gf.npy, top 10."""
+    from reid_baseline.inference.store import exact_top_k
     (gf,) = _load(workdir, "search_gf")
     qf = gf[:10] + 0
     base = _current_rss_mb()
-    sec, (idx, _) = best_time(lambda: top_k_search(qf, gf, 10), repeats)
+    sec, (idx, _) = best_time(lambda: exact_top_k(qf, gf, 10), repeats)
     assert (idx[:, 0] == np.arange(10)).all()  # each query finds itself first
     return dict(seconds=sec, peak_rss_mb=_rss_mb(), rss_after_loading_mb=base,
                 input_mb=gf.nbytes / 2**20, gallery_per_second=len(gf) / sec)
@@ -347,7 +347,7 @@ def main(argv=None):
                     help="also run re_ranking_features on an MSMT17-sized problem (11,659 x "
                          "82,161, 256-d; ~5 GB, minutes)")
     ap.add_argument("--search-gallery", type=int, default=0, metavar="N",
-                    help="also time search.top_k_search of 10 queries in N random 2048-d "
+                    help="also time the exact search (inference.store.exact_top_k) of 10 queries in N random 2048-d "
                          "gallery features (N * 8 KB of RAM)")
     ap.add_argument("--workdir", help="directory for intermediate .npy files (default: temp)")
     args = ap.parse_args(argv)

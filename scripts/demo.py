@@ -18,7 +18,7 @@ from reid_baseline.evaluation.evaluator import (
     record_ids,
     results_path,
     save_results,
-    write_figures,
+    write_rank_pictures,
 )
 from reid_baseline.evaluation.protocol import chance_rank1
 
@@ -67,11 +67,11 @@ def main(argv=None):
                                        with_ranking=True)
     output = results_path(cfg, cfg.OUTPUT_DIR)
     save_results(results, output)
-    figures = write_figures(cfg, cfg.OUTPUT_DIR, ranking, visualize=4)
+    pictures = write_rank_pictures(cfg, cfg.OUTPUT_DIR, ranking, visualize=4)
     print("trained %d epochs: loss %.3f -> %.3f" % (len(history), history[0]["loss"], history[-1]["loss"]))
     print(format_results(results))
     print("pictures: %s, %s and %d rank lists in %s"
-          % (curves, figures[0], len(figures) - 1, os.path.dirname(figures[-1])))
+          % (curves, pictures[0], len(pictures) - 1, os.path.dirname(pictures[-1])))
     dataset = load_market1501(cfg.DATASETS.ROOT, verify_counts=False)
     (q_pids, q_camids), (g_pids, g_camids) = record_ids(dataset.query), record_ids(dataset.gallery)
     print("a random ranking would score Rank-1 %.1f%%; results in %s"

@@ -34,8 +34,7 @@ def _parse():
     parser.add_argument("--out", help="index: index folder to write")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
                         help="index: stored feature precision (float16 halves the size)")
-    parser.add_argument("--gallery", help="query: index folder written by index (or a .npz "
-                        "gallery file of the earlier format)")
+    parser.add_argument("--gallery", help="query: index folder written by index")
     parser.add_argument("--topk", type=int, default=10, help="query: results per image")
     parser.add_argument("--rerank", action="store_true",
                         help="query: k-reciprocal re-ranking (TEST.RERANK_* knobs)")
@@ -119,7 +118,7 @@ def query(parser, args):
     """search.py query: rank an index for each query image."""
     from reid_baseline import ReIDModel
     from reid_baseline.fileio import check_output_file, png_is_ours
-    from reid_baseline.inference import pages as search
+    from reid_baseline.inference import pages
     from reid_baseline.inference.store import open_gallery
     _refuse_options_of_the_other_command(parser, args, INDEX_ONLY, "query")
     if not args.gallery or not args.images:
@@ -129,7 +128,7 @@ def query(parser, args):
     if args.config:
         parser.error("query takes the config from the gallery; --config is for index")
     if args.html:
-        check_output_file(args.html, args.overwrite, search.html_is_ours, "--html")
+        check_output_file(args.html, args.overwrite, pages.html_is_ours, "--html")
     if args.png:
         check_output_file(args.png, args.overwrite, png_is_ours, "--png")
     gallery = open_gallery(args.gallery)
@@ -149,10 +148,10 @@ def query(parser, args):
         for rank, (path, d) in enumerate(ranked, 1):
             print("  %3d  %.4f  %s" % (rank, d, path))
     if args.html:
-        search.write_html(args.html, queries)
+        pages.write_html(args.html, queries)
         print("wrote %s" % args.html)
     if args.png:
-        search.write_png(args.png, queries)
+        pages.write_png(args.png, queries)
         print("wrote %s" % args.png)
 
 

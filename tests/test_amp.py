@@ -97,7 +97,7 @@ def test_distances_stay_float32_after_amp_rewrote_mxnets_operators():
     code = ("import numpy as np\n"
             "from reid_baseline.engine.amp import init_amp\n"
             "from reid_baseline.config import load_config\n"
-            "from reid_baseline.evaluation.protocol import compute_distance\n"
+            "from reid_baseline.evaluation.distances import compute_distance\n"
             "import mxnet as mx\n"
             "init_amp(load_config(None, ['SOLVER.AMP', 'bfloat16', 'GPUS', '[]']), [mx.cpu()])\n"
             "rng = np.random.RandomState(0)\n"

@@ -67,6 +67,28 @@ def test_features_equal_evaluation_from_paths_arrays_and_pil(model, some_images)
     assert model.extract([]).shape == (0, expected.shape[1])
 
 
+def test_one_path_from_parameters_to_features(model, some_images, monkeypatch):
+    """ReIDModel is evaluation's FeatureExtractor, and evaluate_params loads the parameters
+    through it: a FeatureExtractor of the same file gives the same features, bit for bit."""
+    from reid_baseline.evaluation import evaluator
+    from reid_baseline.evaluation.features import FeatureExtractor
+    assert isinstance(model, FeatureExtractor)
+    extractor = FeatureExtractor(model.cfg, model.params_path)
+    np.testing.assert_array_equal(extractor(some_images), model.extract(some_images))
+    built = []
+
+    class Recording(FeatureExtractor):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "FeatureExtractor", Recording)
+    monkeypatch.setattr(evaluator, "evaluate_extractor", lambda cfg, extract, dataset,
+                        with_ranking: ({"extract": extract}, None))
+    results = evaluator.evaluate_params(model.cfg, model.params_path)
+    assert isinstance(results["extract"], Recording) and built == [(model.cfg, model.params_path)]
+
+
 def test_flip_averaged_features_match_an_independent_computation(model, some_images):
     """Network on the image and on its mirror, averaged, L2-normalised: by hand."""
     import mxnet as mx
@@ -83,7 +105,7 @@ def test_flip_averaged_features_match_an_independent_computation(model, some_ima
 
 
 def test_distance_is_evaluations(model, some_images):
-    from reid_baseline.evaluation.protocol import compute_distance
+    from reid_baseline.evaluation.distances import compute_distance
     feats = model.extract(some_images)
     np.testing.assert_array_equal(model.distance(feats[:2], feats),
                                   compute_distance(feats[:2], feats, model.cfg.TEST.DISTANCE))

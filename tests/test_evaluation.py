@@ -1,8 +1,8 @@
-"""Tests for reid_baseline.evaluation.protocol (hand-computed cases + sort-based oracle)."""
+"""evaluation.protocol (hand-computed cases, a sort-based oracle) and the evaluator."""
 import numpy as np
 import pytest
 
-from reid_baseline.evaluation.protocol import chance_rank1, compute_distance, evaluate_ranking
+from reid_baseline.evaluation.protocol import chance_rank1, evaluate_ranking
 
 try:  # tests/ on sys.path (pytest rootdir-style imports) or tests as a package
     from reference_impls import reference_evaluate
@@ -196,56 +196,6 @@ def test_chunking_matches_oracle(monkeypatch, sort_above):
         assert abs(got["mINP"] - ref["mINP"]) <= 1e-12
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_compute_distance_matches_naive(dtype):
-    rng = np.random.default_rng(0)
-    q = (rng.standard_normal((7, 16)) * 3).astype(dtype)
-    g = (rng.standard_normal((11, 16)) * 3).astype(dtype)
-    q64, g64 = q.astype(np.float64), g.astype(np.float64)
-    naive_euc = np.sqrt(((q64[:, None, :] - g64[None, :, :]) ** 2).sum(-1))
-    naive_cos = 1 - (q64 @ g64.T) / np.outer(np.linalg.norm(q64, axis=1),
-                                              np.linalg.norm(g64, axis=1))
-    for metric, naive in (("euclidean", naive_euc), ("cosine", naive_cos)):
-        d = compute_distance(q, g, metric=metric)
-        assert d.dtype == np.float32 and d.shape == (7, 11)
-        np.testing.assert_allclose(d, naive, rtol=1e-5, atol=1e-5)
-    # Normalised inputs, and a point against itself.
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    np.testing.assert_allclose(compute_distance(qn, qn, "cosine").diagonal(), 0, atol=1e-6)
-    np.testing.assert_allclose(compute_distance(q, q, "euclidean").diagonal(), 0, atol=1e-2)
-    assert (compute_distance(q, q, "euclidean") >= 0).all()
-
-
-def test_distance_product_equals_numpy_at_feature_size():
-    # The product runs in MXNet's oneDNN (not numpy's OpenBLAS): float32 results as numpy's,
-    # for non-contiguous views too; the caller's arrays stay writeable and unchanged.
-    rng = np.random.default_rng(1)
-    q = rng.standard_normal((300, 2048), dtype=np.float32)
-    g = rng.standard_normal((1030, 4096), dtype=np.float32)[:, ::2]  # a strided view
-    q_before, g_before = q.copy(), g.copy()
-    expected = q.astype(np.float64) @ g.T.astype(np.float64)
-    qn = np.linalg.norm(q.astype(np.float64), axis=1)
-    gn = np.linalg.norm(g.astype(np.float64), axis=1)
-    got = compute_distance(q, g, "cosine")
-    np.testing.assert_allclose(got, 1 - expected / np.outer(qn, gn), rtol=0, atol=2e-6)
-    d2 = qn[:, None] ** 2 + gn[None, :] ** 2 - 2 * expected
-    np.testing.assert_allclose(compute_distance(q, g, "euclidean"), np.sqrt(d2), rtol=2e-6)
-    np.testing.assert_array_equal(q, q_before)
-    np.testing.assert_array_equal(g, g_before)
-    assert q.flags.writeable and g.flags.writeable and got.flags.writeable
-    assert compute_distance(q[:0], g, "euclidean").shape == (0, 1030)
-
-
-def test_compute_distance_errors():
-    x = np.zeros((2, 4), np.float32)
-    with pytest.raises(ValueError, match="cosine.*euclidean"):
-        compute_distance(x, x, metric="manhattan")
-    with pytest.raises(ValueError, match="dimensions"):
-        compute_distance(x, np.zeros((2, 5), np.float32))
-    with pytest.raises(ValueError, match="2-D"):
-        compute_distance(np.zeros(4), x)
-
-
 def test_chance_rank1_by_hand():
     # Query 0 (pid 1, cam 0): gallery [1/cam0 ignored, 1/cam1 match, 2/cam1, 0/cam2, -1 junk]
     #   -> 1 match among 3 valid items = 1/3.
@@ -255,96 +205,6 @@ def test_chance_rank1_by_hand():
     assert chance_rank1([1, 2, 3], g_pids, [0, 1, 0], g_cams) == pytest.approx(1 / 3)
     # Two queries: 1/3 and (pid 2 from cam 0: matches 2/cam1 among 4 valid) 1/4.
     assert chance_rank1([1, 2], g_pids, [0, 0], g_cams) == pytest.approx((1 / 3 + 1 / 4) / 2)
-
-
-def test_distance_products_are_split_into_row_blocks_under_the_tensor_size_limit(monkeypatch):
-    from reid_baseline.evaluation import protocol as evaluation
-    monkeypatch.setattr(evaluation, "_MAX_TENSOR", 20)  # blocks of 2 query rows x 9 gallery
-    rng = np.random.RandomState(0)
-    q, g = rng.rand(7, 5).astype(np.float32), rng.rand(9, 5).astype(np.float32)
-    expected = 1 - (q.astype(np.float64) @ g.T) / np.outer(np.linalg.norm(q, axis=1),
-                                                            np.linalg.norm(g, axis=1))
-    np.testing.assert_allclose(evaluation.compute_distance(q, g, kernel="onednn"), expected,
-                               atol=1e-6)
-
-
-def _float64_distance(q, g, metric):
-    q, g = q.astype(np.float64), g.astype(np.float64)
-    if metric == "cosine":
-        return 1 - (q @ g.T) / np.outer(np.linalg.norm(q, axis=1), np.linalg.norm(g, axis=1))
-    return np.sqrt(np.maximum((q * q).sum(1)[:, None] + (g * g).sum(1)[None] - 2 * q @ g.T, 0))
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_every_product_kernel_gives_the_float64_distances(monkeypatch, metric):
-    from reid_baseline.evaluation import protocol as evaluation
-    assert evaluation.product_kernel() in evaluation.KERNELS
-    assert evaluation.product_kernel() == evaluation.product_kernel()  # chosen once
-    rng = np.random.RandomState(3)
-    q, g = rng.rand(37, 300).astype(np.float32), rng.rand(53, 300).astype(np.float32)
-    expected = _float64_distance(q, g, metric)
-    chosen = {}
-    for kernel in evaluation.KERNELS:  # the chooser's pick forced to each kernel in turn
-        monkeypatch.setattr(evaluation, "product_kernel", lambda kernel=kernel: kernel)
-        chosen[kernel] = evaluation.compute_distance(q, g, metric)
-        assert chosen[kernel].dtype == np.float32 and chosen[kernel].shape == (37, 53)
-        np.testing.assert_allclose(chosen[kernel], expected, rtol=0, atol=2e-5)
-        np.testing.assert_allclose(evaluation.product_nt(q, g), q.astype(np.float64) @ g.T,
-                                   rtol=1e-5, atol=0)
-    np.testing.assert_allclose(chosen["numpy"], chosen["onednn"], rtol=0, atol=2e-5)
-
-
-def _fake_clock(monkeypatch, evaluation, durations):
-    """evaluation's clock replaced by one that reads, for each (tiny, large) pair of
-    `durations` in turn, a start, start + tiny, and start + tiny + large; a second passes
-    between pairs (the loop's own time, which no measurement may include)."""
-    import types
-    readings, now = [], 100.0
-    for tiny, large in durations:
-        readings += [now, now + tiny, now + tiny + large]
-        now += tiny + large + 1.0
-    clock = iter(readings)
-    monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    return clock
-
-
-def test_measure_product_kernels_is_the_best_product_less_the_best_call(monkeypatch):
-    from reid_baseline.evaluation import protocol as evaluation
-    assert evaluation.KERNELS == ("numpy", "onednn")
-    # (tiny, large) seconds of repeat 0 numpy, repeat 0 onednn, repeat 1 numpy, repeat 1 onednn
-    clock = _fake_clock(monkeypatch, evaluation, [(0.001, 0.010), (0.002, 0.005),
-                                                  (0.0005, 0.012), (0.003, 0.004)])
-    seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=2)
-    assert next(clock, None) is None  # three readings per kernel and repeat, no more
-    assert seconds == pytest.approx({"numpy": 0.010 - 0.0005, "onednn": 0.004 - 0.002},
-                                    rel=0, abs=1e-12)
-
-
-def test_a_product_no_slower_than_the_tiny_one_measures_zero_and_the_chooser_takes_it(
-        monkeypatch):
-    from reid_baseline.evaluation import protocol as evaluation
-    _fake_clock(monkeypatch, evaluation, [(0.001, 0.003), (0.004, 0.002)])
-    seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
-    assert seconds == pytest.approx({"numpy": 0.002, "onednn": 0.0}, rel=0, abs=1e-12)
-    monkeypatch.setattr(evaluation, "measure_product_kernels", lambda: seconds)
-    assert evaluation.product_kernel.__wrapped__() == "onednn"  # uncached: this measurement
-    monkeypatch.setattr(evaluation, "measure_product_kernels", lambda: {"numpy": 0.0,
-                                                                       "onednn": 0.0})
-    assert evaluation.product_kernel.__wrapped__() == "numpy"  # a tie: the first kernel
-
-
-def test_measure_product_kernels_times_both_kernels_on_the_real_clock():
-    from reid_baseline.evaluation import protocol as evaluation
-    seconds = evaluation.measure_product_kernels((8, 16, 32), repeats=1)
-    assert sorted(seconds) == sorted(evaluation.KERNELS)
-    assert all(0 <= s < 10 for s in seconds.values())
-
-
-def test_unknown_product_kernel_is_refused():
-    from reid_baseline.evaluation import protocol as evaluation
-    with pytest.raises(ValueError, match="kernel"):
-        evaluation.compute_distance(np.ones((2, 3)), np.ones((4, 3)), kernel="cuda")
 
 
 def test_an_evaluation_without_a_valid_query_is_an_error_not_nan(monkeypatch):
@@ -359,8 +219,7 @@ def test_an_evaluation_without_a_valid_query_is_an_error_not_nan(monkeypatch):
     query = [Record("q.jpg", 1, 1)]
     gallery = [Record("g0.jpg", 1, 1), Record("g1.jpg", 2, 2)]  # the match: same camera
     feats = {"query": np.eye(1, 4, dtype=np.float32), "gallery": np.eye(2, 4, dtype=np.float32)}
-    monkeypatch.setattr(retrieval, "_split_features",
-                        lambda cfg, net, records, ctx, split: feats[split])
+    monkeypatch.setattr(retrieval, "_split_features", lambda extract, records, split: feats[split])
     dataset = types.SimpleNamespace(query=query, gallery=gallery)
     with pytest.raises(DatasetError, match="none of the 1 queries has a true match"):
         retrieval.evaluate_retrieval(load_config(None, []), None, dataset, None)

@@ -95,20 +95,6 @@ def test_input_validation():
         re_ranking(q_g, q_q, g_g)
 
 
-@pytest.mark.parametrize("levels", [None, 7, 50])
-def test_top_k_matches_stable_argsort(levels):
-    from reid_baseline.evaluation.rerank import top_k
-    rng = np.random.default_rng(levels or 0)
-    block = rng.random((40, 3000)).astype(np.float32)
-    if levels:  # heavy ties, also at the k-th position
-        block = np.floor(block * levels).astype(np.float32)
-    block[3, :] = 0.5          # a constant row
-    block[4, ::7] = np.inf      # infinities
-    for k in (1, 5, 21, 60):
-        expected = np.argsort(block, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(top_k(block, k), expected)
-
-
 def test_matches_reference_wide_rows():
     # Q + G large relative to k1, so the sampled-threshold neighbour search
     # (not only the small-problem fallback) is compared with the reference.
@@ -134,7 +120,7 @@ def _features(rng, n, dim, n_ids):
 ])
 def test_re_ranking_features_equals_re_ranking(monkeypatch, n_q, n_g, k1, k2, lam, block):
     import reid_baseline.evaluation.rerank as rr
-    from reid_baseline.evaluation.protocol import compute_distance
+    from reid_baseline.evaluation.distances import compute_distance
     if block:
         monkeypatch.setattr(rr, "_FEATURE_BLOCK_ENTRIES", block)
     rng = np.random.default_rng(n_q + n_g + k1)

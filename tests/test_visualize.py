@@ -162,8 +162,9 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
     monkeypatch.setattr("reid_baseline.evaluation.plots.write_rank_lists",
                         lambda path, rows: drawn.update({os.path.basename(path): rows}))
     cfg = load_config(None, ["TEST.RERANK", "True"])
-    written = retrieval.write_figures(cfg, str(tmp_path), retrieval.Ranking(data, dist, ranked),
-                                      visualize=2, top=4)
+    written = retrieval.write_rank_pictures(cfg, str(tmp_path),
+                                            retrieval.Ranking(data, dist, ranked), visualize=2,
+                                            top=4)
     assert os.path.basename(written[0]) == "cmc_rerank.png"
     # Worst: q1 (AP 0.1); the random one of the other valid queries (q0, q2; seed 0) is q2.
     assert sorted(drawn) == ["random_01_query00002.png", "worst_01_query00001.png"]

@@ -15,7 +15,7 @@ from mxnet.contrib import amp
 from mxnet.contrib.amp.loss_scaler import LossScaler
 
 from ..errors import DeviceError
-from ..evaluation import protocol as evaluation  # noqa: F401  binds float32 distance kernels before amp.init wraps ops
+from ..evaluation import distances  # noqa: F401  binds float32 distance kernels before amp.init wraps ops
 
 logger = logging.getLogger("reid_baseline")
 

@@ -1,6 +1,6 @@
 """Query/gallery retrieval of a trained network: features, distances, optional re-ranking,
-and the Market-1501 metrics. One function serves the engine's periodic evaluation and
-evaluate.py."""
+and the Market-1501 metrics. One function (evaluate_extractor) serves the engine's periodic
+evaluation of the network it trains and evaluate.py's of a parameter file (FeatureExtractor)."""
 import collections
 import glob
 import json
@@ -10,14 +10,14 @@ import numpy as np
 
 from ..errors import DatasetError, OutputError
 from ..fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
-from .features import image_features
-from .protocol import AP_MODES, compute_distance, evaluate_ranking
+from .distances import compute_distance
+from .features import FeatureExtractor, image_features
+from .protocol import AP_MODES, evaluate_ranking
 from .rerank import re_ranking_features
 
 
-def _split_features(cfg, net, records, ctx, split):
-    return image_features(cfg, net.embedding, [r.path for r in records], ctx,
-                          desc="features " + split)
+def _split_features(extract, records, split):
+    return extract([r.path for r in records], desc="features " + split)
 
 
 def gallery_distances(cfg, q_feats, g_feats):
@@ -30,16 +30,26 @@ def gallery_distances(cfg, q_feats, g_feats):
     return compute_distance(q_feats, g_feats, metric=cfg.TEST.DISTANCE)
 
 
-# What write_figures draws from: the records, the (Q, G) distances and evaluate_ranking's
+# What write_rank_pictures draws from: the records, the (Q, G) distances and evaluate_ranking's
 # output for TEST.AP_MODE.
 Ranking = collections.namedtuple("Ranking", "dataset distmat ranked")
 
 
 def evaluate_retrieval(cfg, net, dataset, ctx, with_ranking=False):
+    """evaluate_extractor of the network `net` (being trained) on the devices `ctx`."""
+    def extract(images, desc):
+        return image_features(cfg, net.embedding, images, ctx, desc)
+
+    return evaluate_extractor(cfg, extract, dataset, with_ranking)
+
+
+def evaluate_extractor(cfg, extract, dataset, with_ranking=False):
     """Rank the gallery for every query; returns rank1/rank5/rank10/mAP/mINP in percent and
-    more, and with `with_ranking` also the Ranking (for write_figures)."""
-    q_feats = _split_features(cfg, net, dataset.query, ctx, "query")
-    g_feats = _split_features(cfg, net, dataset.gallery, ctx, "gallery")
+    more, and with `with_ranking` also the Ranking (for write_rank_pictures). `extract(images,
+    desc)` gives the features of image paths (a FeatureExtractor, or a network's
+    image_features)."""
+    q_feats = _split_features(extract, dataset.query, "query")
+    g_feats = _split_features(extract, dataset.gallery, "gallery")
     distmat = gallery_distances(cfg, q_feats, g_feats)
     q_pids, q_camids = record_ids(dataset.query)
     g_pids, g_camids = record_ids(dataset.gallery)
@@ -64,7 +74,7 @@ def evaluate_retrieval(cfg, net, dataset, ctx, with_ranking=False):
     return (results, Ranking(dataset, distmat, chosen)) if with_ranking else results
 
 
-def write_figures(cfg, folder, ranking, visualize=0, top=10, seed=0):
+def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0):
     """cmc.png (CMC up to rank 50) in `folder` and rank-list PNGs of `visualize` queries in
     folder/ranklists: the worst half by AP and a random sample (seeded) of the others.
     Names get a "_rerank" suffix with TEST.RERANK, as results_rerank.json. Returns the paths.
@@ -118,15 +128,12 @@ def record_ids(records):
 
 def evaluate_params(cfg, params_path, with_ranking=False):
     """Evaluate a parameter file saved by training on the configured query/gallery; returns
-    the results, and with `with_ranking` also the Ranking (for write_figures)."""
+    the results, and with `with_ranking` also the Ranking (for write_rank_pictures)."""
     from ..data.datasets import load_test_set
-    from ..engine.devices import build_contexts
-    from ..modeling.network import load_trained_model
 
-    ctx = build_contexts(cfg.GPUS)
-    net = load_trained_model(cfg, params_path, ctx)
+    extractor = FeatureExtractor(cfg, params_path)
     dataset = load_test_set(cfg)  # DATASETS.TEST_NAME at TEST_ROOT (default: NAME at ROOT)
-    results, ranking = evaluate_retrieval(cfg, net, dataset, ctx, with_ranking=True)
+    results, ranking = evaluate_extractor(cfg, extractor, dataset, with_ranking=True)
     results["params"] = os.path.abspath(params_path)
     return (results, ranking) if with_ranking else results
 

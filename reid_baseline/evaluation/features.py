@@ -1,4 +1,7 @@
-"""Batched feature extraction: original and flipped image averaged, then L2-normalised."""
+"""Image features as evaluation computes them: batched, original and mirrored image averaged,
+then L2-normalised; FeatureExtractor is the one path from a trained parameter file to them."""
+import os
+
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
@@ -61,3 +64,23 @@ def image_features(cfg, embedding, images, ctx, desc="features"):
     loader = build_test_loader(cfg, records, decoded=in_memory)
     return extract_features(embedding, loader, ctx, flip=cfg.TEST.FLIP_FEATURES,
                             normalize=cfg.TEST.NORMALIZE_FEATURES, desc=desc)
+
+
+class FeatureExtractor(object):
+    """The features of a trained parameter file: `extractor(images)` gives float32 (N, D)
+    features exactly as evaluation computes them (image_features with the config's TEST.*).
+
+    `cfg` is a frozen config and `params_path` a parameter file saved by training, loaded by
+    modeling.network.load_trained_model onto `ctx` (default: the devices of cfg.GPUS).
+    Attributes: cfg, params_path (absolute), ctx (a list of contexts), embedding."""
+
+    def __init__(self, cfg, params_path, ctx=None):
+        from ..engine.devices import build_contexts
+        from ..modeling.network import load_trained_model
+        self.cfg, self.params_path = cfg, os.path.abspath(params_path)
+        self.ctx = build_contexts(cfg.GPUS) if ctx is None else list(ctx)
+        self.embedding = load_trained_model(cfg, params_path, self.ctx).embedding
+
+    def __call__(self, images, desc="features"):
+        """float32 (N, D) features of `images` (file paths and/or HxWx3 uint8 RGB arrays)."""
+        return image_features(self.cfg, self.embedding, images, self.ctx, desc)

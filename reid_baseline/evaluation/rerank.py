@@ -22,7 +22,9 @@ results can differ from it only where distances tie exactly.
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["re_ranking", "re_ranking_features", "top_k"]
+from .distances import compute_distance, top_k
+
+__all__ = ["re_ranking", "re_ranking_features"]
 
 _BLOCK_ENTRIES = 1 << 22  # ~16 MB of float32 per row block
 # Rows of feature distances computed at once for the neighbours (64 MB of float32): wider
@@ -48,48 +50,6 @@ def _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value):
             raise ValueError("%s must be a positive integer, got %r" % (name, k))
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError("lambda_value must be in [0, 1], got %r" % (lambda_value,))
-
-
-def _top_k_exact(block, k):
-    """Indices of the k smallest entries of each row, ordered by (value, index)."""
-    n = block.shape[1]
-    if k >= n:
-        return np.argsort(block, axis=1, kind="stable")
-    idx = np.argpartition(block, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(block, idx, axis=1)
-    # argpartition picks arbitrarily among values equal to the k-th smallest;
-    # rows with such a tie beyond the selection are redone exactly.
-    thr = vals.max(axis=1)
-    for r in np.flatnonzero(np.count_nonzero(block <= thr[:, None], axis=1) > k):
-        cand = np.flatnonzero(block[r] <= thr[r])
-        idx[r] = cand[np.lexsort((cand, block[r, cand]))[:k]]
-    vals = np.take_along_axis(block, idx, axis=1)
-    order = np.lexsort((idx, vals), axis=1)
-    return np.take_along_axis(idx, order, axis=1)
-
-
-def top_k(block, k, stride=16):
-    """Indices of the k smallest entries of each row of `block`, ordered by (value, column):
-    ``np.argsort(block, axis=1, kind="stable")[:, :k]``, faster on wide rows.
-
-    The k-th smallest of every stride-th column bounds each row's k-th smallest
-    from above, so the entries at or below it (about k * stride per row) hold
-    the k nearest. Those few are packed into a narrow padded array (in column
-    order, so position ties break like column ties) and selected exactly.
-    """
-    n_rows, n = block.shape
-    if n // stride < 4 * k:
-        return _top_k_exact(block, k)
-    thr = np.partition(block[:, ::stride], k - 1, axis=1)[:, k - 1]
-    flat = np.flatnonzero(block <= thr[:, None])
-    rows, cols = np.divmod(flat, n)
-    counts = np.bincount(rows, minlength=n_rows)
-    pos = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
-    vals = np.full((n_rows, counts.max()), np.inf, dtype=block.dtype)
-    vals[rows, pos] = block.ravel()[flat]
-    packed_cols = np.full(vals.shape, n, dtype=np.int64)
-    packed_cols[rows, pos] = cols
-    return np.take_along_axis(packed_cols, _top_k_exact(vals, k), axis=1)
 
 
 def _neighbours(n, k, rows, squared_rows, what):
@@ -228,13 +188,11 @@ def re_ranking_features(query_feats, gallery_feats, k1=20, k2=6, lambda_value=0.
     features block by block: never a dense (Q+G) x G matrix, only the (Q, G) output.
 
     Equal to ``re_ranking(d(q, g), d(q, q), d(g, g), ...)`` with d =
-    ``evaluation.compute_distance(..., metric="euclidean")`` up to float32 rounding of the
+    ``distances.compute_distance(..., metric="euclidean")`` up to float32 rounding of the
     distances (which can only swap neighbours whose distances tie to the last bits).
     Memory: the output, the features, a block of ``_FEATURE_BLOCK_ENTRIES`` distances and
     the sparse neighbour sets (a few dozen entries per item).
     """
-    from .protocol import compute_distance  # evaluation owns the distance kernel
-
     q = np.ascontiguousarray(query_feats, dtype=np.float32)
     g = np.ascontiguousarray(gallery_feats, dtype=np.float32)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or not len(q) or not len(g):

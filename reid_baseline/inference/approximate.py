@@ -78,7 +78,7 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     info = {"kind": "ivf", "codec": codec, "nlist": nlist, "nprobe": nprobe,
             "inner_product": inner, "recall_at_10": recall_at_10(exact, approx, sample),
             "recall_queries": len(sample)}
-    store.record("approximate", info)
+    store.update_manifest("approximate", info)
     return info
 
 

@@ -8,12 +8,11 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import ModelError, OutputError, ParityError
+from ..evaluation.features import FeatureExtractor
 from ..fileio import PRODUCER, atomic_path, check_output_file
-from ..modeling.network import load_trained_model
 
 FORMATS = ("mxnet", "onnx")
 PARITY_TOLERANCE = 1e-4  # largest |MXNet - onnxruntime| feature difference accepted
-
 
 
 def _input_shape(cfg, batch=1):
@@ -124,7 +123,8 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
     if fmt == "onnx":
         check_output_file(path, overwrite, onnx_is_ours, "ONNX file")
         batches = parity_batches(cfg, check_images, num_random)  # before anything is written
-    embedding = load_trained_model(cfg, params_path, mx.cpu()).embedding
+    # On the CPU whatever GPUS says: the export's forward pass and the parity check feed CPU arrays.
+    embedding = FeatureExtractor(cfg, params_path, ctx=[mx.cpu()]).embedding
     if fmt == "mxnet":
         return {"files": list(export_symbol(embedding, cfg, prefix))}
     unchecked = path + ".unchecked"

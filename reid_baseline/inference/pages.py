@@ -1,6 +1,6 @@
-"""Search results for people: an HTML page and a PNG of each query and its ranked images.
+"""Search result pages: an HTML page and a PNG of each query and its ranked images.
 
-Ranking itself is ReIDModel.rank/search (api.py) over a feature store (index.py).
+The ranking itself is ReIDModel.rank/search (reid_model.py) over a feature store (store.py).
 """
 import html
 import os

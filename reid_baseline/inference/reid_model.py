@@ -3,11 +3,12 @@
     from reid_baseline import ReIDModel
     model = ReIDModel.load("runs/demo_toy")            # config.yaml + model_final.params
     feats = model.extract(["a.jpg", rgb_array, pil_image])
-    model.build_index("photos/", "photos.index")       # a feature store (reid_baseline.inference.store)
+    model.build_index("photos/", "photos.index")       # a feature store (inference/store.py)
     results = model.search(["query.jpg"], "photos.index", topk=10)
 
-Features are computed exactly as evaluation computes them (features.image_features), on the
-devices of the config's GPUS, and compared with the config's TEST.DISTANCE.
+ReIDModel is evaluation's FeatureExtractor (features exactly as evaluation computes them, on
+the devices of the config's GPUS) with distances of the config's TEST.DISTANCE, feature stores
+and search added.
 """
 import os
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..data.images import IMAGE_EXTENSIONS, find_images, read_image
 from ..errors import ConfigError, DatasetError, ModelError, RunDirError
+from ..evaluation.features import FeatureExtractor
 
 # Config keys that change the features of an image: a gallery and its queries must agree.
 FEATURE_KEYS = ("MODEL.BACKBONE", "MODEL.LAST_STRIDE", "MODEL.POOLING", "MODEL.BN_BETA",
@@ -59,18 +61,14 @@ def _config_values(cfg_or_text):
     return values
 
 
-class ReIDModel(object):
+class ReIDModel(FeatureExtractor):
     """A trained network with its config: extract features, compare them, index and search.
 
     `cfg` is a frozen config (config.load_config) and `params_path` a parameter file saved by
-    training; the network is loaded on the devices of cfg.GPUS."""
+    training; the network is loaded on the devices of cfg.GPUS (FeatureExtractor)."""
 
     def __init__(self, cfg, params_path):
-        from ..engine.devices import build_contexts
-        from ..modeling.network import load_trained_model
-        self.cfg, self.params_path = cfg, os.path.abspath(params_path)
-        self.ctx = build_contexts(cfg.GPUS)
-        self.embedding = load_trained_model(cfg, params_path, self.ctx).embedding
+        super().__init__(cfg, params_path)
         self._sha256 = None
 
     @classmethod
@@ -92,25 +90,13 @@ class ReIDModel(object):
 
     @classmethod
     def for_gallery(cls, gallery, params=None, overrides=()):
-        """The model a gallery (index folder or .npz file) was built with: its config (plus
-        `overrides`) and its params file, or `params` (which must be the same file's bytes)."""
-        import tempfile
-
+        """The model a gallery (index folder or its FeatureStore) was built with: its config
+        (plus `overrides`) and its params file, or `params` (which must be the same file's
+        bytes)."""
         from ..config import load_config
         from .store import open_gallery
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
-        params = params or gallery.params
-        if gallery.config_path:
-            cfg = load_config(gallery.config_path, list(overrides))
-        else:  # an .npz gallery holds the config as text
-            fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix="reid_gallery_config_")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(gallery.config_text)
-                cfg = load_config(tmp, list(overrides))
-            finally:
-                os.remove(tmp)
-        return cls(cfg, params)
+        return cls(load_config(gallery.config_path, list(overrides)), params or gallery.params)
 
     @property
     def params_sha256(self):
@@ -125,8 +111,6 @@ class ReIDModel(object):
         images; one or a list), in TEST.BATCH_SIZE batches, flip-averaged and L2-normalised as
         the config's TEST.* knobs say. An unreadable file is a DatasetError naming it."""
         from PIL import Image
-
-        from ..evaluation.features import image_features
         if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)) and not (
                 isinstance(images, np.ndarray) and images.ndim == 4):
             images = [images]
@@ -137,16 +121,15 @@ class ReIDModel(object):
         if not images:
             from ..modeling.network import feature_dim
             return np.zeros((0, feature_dim(self.cfg)), np.float32)
-        return image_features(self.cfg, self.embedding, images, self.ctx)
+        return self(images)
 
     def extract_files(self, paths, desc="images"):
         """(features, kept paths, skipped [(path, reason)]) of image files, skipping the files
         that cannot be read instead of stopping. A chunk that meets one is checked file by file
         (read_image, the loader's own reader) and embedded again without the bad files."""
-        from ..evaluation.features import image_features
         paths = [os.fspath(p) for p in paths]
         try:
-            return image_features(self.cfg, self.embedding, paths, self.ctx, desc), paths, []
+            return self(paths, desc), paths, []
         except DatasetError:
             kept, skipped = [], []
             for path in paths:
@@ -155,13 +138,12 @@ class ReIDModel(object):
                     kept.append(path)
                 except DatasetError as exc:
                     skipped.append((path, str(exc)))
-        feats = (image_features(self.cfg, self.embedding, kept, self.ctx, desc) if kept
-                 else np.zeros((0, 0), np.float32))
+        feats = self(kept, desc) if kept else np.zeros((0, 0), np.float32)
         return feats, kept, skipped
 
     def distance(self, query_feats, gallery_feats):
         """(Q, G) float32 distances of the config's TEST.DISTANCE (evaluation's)."""
-        from ..evaluation.protocol import compute_distance
+        from ..evaluation.distances import compute_distance
         q, g = np.asarray(query_feats), np.asarray(gallery_feats)
         if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
             raise DatasetError("distance: expected two (N, D) feature arrays of one length D, "
@@ -171,10 +153,6 @@ class ReIDModel(object):
     def check_gallery(self, gallery):
         """Raise unless `gallery` holds features of this model: the same params file bytes
         (SHA-256) and the same feature-defining config keys (FEATURE_KEYS)."""
-        if gallery.params_sha256 is None:
-            raise DatasetError("--gallery: %s was built with %s, which no longer exists: its "
-                               "features cannot be checked against this model; build the index "
-                               "again" % (gallery.folder, gallery.params))
         if gallery.params_sha256 != self.params_sha256:
             raise ModelError("--params: %s is not the parameter file the gallery %s was built "
                              "with (%s; SHA-256 %.12s, this one %.12s): the features would not "
@@ -194,7 +172,8 @@ class ReIDModel(object):
         query feature: exact by default (the store read in blocks); `approximate`: the store's
         faiss index; `rerank`: k-reciprocal re-ranking (TEST.RERANK_* knobs; it holds the whole
         gallery in memory and its cost grows with the square of the gallery size)."""
-        from ..evaluation.rerank import re_ranking_features, top_k
+        from ..evaluation.distances import top_k
+        from ..evaluation.rerank import re_ranking_features
         from .store import exact_top_k, open_gallery
         if topk < 1:
             raise ConfigError("topk must be >= 1, got %d" % topk)

@@ -11,21 +11,19 @@ A store is a folder a query memory-maps instead of loading:
 Building streams: each chunk of images is embedded, written into the memory map and recorded
 in progress.json, so memory stays bounded by the chunk and a stopped build loses one chunk at
 most. The rows are a function of the images and the network only, so a resumed build writes
-the same files as an uninterrupted one. Gallery files of the earlier single-file format (.npz)
-are still read. The optional approximate (faiss) index lives in approximate.py.
+the same files as an uninterrupted one. The optional approximate (faiss) index lives in
+approximate.py.
 """
 import hashlib
 import json
 import os
-import zipfile
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import DatasetError, OutputError
-from ..evaluation.protocol import compute_distance
-from ..evaluation.rerank import top_k
-from ..fileio import PRODUCER, atomic_path, file_sha256, read_json_object
+from ..evaluation.distances import compute_distance, top_k
+from ..fileio import PRODUCER, atomic_path, read_json_object
 
 STORE_FORMAT = "reid_baseline feature store"
 MANIFEST, FEATURES, PATHS, OFFSETS = "manifest.json", "features.npy", "paths.txt", "path_offsets.npy"
@@ -35,7 +33,6 @@ DTYPES = ("float32", "float16")
 CHUNK_IMAGES = 2048  # images per extraction call: a stop loses at most this much work
 SEARCH_BLOCK_ENTRIES = 1 << 24  # query x gallery distances per block (64 MB of float32)
 SEARCH_BLOCK_BYTES = 1 << 26  # float32 gallery rows per block (64 MB)
-NPZ_KEYS = ("paths", "features", "config", "params")
 
 
 def _write_json(path, data):
@@ -225,7 +222,7 @@ class FeatureStore(object):
     def __len__(self):
         return len(self.features)
 
-    def record(self, key, value):
+    def update_manifest(self, key, value):
         """Set `key` of the store's manifest to `value` (written atomically)."""
         self.manifest[key] = value
         _write_json(os.path.join(self.folder, MANIFEST), self.manifest)
@@ -242,47 +239,15 @@ class FeatureStore(object):
         return np.array(found + [None], dtype=object)[:-1].reshape(indices.shape).tolist()
 
 
-class NpzGallery(object):
-    """A gallery file of the earlier single-file format (.npz, loaded whole), with the
-    interface of FeatureStore; the digest is the one of the params file it names, if present."""
-
-    def __init__(self, path):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in NPZ_KEYS if k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DatasetError("--gallery: %s is not a gallery file written by search.py index "
-                               "(%s)" % (path, str(exc).splitlines()[0] if str(exc) else
-                                         type(exc).__name__)) from exc
-        missing = [k for k in NPZ_KEYS if k not in data]
-        if (missing or data["features"].ndim != 2 or data["paths"].ndim != 1
-                or len(data["paths"]) != len(data["features"])
-                or data["features"].dtype.kind != "f"):
-            raise DatasetError("--gallery: %s is not a gallery file written by search.py index "
-                               "(missing %s or mismatched arrays); build an index folder with "
-                               "search.py index" % (path, ", ".join(missing) or "-"))
-        self.folder, self.features = path, data["features"].astype(np.float32, copy=False)
-        self._paths = data["paths"]
-        self.config_text, self.params = str(data["config"]), str(data["params"])
-        self.params_sha256 = file_sha256(self.params) if os.path.isfile(self.params) else None
-        self.manifest, self.config_path = {"dtype": "float32"}, None
-
-    def __len__(self):
-        return len(self.features)
-
-    def paths(self, indices):
-        """The image paths of the rows `indices` (any shape), as a nested list."""
-        return self._paths[np.asarray(indices)].astype(str).tolist()
-
-
 def open_gallery(path):
-    """A FeatureStore (index folder) or NpzGallery (.npz file) for `path`; DatasetError naming
-    it when it is neither or is damaged."""
-    if os.path.isdir(path):
-        return FeatureStore(path)
-    if not os.path.isfile(path):
+    """The FeatureStore of the index folder `path`; DatasetError naming it when it does not
+    exist, is not an index folder or is damaged."""
+    if not os.path.lexists(path):
         raise DatasetError("--gallery: %s does not exist" % path)
-    return NpzGallery(path)
+    if not os.path.isdir(path):
+        raise DatasetError("--gallery: %s is a file; an index is a folder written by search.py "
+                           "index" % path)
+    return FeatureStore(path)
 
 
 def exact_top_k(query_feats, gallery_feats, topk, metric="cosine"):
