@@ -8,7 +8,7 @@ def main():
                         help="continue from the last checkpoint in OUTPUT_DIR")
     args = parser.parse_args()
     cfg = config_from_args(args)
-    from reid_baseline.checks.doctor import preflight
+    from reid_baseline.engine.preflight import preflight
     preflight(cfg)  # data set, weights, a convolution on each GPU: a misfit stops in seconds
     from reid_baseline.engine.loop import train
     train(cfg, resume=args.resume)

@@ -2,15 +2,14 @@
 
 Every error a user can cause (a config, data set, weights file, device, run folder, output
 file or launch that does not fit) is a ReIDError; the command lines catch ReIDError alone and
-print its one-line message. Each subclass keeps the built-in base it always had (ValueError or
-RuntimeError), so code that caught those still does."""
+print its one-line message."""
 
 
 class ReIDError(Exception):
     """Base of every error raised for a user's input or environment."""
 
 
-class ConfigError(ReIDError, ValueError):
+class ConfigError(ReIDError):
     """A config file or override names an unknown key or gives a wrong value."""
 
 
@@ -18,11 +17,11 @@ class LaunchError(ConfigError):
     """The job cannot be started as asked (no command, a program that is not found)."""
 
 
-class DatasetError(ReIDError, ValueError):
+class DatasetError(ReIDError):
     """A dataset file or folder is missing or is not what its layout has."""
 
 
-class ModelError(ReIDError, ValueError):
+class ModelError(ReIDError):
     """The model cannot be built or its weights cannot be loaded."""
 
 
@@ -30,7 +29,7 @@ class ParityError(ModelError):
     """An exported model does not reproduce MXNet's features."""
 
 
-class CheckpointError(ReIDError, ValueError):
+class CheckpointError(ReIDError):
     """A checkpoint is missing, damaged, cannot be written or does not fit the model."""
 
 
@@ -38,21 +37,21 @@ class NonFiniteParameters(CheckpointError):
     """The parameters hold NaN or infinity: nothing is written."""
 
 
-class DeviceError(ReIDError, RuntimeError):
+class DeviceError(ReIDError):
     """The requested devices are not usable with the installed MXNet."""
 
 
-class RunDirError(ReIDError, RuntimeError):
+class RunDirError(ReIDError):
     """OUTPUT_DIR does not fit the request (a new run over an old one, --resume without one)
     or cannot be written."""
 
 
-class TrainingDiverged(ReIDError, RuntimeError):
+class TrainingDiverged(ReIDError):
     """The loss became NaN, infinite or exploded, or the weights did; nothing from the
     diverged state is saved."""
 
 
-class OutputError(ReIDError, ValueError):
+class OutputError(ReIDError):
     """An output path cannot be used: a folder where a file is expected, a missing parent
     folder, or an existing file the package did not write (and no --overwrite)."""
 

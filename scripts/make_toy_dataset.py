@@ -34,9 +34,7 @@ def main(argv=None):
         make_toy_dataset(args.name, args.out, seed=args.seed, overwrite=args.overwrite,
                          num_train_ids=args.num_train_ids, num_test_ids=args.num_test_ids,
                          images_per_id_per_camera=args.images_per_id_per_camera)
-    except ValueError as exc:  # sizes out of range (DatasetError, a ValueError too, is not one)
-        if type(exc) is not ValueError:
-            raise
+    except ValueError as exc:  # sizes out of range
         parser.error(str(exc))
     print(load_dataset(args.name, args.out, verify_counts=False).summary())
     print("generated in %.1f s" % (time.time() - start))

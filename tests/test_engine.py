@@ -34,9 +34,9 @@ def test_run_directory_holds_config_log_metrics_and_model(trained_run):
     run = cfg.OUTPUT_DIR
     assert load_config(os.path.join(run, "config.yaml")) == cfg
     with open(os.path.join(run, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    assert records == json.loads(json.dumps(history))
-    assert {"epoch", "lr", "loss", "train_acc", "images_per_sec", "rank1", "mAP"} <= set(records[0])
+        rows = [json.loads(line) for line in f]
+    assert rows == json.loads(json.dumps(history))
+    assert {"epoch", "lr", "loss", "train_acc", "images_per_sec", "rank1", "mAP"} <= set(rows[0])
     assert "epoch 8:" in open(os.path.join(run, "train.log")).read()
     assert os.path.isfile(os.path.join(run, "model_final.params"))
     assert last_checkpoint(run).endswith("epoch_0008")

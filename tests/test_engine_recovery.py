@@ -1,4 +1,4 @@
-"""Training never loses finished work and never saves a broken model (issue 7)."""
+"""Training never loses finished work and never saves a broken model."""
 import math
 import os
 import subprocess
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from reid_baseline import errors
+from reid_baseline.engine import hooks, run_folder
 from reid_baseline.engine import loop as engine
-from reid_baseline.engine import run_folder
 from reid_baseline.engine.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,12 +26,12 @@ def _params(path):
 
 
 @pytest.mark.slow
-def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_figures(
+def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metrics(
         make_tiny_cfg, tmp_path, monkeypatch):
     def broken_evaluation(*args):
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(engine, "evaluate_retrieval", broken_evaluation)
+    monkeypatch.setattr(hooks, "evaluate_retrieval", broken_evaluation)
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
     with pytest.raises(RuntimeError, match="evaluation failed"):
         engine.train(cfg)
@@ -133,7 +133,7 @@ def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_same_config_gives_the_same_run_with_workers_and_after_resume(make_tiny_cfg, tmp_path):
+def test_the_same_config_gives_the_same_run_with_loader_workers_and_after_resume(make_tiny_cfg, tmp_path):
     """Shuffle and augmentation depend on (seed, epoch, image) only."""
     straight = make_tiny_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
     engine.train(straight)

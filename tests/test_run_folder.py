@@ -1,4 +1,4 @@
-"""reid_baseline.engine.loop.run_folder: the run's files, what a stopped write leaves, and what a resume
+"""reid_baseline.engine.run_folder: the run's files, what a stopped write leaves, and what a resume
 may change."""
 import os
 

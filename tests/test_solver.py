@@ -43,6 +43,18 @@ def test_schedule_knobs():
          3.5e-4, 3.5e-4])
 
 
+def test_a_step_at_epoch_1_decays_from_epoch_1_on():
+    cfg = load_config(None, ["SOLVER.WARMUP_EPOCHS", "0", "SOLVER.BASE_LR", "0.01",
+                             "SOLVER.GAMMA", "0.1"])
+    cfg.defrost()  # set directly: the schedule itself holds for any steps
+    cfg.SOLVER.STEPS = [1, 3]
+    assert [learning_rate_at(cfg, e) for e in range(5)] == pytest.approx(
+        [0.01, 0.001, 0.001, 0.0001, 0.0001])
+    cfg.SOLVER.WARMUP_EPOCHS = 1  # one warm-up epoch: it already reaches BASE_LR
+    cfg.SOLVER.STEPS = [1]
+    assert [learning_rate_at(cfg, e) for e in range(3)] == pytest.approx([0.01, 0.001, 0.001])
+
+
 @pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("sgd", "SGD")])
 def test_trainer_optimizer(name, cls):
     cfg = load_config(None, ["SOLVER.OPTIMIZER", name])

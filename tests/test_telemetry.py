@@ -1,4 +1,4 @@
-"""reid_baseline.engine.loop.telemetry: network size and cost, the log line, data share, time left, memory,
+"""reid_baseline.engine.telemetry: network size and cost, the log line, data share, time left, memory,
 TensorBoard scalars."""
 import json
 import os
@@ -67,11 +67,11 @@ def test_clock_data_share_and_time_left(monkeypatch):
         fake.now += 1  # the step
         if i == 3:
             break
-    figures = clock.read(4, images=128)  # 4 iterations of 4 s, 32 images each
-    assert figures["data_share"] == pytest.approx(0.75)
-    assert figures["images_per_sec"] == pytest.approx(8.0)
-    assert figures["epoch_seconds_left"] == pytest.approx(6 * 4)
-    assert figures["run_seconds_left"] == pytest.approx(6 * 4 + 3 * 10 * 4)
+    progress = clock.read(4, images=128)  # 4 iterations of 4 s, 32 images each
+    assert progress["data_share"] == pytest.approx(0.75)
+    assert progress["images_per_sec"] == pytest.approx(8.0)
+    assert progress["epoch_seconds_left"] == pytest.approx(6 * 4)
+    assert progress["run_seconds_left"] == pytest.approx(6 * 4 + 3 * 10 * 4)
     fake.now += 24 + 10  # the epoch's rest, then 10 s of after-epoch steps: 50 s in all
     clock.start_epoch(2, 10)
     assert clock.epoch_seconds == [50]
@@ -88,9 +88,9 @@ def test_log_line_format():
                     "data 0.12 left 0:01:01 epoch, 1:02:05 run")
 
 
-def test_memory_figures_on_the_cpu():
-    figures = telemetry.memory_figures([mx.cpu()])
-    assert set(figures) == {"peak_rss_mb"} and figures["peak_rss_mb"] > 10
+def test_memory_metrics_on_the_cpu():
+    metrics = telemetry.memory_metrics([mx.cpu()])
+    assert set(metrics) == {"peak_rss_mb"} and metrics["peak_rss_mb"] > 10
 
 
 def _events(folder):
@@ -154,6 +154,6 @@ def test_a_missing_tensorboardx_names_the_extra(monkeypatch, tmp_path, make_tiny
     with pytest.raises(telemetry.ConfigError, match=extra):
         telemetry.open_tensorboard(str(tmp_path))
     # Found before training builds anything: the pre-training check asks for it too.
-    from reid_baseline.checks import doctor
+    from reid_baseline.engine.preflight import preflight
     with pytest.raises(telemetry.ConfigError, match=extra):
-        doctor.preflight(make_tiny_cfg(tmp_path / "run", "SOLVER.TENSORBOARD", "True"))
+        preflight(make_tiny_cfg(tmp_path / "run", "SOLVER.TENSORBOARD", "True"))

@@ -4,12 +4,11 @@ A checkpoint is a folder `checkpoints/epoch_XXXX/` with `model.params`, `optimiz
 `state.json`. It is written under a temporary name and renamed, then the `last` pointer is
 replaced, so an interrupted write never leaves a half checkpoint behind `last`; a write stopped
 by an error or Ctrl-C removes its temporary folder, one stopped harder (kill -9) leaves it for
-`remove_stale_checkpoint_temporaries` at the next start. `state.json`
-records the size and SHA-256 of the two array files: a damaged checkpoint (truncated copy, full
-disk, bad sector) is recognised when it is loaded, and resuming falls back to the newest intact
-one. Parameters that are not finite are never written.
-Optimizer state is stored as NDArrays plus JSON (not `Trainer.save_states`, which pickles):
-loading a checkpoint never unpickles anything.
+`remove_stale_checkpoint_temporaries` at the next start. `state.json` records the size and
+SHA-256 of the two array files: a damaged checkpoint (truncated copy, full disk, bad sector) is
+recognised when it is loaded, and resuming falls back to the newest intact one. Parameters
+that are not finite are never written. Optimizer state is stored as NDArrays plus JSON (optimizer_state.py): loading a checkpoint
+never unpickles anything.
 """
 import json
 import logging
@@ -22,6 +21,7 @@ import mxnet as mx
 from ..errors import CheckpointError, NonFiniteParameters, error_line
 from ..fileio import atomic_path, file_sha256
 from .amp import loss_scaler_state, restore_loss_scaler
+from .optimizer_state import optimizer_arrays, restore_optimizer
 
 logger = logging.getLogger("reid_baseline")
 
@@ -34,52 +34,6 @@ _NAME_RE = re.compile(r"^epoch_(\d{4,})(_interrupted)?$")
 # What an interrupted save_checkpoint can leave in checkpoints/: its temporary folder, the
 # earlier same-named folder moved aside, the pointer's temporary file (fileio.atomic_path).
 _TEMPORARY_RE = re.compile(r"^(epoch_\d{4,}(?:_interrupted)?)(\.tmp|\.old)$|^last\.tmp\d*$")
-
-
-
-
-def _optimizer_arrays(trainer):
-    """Flatten the first device's optimizer states to {"idx:j": NDArray} and their layout."""
-    updater = trainer._updaters[0]
-    arrays, layout = {}, {}
-    for idx, state in updater.states.items():
-        parts = [] if state is None else list(state) if isinstance(state, (tuple, list)) else [state]
-        kind = "none" if state is None else "tuple" if isinstance(state, (tuple, list)) else "array"
-        layout[str(idx)] = [kind, len(parts)]
-        for j, part in enumerate(parts):
-            arrays["%s:%d" % (idx, j)] = part
-    optimizer = trainer._optimizer
-    counts = {str(k): v for k, v in optimizer._index_update_count.items()}
-    return arrays, {"name": type(optimizer).__name__, "layout": layout,
-                    "index_update_count": counts, "num_update": optimizer.num_update}
-
-
-def _restore_optimizer(trainer, arrays, meta, folder):
-    """Put saved optimizer states on every device's updater and restore the update counts.
-
-    Uses Trainer/Optimizer internals (_updaters, _all_index_update_counts) of MXNet 1.9, which
-    has no public non-pickle API for them; tests/test_checkpoint.py guards the round trip."""
-    current = type(trainer._optimizer).__name__
-    if meta["name"] != current:
-        raise CheckpointError("checkpoint %s holds %s optimizer state, but this config trains "
-                              "with %s (SOLVER.OPTIMIZER)" % (folder, meta["name"], current))
-    for key, array in arrays.items():
-        idx = int(key.split(":")[0])
-        if idx >= len(trainer._params) or array.shape != trainer._params[idx].shape:
-            raise CheckpointError("checkpoint %s: optimizer state %s does not fit this model's "
-                                  "parameters" % (folder, key))
-    for updater, ctx in zip(trainer._updaters, trainer._contexts, strict=True):
-        for idx, (kind, num_parts) in meta["layout"].items():
-            parts = [arrays["%s:%d" % (idx, j)].as_in_context(ctx) for j in range(num_parts)]
-            state = None if kind == "none" else parts[0] if kind == "array" else tuple(parts)
-            updater.states[int(idx)] = state
-            updater.states_synced[int(idx)] = True
-    optimizer = trainer._optimizer
-    counts = {int(k): v for k, v in meta["index_update_count"].items()}
-    for device_id in {ctx.device_id for ctx in trainer._contexts} | {0}:
-        optimizer._all_index_update_counts[device_id] = dict(counts)
-    optimizer._index_update_count = optimizer._all_index_update_counts[trainer._contexts[0].device_id]
-    optimizer.num_update = meta["num_update"]
 
 
 def non_finite_arrays(named_arrays):
@@ -140,7 +94,7 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
     root = os.path.join(run_dir, "checkpoints")
     name = "epoch_%04d" % epoch + ("_interrupted" if interrupted else "")
     final = os.path.join(root, name)
-    arrays, optimizer_meta = _optimizer_arrays(trainer)
+    arrays, optimizer_meta = optimizer_arrays(trainer)
     # Adam's second moment can overflow while the weights stay finite: check both.
     _refuse_non_finite(non_finite_parameters(net) + non_finite_arrays(
         ("optimizer state " + key, array) for key, array in arrays.items()), "checkpoint " + final)
@@ -223,19 +177,14 @@ def verify_checkpoint(folder):
     try:
         with open(os.path.join(folder, STATE_FILE)) as f:
             state = json.load(f)
-        if not isinstance(state["epoch"], int) or "layout" not in state["optimizer"]:
-            raise ValueError("no epoch or optimizer layout")
+        if (not isinstance(state["epoch"], int) or "layout" not in state["optimizer"]
+                or set(state["files"]) != {PARAMS_FILE, OPTIMIZER_FILE}
+                or "loss_scaler" not in state or "learning_rate" not in state):
+            raise ValueError("no epoch, optimizer layout, file digests, loss scaler or lr")
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError("checkpoint %s is damaged: %s is not a complete state file (%s)"
                               % (folder, STATE_FILE, error_line(exc))) from exc
-    if "files" not in state:  # written before digests were recorded: the files must load
-        for fname in (PARAMS_FILE, OPTIMIZER_FILE):
-            try:
-                mx.nd.load(os.path.join(folder, fname))
-            except mx.base.MXNetError as exc:
-                raise CheckpointError("checkpoint %s is damaged: %s cannot be read (%s)"
-                                      % (folder, fname, error_line(exc))) from exc
-    for fname, expected in state.get("files", {}).items():
+    for fname, expected in state["files"].items():
         found = _file_digest(os.path.join(folder, fname))
         if found != expected:
             raise CheckpointError("checkpoint %s is damaged: %s has %d bytes%s, expected %d"
@@ -273,8 +222,8 @@ def load_checkpoint(folder, net, trainer, ctx, state=None):
     except mx.base.MXNetError as exc:
         raise CheckpointError("checkpoint %s is damaged: %s cannot be read (%s)"
                               % (folder, OPTIMIZER_FILE, error_line(exc))) from exc
-    _restore_optimizer(trainer, arrays, state["optimizer"], folder)
-    restore_loss_scaler(trainer, state.get("loss_scaler"), folder)
+    restore_optimizer(trainer, arrays, state["optimizer"], folder)
+    restore_loss_scaler(trainer, state["loss_scaler"], folder)
     trainer.set_learning_rate(state["learning_rate"])
     return state
 

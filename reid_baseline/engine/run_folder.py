@@ -1,4 +1,4 @@
-"""A training run's folder (OUTPUT_DIR): train.log, metrics.jsonl, config.yaml and the record of
+"""A training run's folder (OUTPUT_DIR): train.log, metrics.jsonl, config.yaml and the list of
 the settings changed on resume.
 
 metrics.jsonl holds one JSON row per finished epoch. config.yaml is the run's resolved config
@@ -73,19 +73,19 @@ def setup_logging(run_dir, filename="train.log", console=True):
 
 
 def read_metrics(run_dir):
-    """The per-epoch records of metrics.jsonl ([] if none); a line cut short by a hard stop
+    """The per-epoch rows of metrics.jsonl ([] if none); a line cut short by a hard stop
     (kill -9 during the write) is skipped."""
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.isfile(path):
         return []
-    records = []
+    rows = []
     with open(path) as f:
         for line in f:
             try:
-                records.append(json.loads(line))
+                rows.append(json.loads(line))
             except ValueError:
                 continue
-    return [r for r in records if isinstance(r, dict) and "epoch" in r]
+    return [r for r in rows if isinstance(r, dict) and "epoch" in r]
 
 
 def _rewrite_metrics(run_dir, rows):
@@ -98,23 +98,23 @@ def _rewrite_metrics(run_dir, rows):
 
 
 def keep_metrics_until(run_dir, epoch):
-    """Rewrite metrics.jsonl atomically with the records of epochs <= `epoch` only, so a
+    """Rewrite metrics.jsonl atomically with the rows of epochs <= `epoch` only, so a
     resumed run does not repeat the rows of the epochs it trains again."""
     _rewrite_metrics(run_dir, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch])
 
 
-def write_metrics_row(run_dir, record, replace_last=False):
-    """Append `record` to metrics.jsonl; with `replace_last`, replace the last row instead
-    when it is the same epoch's (the row written before the checkpoint, now with the
-    evaluation's figures)."""
+def write_metrics_row(run_dir, metrics, replace_last=False):
+    """Append an epoch's `metrics` to metrics.jsonl; with `replace_last`, replace the last row
+    instead when it is the same epoch's (the row written before the checkpoint, now with the
+    evaluation's results)."""
     path = os.path.join(run_dir, METRICS_FILE)
     rows = read_metrics(run_dir) if replace_last else []
-    if rows and rows[-1]["epoch"] == record["epoch"]:
-        _rewrite_metrics(run_dir, rows[:-1] + [record])
+    if rows and rows[-1]["epoch"] == metrics["epoch"]:
+        _rewrite_metrics(run_dir, rows[:-1] + [metrics])
         return
     try:
         with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(metrics) + "\n")
     except OSError as exc:
         raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
 
@@ -126,11 +126,11 @@ def write_run_curves(run_dir, path=None):
 
     if not os.path.isdir(run_dir):
         raise RunDirError("run folder %s does not exist" % run_dir)
-    records = read_metrics(run_dir)
-    if not records:
-        raise RunDirError("no finished epoch in the run folder %s (no records in %s)"
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise RunDirError("no finished epoch in the run folder %s (no rows in %s)"
                           % (run_dir, METRICS_FILE))
-    return write_curves(run_dir, records, path)
+    return write_curves(run_dir, rows, path)
 
 
 def flatten_config(node):
@@ -224,7 +224,7 @@ def remove_stale_run_temporaries(run_dir):
 
 def open_run_folder(cfg, resume, is_writer=True, log_file="train.log"):
     """Check OUTPUT_DIR against the request, create it, start logging, and (the writer) check
-    a resumed config against the run's and save the config. A worker other than rank 0 only
+    a resumed config against the run's and save the config. A process other than rank 0 only
     logs, into its own `log_file` there. Returns OUTPUT_DIR."""
     run_dir = cfg.OUTPUT_DIR
     if not is_writer:

@@ -1,5 +1,5 @@
 """Watching a run: the network's size and cost, speed, data-loading share, time left, memory,
-and optional TensorBoard scalars.
+and the TensorBoard writer (the hook is hooks.TensorBoard).
 
 Timing is taken on the host without any extra device sync: the share of time waiting for data
 is the wall time the loop spent getting the next batch from the loader, over the wall time
@@ -18,7 +18,7 @@ from ..errors import ConfigError
 
 # Layers counted for the cost of a forward pass: multiply-adds of convolutions and dense layers
 # (pooling, BatchNorm, activations and additions are a few percent and not counted, as in the
-# figures usually published: ResNet-50 4.09 GMACs at 224x224).
+# numbers usually published: ResNet-50 4.09 GMACs at 224x224).
 COUNTED_OPS = ("Convolution", "FullyConnected", "Deconvolution")
 
 
@@ -52,28 +52,29 @@ def describe_network(net, cfg):
     return {"params": params, "gmacs_per_image": macs / 1e9}
 
 
-def network_line(figures, cfg, ctx, workers):
-    """The start-of-run log line: size, cost per image (multiply-adds, not FLOPs), devices and,
-    in a distributed job, this worker's place (a distributed.WorkerGroup)."""
+def network_line(network, cfg, ctx, group):
+    """The start-of-run log line: size and cost per image (`network`, describe_network's;
+    multiply-adds, not FLOPs), devices and, in a distributed job, this process's place in its
+    `group` (a process_group.ProcessGroup)."""
     return ("network %s: %.2f M parameters, %.2f GMACs per %dx%d image (multiply-adds of its "
             "convolutions and dense layers; FLOPs = 2 x MACs); devices %s%s"
-            % (cfg.MODEL.BACKBONE, figures["params"] / 1e6, figures["gmacs_per_image"],
+            % (cfg.MODEL.BACKBONE, network["params"] / 1e6, network["gmacs_per_image"],
                cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH, ", ".join(str(c) for c in ctx),
-               "; distributed training: %s" % workers if workers.num_workers > 1 else ""))
+               "; distributed training: %s" % group if group.num_processes > 1 else ""))
 
 
-def memory_figures(ctx):
+def memory_metrics(ctx):
     """The process's peak resident memory so far (peak_rss_mb) and, on GPUs, the memory in
     use on each (gpu_memory_used_mb, from mx.context.gpu_memory_info)."""
-    figures = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    metrics = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     gpus = [c for c in ctx if c.device_type == "gpu"]
     if gpus:
         used = []
         for c in gpus:
             free, total = mx.context.gpu_memory_info(c.device_id)
             used.append((total - free) / 2.0 ** 20)
-        figures["gpu_memory_used_mb"] = used
-    return figures
+        metrics["gpu_memory_used_mb"] = used
+    return metrics
 
 
 def format_seconds(seconds):
@@ -111,7 +112,8 @@ class RunClock(object):
             yield batch
 
     def read(self, iteration, images):
-        """Figures after `iteration` of the epoch and `images` trained in it (all workers)."""
+        """Speed, data share and time left after `iteration` of the epoch and `images` trained
+        in it (by all the processes of a job)."""
         elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
         per_iteration = elapsed / iteration
         left_epoch = (self.iterations - iteration) * per_iteration
@@ -123,26 +125,26 @@ class RunClock(object):
                 "run_seconds_left": left_epoch + (self.max_epochs - self.epoch - 1) * whole}
 
 
-def log_line(figures):
-    """The line logged every SOLVER.LOG_PERIOD iterations."""
+def log_line(progress):
+    """The line logged every SOLVER.LOG_PERIOD iterations, from the log read's progress."""
     return ("epoch %d/%d iter %d/%d: loss %.4f acc %.3f lr %.2e %.1f images/s data %.2f "
             "left %s epoch, %s run" % (
-                figures["epoch"], figures["max_epochs"], figures["iteration"],
-                figures["iterations"], figures["loss"], figures["train_acc"], figures["lr"],
-                figures["images_per_sec"], figures["data_share"],
-                format_seconds(figures["epoch_seconds_left"]),
-                format_seconds(figures["run_seconds_left"])))
+                progress["epoch"], progress["max_epochs"], progress["iteration"],
+                progress["iterations"], progress["loss"], progress["train_acc"], progress["lr"],
+                progress["images_per_sec"], progress["data_share"],
+                format_seconds(progress["epoch_seconds_left"]),
+                format_seconds(progress["run_seconds_left"])))
 
 
-def bar_postfix(figures):
-    """The tqdm bar's postfix: the log line's figures, short."""
-    return {"loss": "%.4f" % figures["loss"], "acc": "%.3f" % figures["train_acc"],
-            "lr": "%.2e" % figures["lr"], "ips": "%.1f" % figures["images_per_sec"],
-            "data": "%.2f" % figures["data_share"],
-            "left": format_seconds(figures["run_seconds_left"])}
+def bar_postfix(progress):
+    """The tqdm bar's postfix: the log line's numbers, short."""
+    return {"loss": "%.4f" % progress["loss"], "acc": "%.3f" % progress["train_acc"],
+            "lr": "%.2e" % progress["lr"], "ips": "%.1f" % progress["images_per_sec"],
+            "data": "%.2f" % progress["data_share"],
+            "left": format_seconds(progress["run_seconds_left"])}
 
 
-# TensorBoard tags: (tag, key of the log read's or the epoch record's figures).
+# TensorBoard tags: (tag, key of a log read's progress or an epoch's metrics).
 LOG_SCALARS = (("train/loss", "loss"), ("train/accuracy", "train_acc"), ("train/lr", "lr"),
                ("train/images_per_sec", "images_per_sec"), ("train/data_share", "data_share"))
 EPOCH_SCALARS = (("epoch/loss", "loss"), ("epoch/accuracy", "train_acc"), ("epoch/lr", "lr"),
@@ -152,7 +154,7 @@ EPOCH_SCALARS = (("epoch/loss", "loss"), ("epoch/accuracy", "train_acc"), ("epoc
 
 def tensorboard_writer_class():
     """tensorboardX's SummaryWriter (an optional extra); a ConfigError naming the extra when it
-    is not installed (checked before training starts: doctor.preflight)."""
+    is not installed (checked before training starts: preflight.py)."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError as exc:
@@ -164,34 +166,3 @@ def tensorboard_writer_class():
 def open_tensorboard(logdir):
     """A tensorboardX SummaryWriter on `logdir`."""
     return tensorboard_writer_class()(logdir=logdir)
-
-
-class TensorBoardLog(object):
-    """Training-loop hook writing the log reads' and the epochs' figures as TensorBoard
-    scalars (train/* per log read at the global iteration, epoch/* and eval/* per epoch)."""
-
-    def __init__(self, logdir):
-        self.writer = open_tensorboard(logdir)
-
-    def before_train(self, completed):
-        pass
-
-    def after_log(self, figures):
-        step = (figures["epoch"] - 1) * figures["iterations"] + figures["iteration"]
-        for tag, key in LOG_SCALARS:
-            self.writer.add_scalar(tag, figures[key], step)
-
-    def after_epoch(self, record):
-        for tag, key in EPOCH_SCALARS:
-            if isinstance(record.get(key), (int, float)):
-                self.writer.add_scalar(tag, record[key], record["epoch"])
-        self.writer.flush()
-
-    def on_interrupt(self, completed):
-        self.writer.flush()
-
-    def after_train(self):
-        pass
-
-    def close(self):
-        self.writer.close()

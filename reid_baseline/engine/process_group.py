@@ -1,13 +1,14 @@
 """Training on several machines with MXNet's parameter server (SOLVER.KVSTORE dist_sync or
 dist_device_sync): what the engine asks, so it never reads the DMLC_* environment itself.
 
-A dist_* kvstore makes train.py one worker of a job started by MXNet's launcher (a scheduler,
-servers and workers that find each other through DMLC_* variables). `WorkerGroup` holds this
-worker's kvstore, rank and the worker count, says whether it writes the run files (rank 0
-alone), and does the few collective steps the engine needs beyond the Trainer's gradient
-sums. A run on one machine is a WorkerGroup of one whose collective steps do nothing.
+A dist_* kvstore makes train.py one training process of a job started by MXNet's launcher (a
+scheduler, servers and the training processes, MXNet's "workers", that find each other through
+DMLC_* variables). `ProcessGroup` holds this process's kvstore, rank and the number of training
+processes, says whether it writes the run files (rank 0 alone), and does the few collective
+steps the engine needs beyond the Trainer's gradient sums. A run on one machine is a group of
+one whose collective steps do nothing.
 
-Collective steps are called by every worker at the same point of the loop (same iteration
+Collective steps are called by every process at the same point of the loop (same iteration
 counts everywhere), else the job waits forever; the launcher stops a job whose process fails.
 """
 import contextlib
@@ -25,9 +26,9 @@ from ..errors import CheckpointError, ConfigError
 _SUMS = ("metrics", "resume", "running_stats")
 
 
-def build_worker_group(cfg, environ=None):
+def build_process_group(cfg, environ=None):
     """This process's place in the training job: alone (kvstore device, local, nccl), or one
-    worker of a dist_* job, whose kvstore connects to the scheduler (waiting for every other
+    training process of a dist_* job, whose kvstore connects to the scheduler (waiting for every other
     process of the job to start)."""
     kvstore = cfg.SOLVER.KVSTORE
     check_launcher_env(kvstore, environ)
@@ -35,47 +36,47 @@ def build_worker_group(cfg, environ=None):
         raise ConfigError("SOLVER.KVSTORE nccl needs an MXNet built with NCCL (the CUDA wheel "
                           "mxnet-cu112), which this one is not; use device")
     if not is_distributed(kvstore):
-        return WorkerGroup(kvstore)
-    return WorkerGroup(kvstore, mx.kv.create(kvstore))
+        return ProcessGroup(kvstore)
+    return ProcessGroup(kvstore, mx.kv.create(kvstore))
 
 
-class WorkerGroup(object):
-    """The workers of a training job, from the point of view of one of them."""
+class ProcessGroup(object):
+    """The training processes of a job, from the point of view of one of them."""
 
     def __init__(self, kvstore="device", kv=None):
         self._kv = kv
         self.kvstore = kv if kv is not None else kvstore  # what gluon.Trainer gets
         self.rank = kv.rank if kv is not None else 0
-        self.num_workers = kv.num_workers if kv is not None else 1
+        self.num_processes = kv.num_workers if kv is not None else 1
         self._keys = {}
 
     @property
     def is_writer(self):
-        """Whether this worker writes the run files and evaluates: rank 0 alone."""
+        """Whether this process writes the run files and evaluates: rank 0 alone."""
         return self.rank == 0
 
     @property
     def log_file(self):
-        """This worker's log in OUTPUT_DIR: train.log for rank 0, worker_<rank>.log else."""
+        """This process's log in OUTPUT_DIR: train.log for rank 0, worker_<rank>.log else."""
         return "train.log" if self.is_writer else "worker_%d.log" % self.rank
 
     def __str__(self):
         if self._kv is None:
             return "one process"
-        return "worker %d of %d (kvstore %s)" % (self.rank, self.num_workers, self._kv.type)
+        return "worker %d of %d (kvstore %s)" % (self.rank, self.num_processes, self._kv.type)
 
     def _pushpull(self, name, array):
-        """Sum `array` over the workers, in place."""
+        """Sum `array` over the processes, in place."""
         # MXNet 1.9's dist kvstore at times never completes a pushpull issued while other
-        # transfers (the last step's gradients) are under way: 7 two-worker runs in 8 hung at
+        # transfers (the last step's gradients) are under way: 7 two-process runs in 8 hung at
         # the last epoch's BatchNorm sum, 1 in 9 still when only waiting for `array`. Our
         # sums are rare (per log period and epoch): they start from a quiet engine.
         mx.nd.waitall()
         self._kv.pushpull(self._keys[name], array, out=array)
 
     def sum(self, name, values):
-        """The sum over the workers of each number in `values` (float64 numpy array); the
-        values themselves on one machine. Every worker gets the same result."""
+        """The sum over the processes of each number in `values` (float64 numpy array); the
+        values themselves on one machine. Every process gets the same result."""
         values = np.asarray(values, dtype=np.float64)
         if self._kv is None:
             return values
@@ -85,15 +86,15 @@ class WorkerGroup(object):
 
     def average_running_stats(self, net):
         """Average the BatchNorm running statistics (parameters without gradient) over the
-        workers, after the engine averaged them over this worker's devices, so that every
-        worker evaluates and saves the same model. One sum of their concatenation (one round
+        processes, after the engine averaged them over this process's devices, so that every
+        process evaluates and saves the same model. One sum of their concatenation (one round
         trip to the servers, not one per array)."""
         if self._kv is None:
             return
         stats = _running_stats(net)
         flat = mx.nd.concat(*[p.data().reshape(-1) for p in stats], dim=0)
         self._pushpull("running_stats", flat)
-        flat /= self.num_workers
+        flat /= self.num_processes
         offset = 0
         for param in stats:
             size = int(np.prod(param.shape))
@@ -101,11 +102,11 @@ class WorkerGroup(object):
             offset += size
 
     def start_together(self, net, trainer, completed, cfg, ctx):
-        """Before the first step: check that every worker resumed the same epoch, then give
-        every worker rank 0's parameters (the Trainer's own broadcast).
+        """Before the first step: check that every process resumed the same epoch, then give
+        every process rank 0's parameters (the Trainer's own broadcast).
 
         MXNet 1.9's Trainer broadcasts rank 0's parameters only at its first step, after the
-        first forward pass has used each worker's own; shapes Gluon infers at the first
+        first forward pass has used each process's own; shapes Gluon infers at the first
         forward (random initialisation) are completed here by a forward pass of zeros in
         training mode, which changes no parameter (no backward pass, no update)."""
         if self._kv is None:
@@ -123,9 +124,9 @@ class WorkerGroup(object):
         self._kv.init([self._keys[n] for n in _SUMS],
                       [mx.nd.zeros(sizes[n], dtype=np.float32 if n == "running_stats" else np.float64)
                        for n in _SUMS])
-        # All equal iff W * sum(e^2) == sum(e)^2: one sum tells every worker the same verdict.
+        # All equal iff W * sum(e^2) == sum(e)^2: one sum tells every process the same verdict.
         total, squares = self.sum("resume", [completed, completed * completed])
-        if self.num_workers * squares != total * total:
+        if self.num_processes * squares != total * total:
             raise CheckpointError("--resume: the workers found checkpoints of different epochs "
                                   "(this one: %d finished epochs); OUTPUT_DIR must be one folder "
                                   "all workers see (a shared file system across machines)"
@@ -134,7 +135,7 @@ class WorkerGroup(object):
     @contextlib.contextmanager
     def exit_at_once_on_error(self):
         """On any exception (an error, Ctrl-C), let this process exit without waiting for the
-        other workers: MXNet's kvstore waits for all of them at exit, but they are blocked in
+        other processes: MXNet's kvstore waits for all of them at exit, but they are blocked in
         the next gradient sum and never come, so the process would hang instead of exiting
         with its error (and the launcher would not know to stop the job)."""
         try:
@@ -151,4 +152,4 @@ def _running_stats(net):
     return [p for p in net.collect_params().values() if p.grad_req == "null"]
 
 
-LOCAL = WorkerGroup()  # a process training alone
+LOCAL = ProcessGroup()  # a process training alone
