@@ -2,7 +2,7 @@
 workers share each batch) and the devices the config names.
 
 A leaf module (it imports only errors.py), so loading and checking a config never imports
-MXNet; distributed.py builds the worker group from the same answers.
+MXNet; engine/process_group.py builds the process group from the same answers.
 """
 import importlib.metadata
 import os

@@ -1,4 +1,4 @@
-"""Ablation studies (issue 13): the write-up's classes, the report, and a tiny study that runs,
+"""Ablation studies: the write-up's classes, the report, and a tiny study that runs,
 skips its finished runs on a second call and resumes an interrupted run."""
 import importlib.util
 import json
@@ -13,9 +13,8 @@ from reid_baseline import errors
 from reid_baseline.ablation import study as ablation
 from reid_baseline.ablation.report import build_report, effect_class, render_markdown
 from reid_baseline.config import ConfigError, load_config, save_config
-from reid_baseline.engine import loop as engine
-from reid_baseline.engine import run_folder
-from reid_baseline.evaluation import evaluator as retrieval
+from reid_baseline.engine import loop, run_folder
+from reid_baseline.evaluation import evaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABLATIONS = os.path.join(ROOT, "configs", "ablations")
@@ -93,12 +92,12 @@ def test_a_run_folder_trained_with_another_config_is_refused(tmp_path):
 def test_results_files_count_only_when_complete(tmp_path):
     path = str(tmp_path / "results.json")
     assert ablation.read_results(path) is None
-    retrieval.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0}, path)  # no mAP_noninterp
+    evaluator.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0}, path)  # no mAP_noninterp
     assert ablation.read_results(path) is None
     with open(path, "w") as f:
         f.write('{"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp"')  # cut short
     assert ablation.read_results(path) is None
-    retrieval.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp": 81.0}, path)
+    evaluator.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp": 81.0}, path)
     assert ablation.read_results(path)["mAP_noninterp"] == 81.0
 
 
@@ -179,8 +178,8 @@ def test_a_second_call_skips_the_finished_runs(tiny_study, small_toy_root, monke
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished run was trained or evaluated again")
 
-    monkeypatch.setattr(engine, "train", must_not_run)
-    monkeypatch.setattr(retrieval, "evaluate_params", must_not_run)
+    monkeypatch.setattr(loop, "train", must_not_run)
+    monkeypatch.setattr(evaluator, "evaluate_params", must_not_run)
     again = ablation.run_study(None, [RELU, NO_TEST_FLIP], 1, out,
                                _tiny(small_toy_root, "SOLVER.MAX_EPOCHS", "1"))
     assert [r["status"] for c in again["configs"] for r in c["runs"]] == ["finished earlier"] * 3
@@ -193,7 +192,7 @@ def test_an_interrupted_run_is_resumed(small_toy_root, tmp_path, monkeypatch):
     run = ablation.plan_study(None, [NO_TEST_FLIP], 1, str(tmp_path), _tiny(
         small_toy_root, "SOLVER.MAX_EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "1",
         "SOLVER.STEPS", "[2]")).runs[0]
-    real_epoch, epochs = engine._train_epoch, []
+    real_epoch, epochs = loop._train_epoch, []
 
     def ctrl_c_in_epoch_2(*args, **kwargs):
         epochs.append(1)
@@ -201,7 +200,7 @@ def test_an_interrupted_run_is_resumed(small_toy_root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_train_epoch", ctrl_c_in_epoch_2)
+    monkeypatch.setattr(loop, "_train_epoch", ctrl_c_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         ablation.run_one(run)
     first = run_folder.read_metrics(run.cfg.OUTPUT_DIR)
@@ -222,8 +221,8 @@ def test_a_failed_run_is_reported_the_others_go_on_and_the_command_fails(
             raise errors.TrainingDiverged("training loss became nan at epoch 1, iteration 4")
         open(os.path.join(cfg.OUTPUT_DIR, "model_final.params"), "w").close()
 
-    monkeypatch.setattr(engine, "train", fake_train)
-    monkeypatch.setattr(retrieval, "evaluate_params", lambda cfg, params: {
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(evaluator, "evaluate_params", lambda cfg, params: {
         "rank1": 50.0, "mAP_trapezoid": 40.0, "mAP_noninterp": 41.0})
     spec = importlib.util.spec_from_file_location(
         "run_ablations", os.path.join(ROOT, "scripts", "run_ablations.py"))
@@ -255,13 +254,13 @@ def test_own_data_list_is_accepted_as_train_accepts_it(tmp_path, monkeypatch):
     trained = []
 
     def fake_train(cfg, resume=False):
-        build_datasets(cfg)  # what engine.train loads first
+        build_datasets(cfg)  # what loop.train loads first
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         open(os.path.join(cfg.OUTPUT_DIR, "model_final.params"), "w").close()
         trained.append(cfg.OUTPUT_DIR)
 
-    monkeypatch.setattr(engine, "train", fake_train)
-    monkeypatch.setattr(retrieval, "evaluate_params", lambda cfg, params: {
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(evaluator, "evaluate_params", lambda cfg, params: {
         "rank1": 50.0, "mAP_trapezoid": 40.0, "mAP_noninterp": 41.0})
     base = os.path.join(ROOT, "configs", "demo_toy.yml")
     report = ablation.run_study(base, [NO_PAD_CROP], out=str(tmp_path / "study"),

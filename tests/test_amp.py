@@ -1,4 +1,4 @@
-"""Mixed precision (SOLVER.AMP, issue 10): bfloat16 on the CPU through mxnet.contrib.amp.
+"""Mixed precision (SOLVER.AMP): bfloat16 on the CPU through mxnet.contrib.amp.
 
 amp.init changes MXNet for the whole process and cannot be undone, so every test that starts
 AMP runs train.py in a subprocess; the tests here that stay in-process never call amp.init."""

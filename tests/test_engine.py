@@ -9,7 +9,7 @@ import pytest
 
 from reid_baseline import errors
 from reid_baseline.config import load_config
-from reid_baseline.engine import loop as engine
+from reid_baseline.engine import loop
 from reid_baseline.engine.checkpoint import last_checkpoint, load_checkpoint
 from reid_baseline.engine.devices import DeviceError, build_contexts
 from reid_baseline.engine.solver import build_trainer, learning_rate_at
@@ -82,7 +82,7 @@ def test_evaluation_options_reach_the_metrics(trained_run):
 
 @pytest.mark.slow
 def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg, tmp_path):
-    first = engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
+    first = loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
     # What --resume will load: exactly the epoch-2 checkpoint.
     net = build_model(cfg, 32)
@@ -91,7 +91,7 @@ def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg,
     assert state["epoch"] == 2 and trainer.learning_rate == pytest.approx(learning_rate_at(cfg, 1))
     assert trainer._optimizer.num_update == 2 * (435 // 32)
 
-    resumed = engine.train(cfg, resume=True)
+    resumed = loop.train(cfg, resume=True)
     assert [r["epoch"] for r in resumed] == [3]
     assert resumed[0]["lr"] == pytest.approx(learning_rate_at(cfg, 2))
     assert resumed[0]["loss"] < first[0]["loss"]  # it went on from the trained weights
@@ -102,19 +102,19 @@ def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg,
 
 def test_resume_without_any_run_is_an_error(make_tiny_cfg, tmp_path):
     with pytest.raises(errors.RunDirError, match="no run in"):
-        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)
+        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)
 
 
 def test_a_new_run_never_mixes_with_an_old_one(trained_run):
     cfg, _ = trained_run
     with pytest.raises(errors.RunDirError, match="already holds a run: continue it with --resume"):
-        engine.train(cfg)
+        loop.train(cfg)
 
 
 @pytest.mark.slow
 def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
         make_tiny_cfg, tmp_path, monkeypatch):
-    real_build = engine.build_train_loader
+    real_build = loop.build_train_loader
 
     class InterruptedLoader:
         """The real loader, with Ctrl-C three batches into the second epoch."""
@@ -136,9 +136,9 @@ def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
                 yield batch
 
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")  # a checkpoint every epoch
-    monkeypatch.setattr(engine, "build_train_loader", lambda *a: InterruptedLoader(real_build(*a)))
+    monkeypatch.setattr(loop, "build_train_loader", lambda *a: InterruptedLoader(real_build(*a)))
     with pytest.raises(KeyboardInterrupt):
-        engine.train(cfg)
+        loop.train(cfg)
     folder = last_checkpoint(str(tmp_path))
     assert folder.endswith("epoch_0001_interrupted")
     net = build_model(cfg, 32)
@@ -149,21 +149,21 @@ def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
     clean = tmp_path / "checkpoints" / "epoch_0001" / "state.json"
     assert json.loads(clean.read_text())["interrupted"] is False
 
-    monkeypatch.setattr(engine, "build_train_loader", real_build)
-    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
+    monkeypatch.setattr(loop, "build_train_loader", real_build)
+    assert [r["epoch"] for r in loop.train(cfg, resume=True)] == [2]
 
 
 @pytest.mark.slow
 def test_nan_loss_stops_without_writing_a_model(make_tiny_cfg, tmp_path, monkeypatch):
-    softmax_ce = engine.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
+    softmax_ce = loop.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
 
-    class NaNLoss(engine.gluon.HybridBlock):
+    class NaNLoss(loop.gluon.HybridBlock):
         def hybrid_forward(self, F, pred, label):
             return softmax_ce(pred, label) * float("nan")
 
-    monkeypatch.setattr(engine.gluon.loss, "SoftmaxCrossEntropyLoss", NaNLoss)
+    monkeypatch.setattr(loop.gluon.loss, "SoftmaxCrossEntropyLoss", NaNLoss)
     with pytest.raises(errors.TrainingDiverged, match="nan at epoch 1, iteration 4"):
-        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
+        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
     assert last_checkpoint(str(tmp_path)) is None
     assert not os.path.exists(tmp_path / "model_final.params")
 
@@ -192,9 +192,9 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
     net = build_model(cfg, dataset.num_train_pids, ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = build_trainer(cfg, net.collect_params())
-    stats = engine._train_epoch(net, trainer, build_train_loader(cfg, dataset.train),
+    stats = loop._train_epoch(net, trainer, build_train_loader(cfg, dataset.train),
                                 gluon.loss.SoftmaxCrossEntropyLoss(), ctx, 0, cfg,
-                                engine.DivergenceGuard(cfg, dataset.num_train_pids, str(tmp_path)))
+                                loop.DivergenceGuard(cfg, dataset.num_train_pids, str(tmp_path)))
     assert np.isfinite(stats["loss"]) and trainer._optimizer.num_update == 435 // 32
     for param in net.collect_params().values():  # weights and BatchNorm statistics
         first, second = (d.asnumpy() for d in param.list_data())

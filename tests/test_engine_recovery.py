@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from reid_baseline import errors
-from reid_baseline.engine import hooks, run_folder
-from reid_baseline.engine import loop as engine
+from reid_baseline.engine import hooks, loop, run_folder
 from reid_baseline.engine.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,25 +33,25 @@ def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metric
     monkeypatch.setattr(hooks, "evaluate_retrieval", broken_evaluation)
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
     with pytest.raises(RuntimeError, match="evaluation failed"):
-        engine.train(cfg)
+        loop.train(cfg)
     assert last_checkpoint(str(tmp_path)).endswith("epoch_0001")
     assert run_folder.read_metrics(str(tmp_path))[0]["loss"] > 0
     monkeypatch.undo()
-    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
+    assert [r["epoch"] for r in loop.train(cfg, resume=True)] == [2]
     assert _epochs(tmp_path) == [1, 2] and "rank1" in run_folder.read_metrics(str(tmp_path))[1]
 
 
 @pytest.mark.slow
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tiny_cfg, tmp_path):
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
-    engine.train(cfg)
+    loop.train(cfg)
     for name in list_checkpoints(str(tmp_path)) + ["last"]:  # as if killed before the first save
         path = tmp_path / "checkpoints" / name
         os.system("rm -rf '%s'" % path)
     os.remove(tmp_path / "model_final.params")
     with pytest.raises(errors.RunDirError, match="already holds a run: continue it with --resume"):
-        engine.train(cfg)
-    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [1]
+        loop.train(cfg)
+    assert [r["epoch"] for r in loop.train(cfg, resume=True)] == [1]
     assert _epochs(tmp_path) == [1]  # the earlier row was replaced, not repeated
     assert "no checkpoint in" in (tmp_path / "train.log").read_text()
 
@@ -61,14 +60,14 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tin
 def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_rows(
         make_tiny_cfg, tmp_path):
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
-    engine.train(cfg)
+    loop.train(cfg)
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002"]
     damaged = tmp_path / "checkpoints" / "epoch_0002" / "model.params"
     damaged.write_bytes(damaged.read_bytes()[:1000])
     os.makedirs(tmp_path / "checkpoints" / "epoch_0002.damaged")  # from an earlier resume
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "lo')  # a row cut short by kill -9
-    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [2]
+    assert [r["epoch"] for r in loop.train(cfg, resume=True)] == [2]
     assert _epochs(tmp_path) == [1, 2]
     log = (tmp_path / "train.log").read_text()
     assert "epoch_0002 is damaged: model.params has 1000 bytes" in log
@@ -80,15 +79,15 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
 @pytest.mark.slow
 def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg, tmp_path):
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
-    engine.train(cfg)
+    loop.train(cfg)
     (tmp_path / "checkpoints" / "epoch_0001" / "state.json").write_text('{"epoch": 1, "opti')
     with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged"):
-        engine.train(cfg, resume=True)
+        loop.train(cfg, resume=True)
 
 
 @pytest.mark.slow
 def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path, monkeypatch):
-    real_average = engine._average_running_stats
+    real_average = loop._average_running_stats
     epochs_done = []
 
     def break_weights_in_epoch_2(net, ctx):  # runs after an epoch's last optimizer step
@@ -97,12 +96,12 @@ def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path
         if len(epochs_done) == 2:
             net.classifier.weight.data()[0, 0] = float("nan")
 
-    monkeypatch.setattr(engine, "_average_running_stats", break_weights_in_epoch_2)
+    monkeypatch.setattr(loop, "_average_running_stats", break_weights_in_epoch_2)
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
     first = os.path.join(str(tmp_path), "checkpoints", "epoch_0001")
     with pytest.raises(errors.TrainingDiverged, match="weights became non-finite after 2 epochs.*"
                        "classifier.weight.*resume from %s with --resume" % first):
-        engine.train(cfg)
+        loop.train(cfg)
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001"]
     assert not os.path.exists(tmp_path / "model_final.params")
 
@@ -114,19 +113,19 @@ def test_an_exploding_loss_stops_the_run_before_anything_is_saved(make_tiny_cfg,
     with pytest.raises(errors.TrainingDiverged, match="training collapsed: mean loss .* at epoch 1, "
                        "iteration 4 exceeds SOLVER.COLLAPSE_FACTOR x ln.classes. = 10.4.*no "
                        "checkpoint was saved yet"):
-        engine.train(cfg)
+        loop.train(cfg)
     assert list_checkpoints(str(tmp_path)) == []
     assert not os.path.exists(tmp_path / "model_final.params")
 
 
 def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
-    guard = engine.DivergenceGuard(make_tiny_cfg(tmp_path), 32, str(tmp_path))
+    guard = loop.DivergenceGuard(make_tiny_cfg(tmp_path), 32, str(tmp_path))
     limit = 3 * math.log(32)  # 10.397
     guard.check(limit - 0.01, 0, 1)
     for bad in (limit + 0.01, float("inf"), float("nan")):
         with pytest.raises(errors.TrainingDiverged):
             guard.check(bad, 0, 1)
-    off = engine.DivergenceGuard(make_tiny_cfg(tmp_path, "SOLVER.COLLAPSE_FACTOR", "0"), 32, str(tmp_path))
+    off = loop.DivergenceGuard(make_tiny_cfg(tmp_path, "SOLVER.COLLAPSE_FACTOR", "0"), 32, str(tmp_path))
     off.check(1e30, 0, 1)
     with pytest.raises(errors.TrainingDiverged, match="became nan"):
         off.check(float("nan"), 0, 1)
@@ -136,11 +135,11 @@ def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
 def test_the_same_config_gives_the_same_run_with_loader_workers_and_after_resume(make_tiny_cfg, tmp_path):
     """Shuffle and augmentation depend on (seed, epoch, image) only."""
     straight = make_tiny_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
-    engine.train(straight)
+    loop.train(straight)
     split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "1")
-    engine.train(split)
+    loop.train(split)
     split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "2")
-    engine.train(split, resume=True)
+    loop.train(split, resume=True)
     a, b = _params(tmp_path / "a" / "model_final.params"), _params(tmp_path / "b" / "model_final.params")
     assert a.keys() == b.keys()
     for key in a:
@@ -154,7 +153,7 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
     blocker.write_text("not a folder")
     cfg = make_tiny_cfg(blocker / "run", "SOLVER.MAX_EPOCHS", "1")
     with pytest.raises(errors.RunDirError, match="OUTPUT_DIR .*a_file/run cannot be written"):
-        engine.train(cfg)
+        loop.train(cfg)
     config = tmp_path / "tiny.yml"
     config.write_text(cfg.dump())
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config)],
@@ -166,21 +165,21 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
 @pytest.mark.slow
 def test_a_collapse_late_in_an_epoch_is_not_diluted_by_its_healthy_start(
         make_tiny_cfg, tmp_path, monkeypatch):
-    softmax_ce = engine.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
+    softmax_ce = loop.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
     calls = []
 
-    class LateCollapse(engine.gluon.HybridBlock):
+    class LateCollapse(loop.gluon.HybridBlock):
         """The real loss, times 5 from the epoch's last iteration (13) on."""
 
         def hybrid_forward(self, F, pred, label):
             calls.append(1)
             return softmax_ce(pred, label) * (5.0 if len(calls) >= STEPS_PER_EPOCH else 1.0)
 
-    monkeypatch.setattr(engine.gluon.loss, "SoftmaxCrossEntropyLoss", LateCollapse)
+    monkeypatch.setattr(loop.gluon.loss, "SoftmaxCrossEntropyLoss", LateCollapse)
     # Reads at iterations 4, 8, 12 and 13: the last window is iteration 13 alone, mean ~17 >
     # 3 ln 32 = 10.4, while the epoch's mean, ~4.5, would pass.
     with pytest.raises(errors.TrainingDiverged, match="epoch 1, iteration 13 exceeds"):
-        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
     assert list_checkpoints(str(tmp_path)) == []
 
 
@@ -226,4 +225,4 @@ def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_tiny_cfg, tmp
     _failing_writes(str(tmp_path), monkeypatch, target)
     with pytest.raises(errors.RunDirError, match="cannot write %s: .*No space left on device"
                        % os.path.join(str(tmp_path), target)):
-        engine.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))

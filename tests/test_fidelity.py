@@ -5,8 +5,9 @@ code behind the recipe. `OriginalNet` and `original_step` below rebuild it from 
 GluonCV's own blocks, the way that code builds and trains them (written anew, not copied).
 Both networks start from the same weights, take the same steps on the same batch, and must end
 with the same parameters and BatchNorm running statistics. The tests guard refactors of
-model.py, batchnorm.py, solver.py, engine.py and features.py against silent changes of what
-is trained: a change that moves any number makes them fail.
+modeling/network.py, modeling/ghost_batchnorm.py, engine/solver.py, engine/loop.py and
+evaluation/features.py against silent changes of what is trained: a change that moves any
+number makes them fail.
 """
 import os
 

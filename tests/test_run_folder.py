@@ -6,8 +6,7 @@ import mxnet as mx
 import pytest
 
 from reid_baseline.config import load_config
-from reid_baseline.engine import checkpoint, run_folder
-from reid_baseline.engine import loop as engine
+from reid_baseline.engine import checkpoint, loop, run_folder
 from reid_baseline.errors import RunDirError
 
 
@@ -144,7 +143,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_keeps_the_metrics_and_no_temporari
     monkeypatch.setattr(checkpoint.mx.nd, "save", ctrl_c_in_the_second_checkpoint)
     cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
     with pytest.raises(KeyboardInterrupt):
-        engine.train(cfg)
+        loop.train(cfg)
     assert stopped, "the checkpoint write was not reached"
     assert [r["epoch"] for r in run_folder.read_metrics(str(tmp_path))] == [1, 2]
     leftovers = [os.path.join(d, n) for d, dirs, files in os.walk(str(tmp_path))
@@ -152,7 +151,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_keeps_the_metrics_and_no_temporari
     assert leftovers == []
     assert checkpoint.list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002_interrupted"]
     monkeypatch.undo()
-    assert [r["epoch"] for r in engine.train(cfg, resume=True)] == [3]
+    assert [r["epoch"] for r in loop.train(cfg, resume=True)] == [3]
     assert [r["epoch"] for r in run_folder.read_metrics(str(tmp_path))] == [1, 2, 3]
     log = (tmp_path / "train.log").read_text()
     assert "resumed from %s at epoch 3" % (tmp_path / "checkpoints" / "epoch_0002_interrupted") in log

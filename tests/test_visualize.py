@@ -144,7 +144,7 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
 
     from reid_baseline.config import load_config
     from reid_baseline.data.datasets.base import Record
-    from reid_baseline.evaluation import evaluator as retrieval
+    from reid_baseline.evaluation import evaluator
     from reid_baseline.evaluation.protocol import evaluate_ranking
     # Queries (pid, cam): q0 (1, 1), q1 (2, 1), q2 (3, 1), q3 (9, 1) without a match.
     # Gallery: g0 (1, 2), g1 (2, 2), g2 (3, 2), g3 junk, g4 (1, 1) same camera as q0, g5 (0, 3).
@@ -162,8 +162,8 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
     monkeypatch.setattr("reid_baseline.evaluation.plots.write_rank_lists",
                         lambda path, rows: drawn.update({os.path.basename(path): rows}))
     cfg = load_config(None, ["TEST.RERANK", "True"])
-    written = retrieval.write_rank_pictures(cfg, str(tmp_path),
-                                            retrieval.Ranking(data, dist, ranked), visualize=2,
+    written = evaluator.write_rank_pictures(cfg, str(tmp_path),
+                                            evaluator.Ranking(data, dist, ranked), visualize=2,
                                             top=4)
     assert os.path.basename(written[0]) == "cmc_rerank.png"
     # Worst: q1 (AP 0.1); the random one of the other valid queries (q0, q2; seed 0) is q2.

@@ -1,4 +1,4 @@
-"""The report of an ablation study (ablation.py): each config's metrics over its repeats, each
+"""The report of an ablation study (study.py): each config's metrics over its repeats, each
 trick's effect classed as the write-up classes them, beside what the write-up and the reference
 code's own ablation reported (docs/RECIPE.md); report.md, report.json and report.png, written
 atomically.
@@ -11,7 +11,7 @@ import numpy as np
 from ..evaluation.evaluator import save_results
 from ..fileio import PRODUCER, atomic_path
 
-# The metrics compared, as results.json names them (retrieval.evaluate_retrieval).
+# The metrics compared, as results.json names them (evaluation.evaluator).
 METRICS = collections.OrderedDict([("rank1", "Rank-1"), ("mAP_trapezoid", "mAP (trapezoid AP)"),
                                    ("mAP_noninterp", "mAP (non-interpolated AP)")])
 

@@ -1,9 +1,9 @@
 """Ablation studies in one call: train and evaluate a base config and one-knob ablation files
 (configs/ablations/*.yml) R times each, then report every trick's effect in the write-up's
-terms (ablation_report.py) beside what the write-up and the reference code reported.
+terms (report.py) beside what the write-up and the reference code reported.
 
 Every run is an ordinary run folder, <out>/<config stem>/seed<SOLVER.SEED>/, trained by
-engine.train and evaluated by retrieval.evaluate_params. So a study survives a stop (finished
+loop.train and evaluated by evaluator.evaluate_params. So a study survives a stop (finished
 runs are skipped, interrupted ones resumed) and can grow (more ablations, more repeats); the
 report is rewritten after every run.
 """
@@ -13,11 +13,10 @@ import math
 import os
 
 from ..config import ablation_changes, flatten, load_config
-from ..engine import loop as engine
-from ..engine import run_folder
+from ..engine import loop, run_folder
 from ..engine.checkpoint import last_checkpoint
 from ..errors import ConfigError, error_line
-from ..evaluation import evaluator as retrieval
+from ..evaluation import evaluator
 from .report import METRICS, write_report
 
 Run = collections.namedtuple("Run", "name seed cfg")
@@ -127,7 +126,7 @@ def run_one(run):
     already complete. Returns its outcome: status (finished earlier | trained | resumed |
     evaluated | failed), results, error. A failure is returned, not raised (Ctrl-C is raised)."""
     run_dir = run.cfg.OUTPUT_DIR
-    path = retrieval.results_path(run.cfg, run_dir)
+    path = evaluator.results_path(run.cfg, run_dir)
     results = read_results(path)
     if results:
         return {"status": "finished earlier", "results": results, "error": None}
@@ -138,10 +137,10 @@ def run_one(run):
         else:
             # run_folder.open_run_folder's own test of a started run: a checkpoint or metrics rows.
             resume = bool(last_checkpoint(run_dir) or run_folder.read_metrics(run_dir))
-            engine.train(run.cfg, resume=resume)
+            loop.train(run.cfg, resume=resume)
             status = "resumed" if resume else "trained"
-        results = retrieval.evaluate_params(run.cfg, final)
-        retrieval.save_results(results, path)
+        results = evaluator.evaluate_params(run.cfg, final)
+        evaluator.save_results(results, path)
     except Exception as exc:  # noqa: BLE001 - one failed run must not stop the study
         return {"status": "failed", "results": None,
                 "error": "%s: %s" % (type(exc).__name__, error_line(exc))}
