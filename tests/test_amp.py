@@ -68,6 +68,7 @@ def _train(*args):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # bfloat16 is emulated on CPUs without native support
 def test_bfloat16_training_learns_and_resume_restores_the_loss_scale(toy_market_root, tmp_path):
     run = str(tmp_path / "run")
     common = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", run,
