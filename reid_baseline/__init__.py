@@ -22,6 +22,9 @@ if _importlib_util.find_spec("mxnet") is None:
         raise SystemExit(2)
     raise ImportError(MXNET_MISSING)
 
+# oneDNN's primitive cache mistakes NCHW for NHWC at 1x1: a 2-D BatchNorm after a 1x1 one segfaults
+_os.environ.setdefault("DNNL_PRIMITIVE_CACHE_CAPACITY", "0")
+
 __all__ = ["ReIDModel", "load_config", "load_dataset"]
 
 
