@@ -80,13 +80,8 @@ def image_size(head):
 
 def _check_regular(path):
     """DatasetError unless `path` is a regular file: a FIFO or a device would block or never
-    end when read."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise DatasetError("%s: cannot read image file (%s)"
-                           % (path, err.strerror or err)) from err
-    if not stat.S_ISREG(mode):
+    end when read. A missing file is the OSError of os.stat."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
         raise DatasetError("%s: not a regular file (a FIFO, device or socket); only image files "
                            "are read" % path)
 
@@ -167,8 +162,8 @@ def read_image(path):
     and decoded from memory (OpenCV's own file reading fails on some file names).  Called
     once per sample by the data loader: one read, one decode.
     """
-    _check_regular(path)
     try:
+        _check_regular(path)
         with open(path, "rb") as f:
             buf = f.read()
     except (IOError, OSError) as err:
