@@ -59,9 +59,12 @@ def config_from_args(args):
 def run(main):
     """Run a command line's main(): a user error (bad config, data, weights, devices, run
     folder, diverged training) or a failed file operation (OSError) prints one line and exits
-    2; Ctrl-C exits 130."""
+    2; Ctrl-C exits 130. File names print as their bytes (surrogateescape), never an error."""
     from .errors import ReIDError
 
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as their bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         main()
     except ReIDError as exc:

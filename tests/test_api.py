@@ -185,3 +185,30 @@ def test_the_documented_five_lines_run(run_dir, toy_market_root, tmp_path, monke
     assert [d for _, d in first] == sorted(d for _, d in first)
     assert all(p.startswith(os.path.join(toy_market_root, "bounding_box_test")) for p, _ in first)
     assert os.path.isfile(str(tmp_path / "gallery.index" / "features.npy"))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "L", "LA", "P", "RGBA"])
+def test_a_pil_image_gives_the_pixels_of_the_same_image_as_a_file(tmp_path, mode):
+    from PIL import Image
+
+    from reid_baseline.data.images import read_image
+    from reid_baseline.inference.reid_model import as_image
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (24, 12), dtype=np.uint16))
+        assert image.mode.startswith("I;16")
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (24, 12, 4), dtype=np.uint8),
+                                "RGBA").convert(mode)
+    image.save(str(tmp_path / "a.png"))
+    np.testing.assert_array_equal(as_image(image, "images[0]"),
+                                  read_image(str(tmp_path / "a.png")))
+
+
+def test_an_empty_pil_image_is_one_error_naming_it():
+    from PIL import Image
+
+    from reid_baseline.errors import DatasetError
+    from reid_baseline.inference.reid_model import as_image
+    with pytest.raises(DatasetError, match=r"images\[3\]: an empty image \(0 x 0 pixels\)"):
+        as_image(Image.new("RGB", (0, 0)), "images[3]")

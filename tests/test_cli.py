@@ -142,3 +142,9 @@ def test_demo_config_error_is_one_line(tmp_path):
                    "SOLVER.BASE_LR", "-1")
     _one_error_line(proc, "SOLVER.BASE_LR must be > 0, got -1.0")
     assert not (tmp_path / "run").exists()
+
+
+def test_file_names_that_are_not_utf8_print_without_an_error(capsysbinary):
+    name = os.fsdecode(b"skipped p\xff.jpg")
+    run(lambda: print(name))
+    assert capsysbinary.readouterr().out == b"skipped p\xff.jpg\n"

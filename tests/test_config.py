@@ -375,3 +375,47 @@ def test_the_reference_run_config_is_the_recipe_but_for_three_knobs():
     four_gpus = load_config(os.path.join(ROOT, "configs", "reference_run.yml"), ["GPUS", "[0,1,2,3]"])
     assert four_gpus.SOLVER.BATCH_SIZE // len(four_gpus.GPUS) == four_gpus.MODEL.BN_GROUP_SIZE
 
+
+
+def test_config_file_over_the_size_limit_is_refused_before_parsing(tmp_path):
+    from reid_baseline.config.loading import MAX_CONFIG_BYTES
+    path = tmp_path / "big.yml"
+    path.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match="big.yml: larger than MAX_CONFIG_BYTES"):
+        load_config(str(path))
+
+
+@pytest.mark.timeout(10)
+def test_yaml_alias_bomb_is_refused_fast(tmp_path):
+    lines, prev = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'], "a"
+    for name in "bcdefgh":
+        lines.append("%s: &%s [%s]" % (name, name, ",".join(["*" + prev] * 9)))
+        prev = name
+    lines.append("INPUT:\n  PIXEL_MEAN: [%s]" % ",".join(["*" + prev] * 9))
+    path = tmp_path / "bomb.yml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size < 1000
+    with pytest.raises(ConfigError, match="bomb.yml: .*aliases") as err:
+        load_config(str(path))
+    assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("text, words", [
+    ("_BASE_: [file.yml]\n", "_BASE_ expects one file name"),
+    ("_BASE_: 5\n", "_BASE_ expects one file name"),
+    ("5: 1\n", "config keys are words; got the key 5"),
+    ("MODEL:\n  true: 1\n", "config keys are words; got the key MODEL.True"),
+])
+def test_base_and_keys_of_the_wrong_type_are_one_error_naming_the_file(tmp_path, text, words):
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="c.yml: " + words):
+        load_config(str(path))
+
+
+def test_long_values_are_cut_in_error_messages(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text("SOLVER:\n  BASE_LR: %s\n" % ("x" * 5000))
+    with pytest.raises(ConfigError, match=r"SOLVER.BASE_LR .*\.\.\.$") as err:
+        load_config(str(path))
+    assert len(str(err.value)) - len(str(path)) < 300

@@ -288,3 +288,24 @@ def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
         build_approximate(store, nlist=1000)
     with pytest.raises(ConfigError, match="--nlist and --nprobe must be >= 1"):
         build_approximate(store, nprobe=0)
+
+
+@pytest.mark.timeout(120)
+def test_fifos_huge_images_and_line_breaks_in_names_are_skipped_and_listed(tiny_model, tmp_path):
+    import cv2
+
+    from test_images import _png_header_only
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = cv2.imencode(".jpg", np.full((32, 16, 3), 90, np.uint8))[1].tobytes()
+    for name in ["a.jpg", "b.jpg"]:
+        (photos / name).write_bytes(good)
+    (photos / "line\nbreak.jpg").write_bytes(good)
+    os.mkfifo(str(photos / "pipe.jpg"))  # reading it would block forever
+    _png_header_only(str(photos / "huge.png"), 40000, 40000)
+    manifest = tiny_model.build_index(str(photos), str(tmp_path / "p.index"))
+    assert manifest["count"] == 2
+    skipped = {os.path.basename(p): reason for p, reason in manifest["skipped"]}
+    assert sorted(skipped) == ["huge.png", "line\nbreak.jpg", "pipe.jpg"]
+    assert "MAX_IMAGE_PIXELS" in skipped["huge.png"]
+    assert "not a regular file" in skipped["pipe.jpg"]

@@ -219,3 +219,13 @@ def test_top_k_search_is_exact_with_ties(monkeypatch, block):
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_array_equal(dist, np.take_along_axis(full, expected, axis=1))
     assert index.exact_top_k(q, gal[:3], 8)[0].shape == (3, 3)  # fewer items than topk
+
+
+def test_result_pages_link_file_names_with_hash_and_question_marks(tmp_path):
+    from reid_baseline.inference import pages
+    names = ["a#1.jpg", "b?x=1.jpg", "c 100%.jpg", os.fsdecode(b"d\xff.jpg")]
+    paths = [str(tmp_path / n) for n in names]
+    pages.write_html(str(tmp_path / "r.html"), [(paths[0], [(p, 0.5) for p in paths])])
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    for src in ["a%231.jpg", "b%3Fx%3D1.jpg", "c%20100%25.jpg", "d%FF.jpg"]:
+        assert 'src="%s"' % src in page

@@ -179,3 +179,25 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
     # q2: g3 is junk and left out; g2 (pid 3, camera 2) is its match.
     assert [i.path for i in items] == [images[6], images[4], images[5], images[8]]
     assert [bool(i.match) for i in items] == [True, False, False, False]
+
+
+@pytest.mark.timeout(120)
+def test_rank_lists_and_result_pages_of_file_names_that_are_not_utf8(tmp_path):
+    # OpenCV's own file reading crashes the process on such names: run it in a child process.
+    import subprocess
+    import sys
+    code = (
+        "import os, sys, cv2, numpy as np\n"
+        "from reid_baseline.inference import pages\n"
+        "d = sys.argv[1]\n"
+        "p = os.path.join(d, os.fsdecode(b'q\\xff.png'))\n"
+        "cv2.imwrite(os.path.join(d, 'x.png'), np.full((16, 8, 3), 200, np.uint8))\n"
+        "os.replace(os.path.join(d, 'x.png'), p)\n"
+        "pages.write_png(os.path.join(d, 'r.png'), [(p, [(p, 0.0)])])\n"
+        "pages.write_html(os.path.join(d, 'r.html'), [(p, [(p, 0.0)])])\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert os.path.getsize(str(tmp_path / "r.png")) > 0
+    assert 'src="q%FF.png"' in (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -13,16 +13,47 @@ from ..environment import device_count, worker_count
 from ..errors import ConfigError
 from .defaults import CHOICES, RANGES, get_defaults
 
+# A config file larger than this is refused before it is parsed.
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB
+# The most YAML nodes (mappings, lists, values) a config file may hold; YAML aliases (*name)
+# are refused outright, so a small file cannot expand into a huge value.
+MAX_YAML_NODES = 10_000
+# Characters of a value an error message shows; longer values end in "...".
+MAX_SHOWN_CHARS = 200
+
+
+def _shown(value):
+    """repr(value), cut to MAX_SHOWN_CHARS characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with at most MAX_YAML_NODES nodes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError("line %d: YAML aliases (*name) are not allowed in a config file"
+                                 % (mark.line + 1))
+        self._nodes = getattr(self, "_nodes", 0) + 1
+        if self._nodes > MAX_YAML_NODES:
+            raise yaml.YAMLError("more than MAX_YAML_NODES (%d) values" % MAX_YAML_NODES)
+        return super().compose_node(parent, index)
+
 
 def _merge(cfg, other, source, prefix=""):
     """Merge `other` into `cfg` key by key so an error names the full key and the source."""
     for key, value in other.items():
+        if not isinstance(key, str):
+            raise ConfigError("%s: config keys are words; got the key %s%s"
+                              % (source, prefix, _shown(key)))
         full = prefix + key
         if key not in cfg:
-            raise ConfigError("%s: unknown config key %r" % (source, full))
+            raise ConfigError("%s: unknown config key %s" % (source, _shown(full)))
         if isinstance(cfg[key], CN):
             if not isinstance(value, dict):
-                raise ConfigError("%s: %s is a section; expected a mapping, got %r" % (source, full, value))
+                raise ConfigError("%s: %s is a section; expected a mapping, got %s" % (source, full, _shown(value)))
             _merge(cfg[key], value, source, full + ".")
             continue
         cfg[key] = _coerce(cfg[key], value, full, source)
@@ -35,7 +66,7 @@ def _coerce(default, value, key, source):
                 isinstance(v, int) and not isinstance(v, bool) for v in value)):
             return value if value == "auto" else list(value)
         raise ConfigError('%s: GPUS expects "auto" or a list of GPU ids, e.g. [0, 1] ([]: the '
-                          'CPU), got %r' % (source, value))
+                          'CPU), got %s' % (source, _shown(value)))
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -53,8 +84,8 @@ def _coerce(default, value, key, source):
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ConfigError("%s: %s expects a %s (default %r), got %r"
-                          % (source, key, type(default).__name__, default, value))
+        raise ConfigError("%s: %s expects a %s (default %r), got %s"
+                          % (source, key, type(default).__name__, default, _shown(value)))
     return value
 
 
@@ -73,14 +104,18 @@ def _read_yaml(path):
     if not os.path.isfile(path):
         raise ConfigError("config file not found: %s" % path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError("%s: larger than MAX_CONFIG_BYTES (%d bytes); not a config file"
+                              % (path, MAX_CONFIG_BYTES))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError("%s: not UTF-8 text; expected a YAML config file" % path) from exc
     except OSError as exc:
         raise ConfigError("%s: cannot be read: %s" % (path, exc.strerror or exc)) from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_ConfigLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)  # PyYAML's own text spans several lines
         where = " (line %d)" % (mark.line + 1) if mark else ""
@@ -97,6 +132,9 @@ def _merge_file(cfg, path, seen=()):
         raise ConfigError("%s: _BASE_ chain loops back to itself" % path)
     data = _read_yaml(path)
     base = data.pop("_BASE_", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError("%s: _BASE_ expects one file name (a string), got %s"
+                          % (path, _shown(base)))
     if base:
         _merge_file(cfg, os.path.join(os.path.dirname(path), base), seen + (os.path.abspath(path),))
     _merge(cfg, data, path)
@@ -155,7 +193,7 @@ def load_config(path=None, overrides=(), ablation=None):
             _merge(cfg, _nest(key, value), ablation)
     overrides = list(overrides)
     if len(overrides) % 2:
-        raise ConfigError("overrides come in KEY VALUE pairs; got %r" % (overrides,))
+        raise ConfigError("overrides come in KEY VALUE pairs; got %s" % _shown(overrides))
     for key, text in zip(overrides[0::2], overrides[1::2], strict=True):
         _merge(cfg, _nest(key, _parse_override(text)), "command line")
     _check(cfg)
@@ -168,13 +206,14 @@ def _check_values(flat, prefix=""):
     for key, value in flat.items():
         numbers = value if isinstance(value, list) else [value]
         if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
-            raise ConfigError("%s%s must be %s, got %r" % (prefix, key, "finite numbers" if
-                              isinstance(value, list) else "a finite number", value))
+            raise ConfigError("%s%s must be %s, got %s" % (prefix, key, "finite numbers" if
+                              isinstance(value, list) else "a finite number", _shown(value)))
         if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError("%s%s must be one of %s, got %r"
-                              % (prefix, key, CHOICES[key], value))
+            raise ConfigError("%s%s must be one of %s, got %s"
+                              % (prefix, key, CHOICES[key], _shown(value)))
         if key in RANGES and not RANGES[key][0](value):
-            raise ConfigError("%s%s must be %s, got %r" % (prefix, key, RANGES[key][1], value))
+            raise ConfigError("%s%s must be %s, got %s"
+                              % (prefix, key, RANGES[key][1], _shown(value)))
 
 
 def _check(cfg):

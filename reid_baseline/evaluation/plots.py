@@ -14,6 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..data.images import read_image
+from ..errors import DatasetError
 from ..fileio import PRODUCER, atomic_path
 
 # One rank-list cell (image + two lines of text), in inches at DPI: a PNG of R rows and
@@ -42,11 +44,11 @@ def save_figure(fig, path):
 
 def _thumbnail(path):
     """The image at `path` as RGB uint8 at THUMB_SIZE; a grey tile if it cannot be read."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
+    try:
+        img = read_image(path)  # bytes decoded from memory, the pixel limit checked
+    except DatasetError:
         return np.full(THUMB_SIZE[::-1] + (3,), 128, dtype=np.uint8)
-    return cv2.cvtColor(cv2.resize(img, THUMB_SIZE, interpolation=cv2.INTER_AREA),
-                        cv2.COLOR_BGR2RGB)
+    return cv2.resize(img, THUMB_SIZE, interpolation=cv2.INTER_AREA)
 
 
 def write_rank_lists(path, rows, title=None):

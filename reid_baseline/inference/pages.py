@@ -4,6 +4,7 @@ The ranking itself is ReIDModel.rank/search (reid_model.py) over a feature store
 """
 import html
 import os
+from urllib.parse import quote
 
 from ..fileio import PRODUCER, atomic_path
 
@@ -20,18 +21,29 @@ def html_is_ours(path):
         return False
 
 
+def image_url(relpath):
+    """A relative file path as a URL path: its bytes percent-encoded (`#`, `?`, `%`, spaces and
+    names that are not UTF-8 included), so the browser opens exactly that file."""
+    return quote(os.fsencode(relpath.replace(os.sep, "/")), safe="/")
+
+
+def shown_name(name):
+    """A file name as text to show: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def write_html(path, queries):
     """An HTML page (written atomically) showing each query and its ranked images, with the
     distances; image links are relative to the page's folder where possible."""
     base = os.path.dirname(os.path.abspath(path))
 
     def img(p, caption):
-        src = html.escape(os.path.relpath(os.path.abspath(p), base).replace(os.sep, "/"))
+        src = image_url(os.path.relpath(os.path.abspath(p), base))
         return ('<figure><img src="%s" height="128"><figcaption>%s</figcaption></figure>'
                 % (src, html.escape(caption)))
 
     rows = ["<h3>%s</h3><div class=row>%s%s</div>" % (
-        html.escape(q), img(q, "query"),
+        html.escape(shown_name(q)), img(q, "query"),
         "".join(img(p, "%d: %.4f" % (r, d)) for r, (p, d) in enumerate(ranked, 1)))
         for q, ranked in queries]
     page = ("<!doctype html><meta charset=utf-8>" + _HTML_MARK + "<title>search results</title>"
@@ -45,7 +57,7 @@ def write_html(path, queries):
 def write_png(path, queries):
     """One PNG, a row per query: the query and its ranked images with their distances."""
     from ..evaluation.plots import RankItem, write_rank_lists
-    rows = [(RankItem(q, os.path.basename(q), None),
-             [RankItem(p, "%s\nd %.3f" % (os.path.basename(p)[:16], d), None)
+    rows = [(RankItem(q, shown_name(os.path.basename(q)), None),
+             [RankItem(p, "%s\nd %.3f" % (shown_name(os.path.basename(p))[:16], d), None)
               for p, d in ranked]) for q, ranked in queries]
     write_rank_lists(path, rows)

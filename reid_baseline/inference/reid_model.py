@@ -14,7 +14,13 @@ import os
 
 import numpy as np
 
-from ..data.images import IMAGE_EXTENSIONS, find_images, read_image
+from ..data.images import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    decode_image,
+    find_images,
+    read_image,
+)
 from ..errors import ConfigError, DatasetError, ModelError, RunDirError
 from ..evaluation.features import FeatureExtractor
 
@@ -37,9 +43,28 @@ def as_image(item, where="images"):
         return np.ascontiguousarray(item)
     from PIL import Image
     if isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB"))
+        return _pil_pixels(item, where)
     raise DatasetError("%s: expected a file path, an HxWx3 uint8 RGB array or a PIL image; got "
                        "%s" % (where, type(item).__name__))
+
+
+def _pil_pixels(image, where):
+    """A PIL image's pixels as the same image saved to a file would give: encoded as PNG in
+    memory and decoded by the file reader (16-bit, grey, palette and alpha modes alike)."""
+    import io
+    width, height = image.size
+    if not width or not height:
+        raise DatasetError("%s: an empty image (%d x %d pixels)" % (where, width, height))
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError("%s: %d x %d pixels, more than MAX_IMAGE_PIXELS (%d)"
+                           % (where, width, height, MAX_IMAGE_PIXELS))
+    buf = io.BytesIO()
+    try:
+        image.save(buf, format="PNG")
+    except (OSError, ValueError):  # a mode PNG cannot hold (CMYK, float): as RGB
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="PNG")
+    return decode_image(buf.getvalue(), where)
 
 
 def _config_values(cfg_or_text):

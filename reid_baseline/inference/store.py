@@ -110,7 +110,12 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
         path_file.truncate(progress["paths_bytes"])  # lines of a chunk that was not recorded
         path_file.seek(progress["paths_bytes"])
         for a in range(progress["next"], len(paths), chunk):
-            feats, kept, skipped = embed(list(paths[a:a + chunk]))
+            some = list(paths[a:a + chunk])
+            broken = [p for p in some if "\n" in p or "\r" in p]  # one line per stored path
+            rest = [p for p in some if p not in broken]
+            feats, kept, skipped = embed(rest) if rest else (None, [], [])
+            skipped = [(p, "%r: a file name with a line break cannot be stored in an index"
+                        % p) for p in broken] + list(skipped)
             if len(kept) and features is None:
                 progress["dim"] = int(feats.shape[1])
                 features = np.lib.format.open_memmap(at(folder, FEATURES), mode="w+", dtype=dtype,
