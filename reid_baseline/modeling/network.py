@@ -7,6 +7,7 @@ import os
 import sys
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
 from ..config import device_batch
@@ -159,6 +160,7 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
         raise ModelError("--params: %s does not fit the model of this config: the file has "
                          "%d embedding parameters the model lacks, e.g. %s (%s)"
                          % (params_path, len(extra), extra[0], model))
+    _check_values(params_path, {name: saved[name] for name in wanted})
     # A BatchNorm without scale (or shift) ignores the value of its gamma (beta): a trained one
     # in the file would be dropped silently and give other features.
     for name, knob, fixed in (("embedding.bn.gamma", "MODEL.BN_GAMMA", 1.0),
@@ -179,6 +181,20 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def _check_values(params_path, arrays):
+    """ModelError naming the file and its first parameter that is not float32 (a file cast to
+    another precision) or holds NaN or infinity (it would give NaN features)."""
+    for name, array in arrays.items():
+        if array.dtype != np.float32:
+            raise ModelError("params file %s: parameter %s is %s, expected float32 (parameters "
+                             "saved by train.py)" % (params_path, name, np.dtype(array.dtype).name))
+    for name, array in arrays.items():
+        if not np.isfinite(array.asnumpy()).all():
+            raise ModelError("params file %s: parameter %s holds NaN or infinity; the model "
+                             "cannot give features (use an earlier checkpoint)"
+                             % (params_path, name))
 
 
 def _shape_fits(expected, found):
