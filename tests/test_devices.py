@@ -104,3 +104,10 @@ def test_bad_gpus_option_names_the_option_and_what_it_expects(value):
         _gpus_option(value)
     assert str(err.value) == ('--gpus expects auto, "" (the CPU) or comma-separated GPU ids, e.g. '
                               "0,1; got %r" % value)
+
+
+def test_gpu_ids_on_a_cpu_only_mxnet_say_how_to_run_on_the_cpu(monkeypatch):
+    _simulate(monkeypatch, cuda=False, gpus=0)
+    with pytest.raises(DeviceError) as err:
+        build_contexts([0])
+    assert '--gpus ""' in str(err.value) and '["GPUS", "[]"]' in str(err.value)
