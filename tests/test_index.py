@@ -286,5 +286,25 @@ def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
     store = index.FeatureStore(str(tmp_path / "store"))
     with pytest.raises(ConfigError, match=r"--nlist 1000: the index holds 24 images"):
         build_approximate(store, nlist=1000)
-    with pytest.raises(ConfigError, match="--nlist and --nprobe must be >= 1"):
+    with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
         build_approximate(store, nprobe=0)
+
+
+@pytest.mark.parametrize("nlist, nprobe", [(0, None), (-5, None), (None, 0), (None, -5)])
+def test_zero_or_negative_cells_are_refused_before_any_image_is_embedded(tiny_model, tmp_path,
+                                                                       monkeypatch, nlist,
+                                                                       nprobe):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    monkeypatch.setattr(type(tiny_model), "__call__", lambda *a, **k: pytest.fail("embedded"))
+    name = "nlist" if nlist is not None else "nprobe"
+    with pytest.raises(ConfigError, match="%s must be an integer >= 1" % name):
+        tiny_model.build_index(str(tmp_path / "photos"), str(tmp_path / "out.index"),
+                               approximate=True, nlist=nlist, nprobe=nprobe)
+    if nprobe is not None:
+        with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
+            tiny_model.search(["q.jpg"], str(tmp_path / "none.index"), approximate=True,
+                              nprobe=nprobe)
+        with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
+            tiny_model.rank(np.zeros((1, 512), np.float32), str(tmp_path / "none.index"),
+                            approximate=True, nprobe=nprobe)

@@ -205,6 +205,20 @@ def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch,
     assert lines[1].split()[2] == query and float(lines[1].split()[1]) < 1e-3
 
 
+@pytest.mark.parametrize("args", [("index", "--images", "photos", "--out", "x", "--approximate",
+                                   "--nlist", "0"),
+                                  ("index", "--images", "photos", "--out", "x", "--approximate",
+                                   "--nprobe", "-5"),
+                                  ("query", "--gallery", "g.index", "q.jpg", "--approximate",
+                                   "--nprobe", "0"),
+                                  ("query", "--gallery", "g.index", "q.jpg", "--approximate",
+                                   "--nprobe", "-5")])
+def test_zero_or_negative_cells_are_one_rule_in_both_commands(monkeypatch, capsys, args):
+    code, out, err = _run_script(monkeypatch, capsys, *args)
+    assert code == 2 and "%s: expected an integer >= 1, got '%s'" % args[-2:] in err
+    assert "Traceback" not in err and out == ""
+
+
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])
 def test_top_k_search_is_exact_with_ties(monkeypatch, block):
     from reid_baseline.evaluation.distances import compute_distance

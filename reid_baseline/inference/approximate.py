@@ -32,6 +32,16 @@ def import_faiss():
     return faiss
 
 
+def check_cells(nlist=None, nprobe=None):
+    """ConfigError unless `nlist` and `nprobe` are each None (the default) or an integer >= 1:
+    checked before any work."""
+    for name, value in (("nlist", nlist), ("nprobe", nprobe)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  and not isinstance(value, np.integer) or value < 1):
+            raise ConfigError("%s must be an integer >= 1 (or None for the default), got %r"
+                              % (name, value))
+
+
 def _uses_inner_product(store):
     feats = np.asarray(store.features[:min(len(store), 256)], np.float32)
     return bool(np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-2))
@@ -51,8 +61,7 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     are trained on TRAIN_PER_CELL stored rows per cell (a seeded sample)."""
     faiss = import_faiss()
     n, dim = store.features.shape
-    if (nlist is not None and int(nlist) < 1) or (nprobe is not None and int(nprobe) < 1):
-        raise ConfigError("--nlist and --nprobe must be >= 1, got %s and %s" % (nlist, nprobe))
+    check_cells(nlist, nprobe)
     if nlist is not None and int(nlist) > n:
         # faiss trains each cell from the stored rows: more cells than rows cannot be trained.
         raise ConfigError("--nlist %d: the index holds %d images, and an IVF index needs at "
@@ -106,6 +115,7 @@ def _search(index, queries, topk, inner, metric):
 def approximate_top_k(store, query_feats, topk, metric="cosine", nprobe=None):
     """(indices, distances) of the approximate index of `store` (built by build_approximate);
     -1 marks a missing neighbour when the probed cells hold fewer than topk rows."""
+    check_cells(nprobe=nprobe)
     faiss = import_faiss()
     info = store.manifest.get("approximate")
     path = os.path.join(store.folder, APPROXIMATE)
@@ -115,5 +125,5 @@ def approximate_top_k(store, query_feats, topk, metric="cosine", nprobe=None):
     if store.approximate_index is None:  # read once per opened store, not per query batch
         store.approximate_index = faiss.read_index(path)
     index = store.approximate_index
-    index.nprobe = int(nprobe or info["nprobe"])
+    index.nprobe = int(info["nprobe"] if nprobe is None else nprobe)
     return _search(index, query_feats, min(int(topk), len(store)), info["inner_product"], metric)

@@ -174,9 +174,11 @@ class ReIDModel(FeatureExtractor):
         gallery in memory and its cost grows with the square of the gallery size)."""
         from ..evaluation.distances import top_k
         from ..evaluation.rerank import re_ranking_features
+        from .approximate import check_cells
         from .store import exact_top_k, open_gallery
         if topk < 1:
             raise ConfigError("topk must be >= 1, got %d" % topk)
+        check_cells(nprobe=nprobe)
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         self.check_gallery(gallery)
         metric, test = self.cfg.TEST.DISTANCE, self.cfg.TEST
@@ -196,7 +198,9 @@ class ReIDModel(FeatureExtractor):
         """For each query image, its `topk` nearest gallery images as [(path, distance)] in
         rank order. `gallery`: an index folder built by build_index (or its FeatureStore);
         `approximate`/`nprobe` as in rank()."""
+        from .approximate import check_cells
         from .store import open_gallery
+        check_cells(nprobe=nprobe)  # before the queries are embedded
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         idx, dist = self.rank(self.extract(query_images), gallery, topk, rerank, approximate,
                               nprobe)
@@ -208,7 +212,9 @@ class ReIDModel(FeatureExtractor):
         and resumable (reid_baseline.inference.store.build_store); unreadable files are skipped and
         listed. `approximate`: also build the faiss IVF index and measure its recall@10.
         Returns the store's manifest (count, dim, skipped, approximate...)."""
+        from .approximate import check_cells
         from .store import FeatureStore, build_store, check_store_output
+        check_cells(nlist, nprobe)  # before hours of embedding
         if not os.path.isdir(folder):
             raise DatasetError("--images: folder %s does not exist" % folder)
         check_store_output(out, overwrite)  # before hours of embedding, not after
