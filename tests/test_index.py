@@ -243,6 +243,48 @@ def test_damaged_stores_and_galleries_are_one_line_errors(tmp_path):
         assert "\n" not in str(exc.value) and str(path) in str(exc.value)
 
 
+def _rewrite_manifest(folder, **fields):
+    import json
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(fields)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _huge_offsets(folder):
+    header = index._npy_header(np.dtype(np.int64), (1 << 60,))
+    (folder / "path_offsets.npy").write_bytes(header + b"\0" * 64)
+
+
+@pytest.mark.parametrize("damage", [
+    _huge_offsets,
+    lambda d: np.save(str(d / "path_offsets.npy"), np.zeros((31, 2), np.int64)),
+    lambda d: np.save(str(d / "path_offsets.npy"), np.arange(31.0)),
+    lambda d: np.save(str(d / "path_offsets.npy"), np.array("text")),
+    lambda d: _rewrite_manifest(d, count="30"),
+    lambda d: _rewrite_manifest(d, dim=None),
+    lambda d: _rewrite_manifest(d, inputs=["a"]),
+    lambda d: _rewrite_manifest(d, dtype=4)])
+def test_damaged_offsets_or_manifest_fields_are_one_damaged_index_line(tmp_path, damage):
+    folder = tmp_path / "g.index"
+    _build(folder, _unit(np.random.default_rng(5), 30, 4))
+    damage(folder)
+    with pytest.raises(DatasetError, match=r"is a damaged index \(.*\); build it again$") as exc:
+        index.open_gallery(str(folder))
+    assert "\n" not in str(exc.value) and str(folder) in str(exc.value)
+
+
+def test_query_features_of_another_width_are_one_error(tiny_model, tmp_path):
+    from reid_baseline.inference.store import build_store
+    feats = _unit(np.random.default_rng(5), 4, 512)
+    paths = ["/p/%d.jpg" % i for i in range(4)]
+    build_store(str(tmp_path / "g.index"), paths, _embedder(feats, paths),
+                tiny_model.cfg.dump(), tiny_model.params_path, tiny_model.params_sha256)
+    for bad in (np.zeros((2, 128), np.float32), np.zeros(512, np.float32)):
+        with pytest.raises(DatasetError, match=r"query features: expected an \(N, 512\) array"):
+            tiny_model.rank(bad, str(tmp_path / "g.index"))
+    assert tiny_model.rank(feats[:1], str(tmp_path / "g.index"), topk=1)[0].tolist() == [[0]]
+
+
 def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):
     from reid_baseline.inference.approximate import approximate_top_k, build_approximate
     rng = np.random.default_rng(6)

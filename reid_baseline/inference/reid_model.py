@@ -181,6 +181,10 @@ class ReIDModel(FeatureExtractor):
         check_cells(nprobe=nprobe)
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         self.check_gallery(gallery)
+        query_feats, dim = np.asarray(query_feats), gallery.features.shape[1]
+        if query_feats.ndim != 2 or query_feats.shape[1] != dim:
+            raise DatasetError("query features: expected an (N, %d) array (the gallery's width), "
+                               "got shape %s" % (dim, query_feats.shape))
         metric, test = self.cfg.TEST.DISTANCE, self.cfg.TEST
         if rerank:
             dist = re_ranking_features(query_feats, np.asarray(gallery.features, np.float32),

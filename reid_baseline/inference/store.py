@@ -193,27 +193,35 @@ class FeatureStore(object):
         if not manifest.get("complete"):
             raise DatasetError("--gallery: %s is an unfinished index (its build stopped); run "
                                "the same index command again to resume it" % folder)
+        damaged = "--gallery: %s is a damaged index (%%s); build it again" % folder
+        fields = {"count": int, "dim": int, "dtype": str, "inputs": dict}
+        for key, kind in fields.items():
+            if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+                raise DatasetError(damaged % ("its %s field %s is %r" % (MANIFEST, key,
+                                                                         manifest.get(key))))
         try:
             self.features = np.load(at(FEATURES), mmap_mode="r", allow_pickle=False)
-            self._offsets = np.load(at(OFFSETS), allow_pickle=False)
+            self._offsets = np.load(at(OFFSETS), mmap_mode="r", allow_pickle=False)
             with open(at(CONFIG), encoding="utf-8") as f:
                 self.config_text = f.read()
             size = os.path.getsize(at(PATHS))
-        except (OSError, ValueError) as exc:
-            raise DatasetError("--gallery: %s is a damaged index (%s); build it again"
-                               % (folder, exc)) from exc
-        shape = (manifest.get("count"), manifest.get("dim"))
-        if (self.features.shape != shape or str(self.features.dtype) != manifest.get("dtype")
-                or self._offsets.shape != (shape[0] + 1,) or self._offsets[-1] != size):
-            raise DatasetError("--gallery: %s is a damaged index (features %s %s, %d path "
-                               "offsets, manifest %s %s); build it again"
-                               % (folder, self.features.shape, self.features.dtype,
-                                  len(self._offsets), shape, manifest.get("dtype")))
-        recorded = (manifest.get("inputs") or {}).get("config_sha256")
+        except (OSError, ValueError, MemoryError, OverflowError) as exc:
+            raise DatasetError(damaged % exc) from exc
+        shape = (manifest["count"], manifest["dim"])
+        offsets = self._offsets
+        if (self.features.shape != shape or str(self.features.dtype) != manifest["dtype"]
+                or offsets.shape != (shape[0] + 1,) or offsets.dtype != np.int64
+                or offsets[-1] != size or offsets[0] != 0 or (np.diff(offsets) < 1).any()):
+            raise DatasetError(damaged % ("features %s %s, %s path offsets %s, manifest %s %s"
+                                          % (self.features.shape, self.features.dtype,
+                                             offsets.shape, offsets.dtype, shape,
+                                             manifest["dtype"])))
+        self._offsets = np.array(offsets)
+        recorded = manifest["inputs"].get("config_sha256")
         if hashlib.sha256(self.config_text.encode()).hexdigest() != recorded:
             # Queries are embedded with this config: an edited one would give other features.
-            raise DatasetError("--gallery: %s is a damaged index (its %s differs from the one "
-                               "it was built with); build it again" % (folder, CONFIG))
+            raise DatasetError(damaged % ("its %s differs from the one it was built with"
+                                          % CONFIG))
         self.manifest = manifest
         self.params, self.params_sha256 = manifest.get("params"), manifest.get("params_sha256")
         self.config_path = at(CONFIG)
