@@ -10,6 +10,7 @@ import pytest
 from reid_baseline.errors import ConfigError, DatasetError, OutputError
 from reid_baseline.inference import store as index
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "MODEL:\n  BACKBONE: resnet18_v1\n"
 
 
@@ -283,6 +284,39 @@ def test_query_features_of_another_width_are_one_error(tiny_model, tmp_path):
         with pytest.raises(DatasetError, match=r"query features: expected an \(N, 512\) array"):
             tiny_model.rank(bad, str(tmp_path / "g.index"))
     assert tiny_model.rank(feats[:1], str(tmp_path / "g.index"), topk=1)[0].tolist() == [[0]]
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_full_disk_while_indexing_is_one_error_and_no_features_file(tmp_path):
+    import subprocess
+    import sys
+    code = FULL_DISK + """
+import numpy as np
+from reid_baseline.errors import ReIDError
+from reid_baseline.inference import store
+paths = ["/p/%05d.jpg" % i for i in range(100)]
+def embed(part):
+    return np.ones((len(part), 1024), np.float32), part, []
+try:
+    store.build_store(sys.argv[1], paths, embed, "", None, "ab" * 32)
+except ReIDError as exc:
+    print("error: %s: %s" % (type(exc).__name__, exc))
+"""
+    folder = tmp_path / "g.index"
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, timeout=100, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("error: OutputError: %s: no room for the index's features "
+                                  "(409728 bytes)" % (folder / "features.npy")), proc.stdout
+    assert proc.stdout.count("\n") == 1 and not (folder / "features.npy").exists()
 
 
 def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):

@@ -113,8 +113,8 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
             feats, kept, skipped = embed(list(paths[a:a + chunk]))
             if len(kept) and features is None:
                 progress["dim"] = int(feats.shape[1])
-                features = np.lib.format.open_memmap(at(folder, FEATURES), mode="w+", dtype=dtype,
-                                                     shape=(len(paths), progress["dim"]))
+                features = _reserved_features(at(folder, FEATURES), dtype,
+                                              (len(paths), progress["dim"]))
             rows = progress["rows"]
             if len(kept):
                 features[rows:rows + len(kept)] = feats
@@ -140,6 +140,25 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
     _write_json(at(folder, MANIFEST), manifest)
     os.remove(at(folder, PROGRESS))
     return manifest
+
+
+def _reserved_features(path, dtype, shape):
+    """The memory map of a new features file, its disk space reserved first (writing a map past
+    a full disk kills the process); no room is one OutputError and leaves no file."""
+    header = _npy_header(np.dtype(dtype), shape)
+    size = len(header) + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    try:
+        with open(path, "wb") as f:
+            f.write(header)
+            f.flush()
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as exc:
+        if os.path.lexists(path):
+            os.remove(path)
+        raise OutputError("%s: no room for the index's features (%d bytes): %s; free space "
+                          "and run the same index command again to resume"
+                          % (path, size, exc.strerror or exc)) from exc
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 def _path_line(path):
@@ -194,8 +213,7 @@ class FeatureStore(object):
             raise DatasetError("--gallery: %s is an unfinished index (its build stopped); run "
                                "the same index command again to resume it" % folder)
         damaged = "--gallery: %s is a damaged index (%%s); build it again" % folder
-        fields = {"count": int, "dim": int, "dtype": str, "inputs": dict}
-        for key, kind in fields.items():
+        for key, kind in {"count": int, "dim": int, "dtype": str, "inputs": dict}.items():
             if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
                 raise DatasetError(damaged % ("its %s field %s is %r" % (MANIFEST, key,
                                                                          manifest.get(key))))
