@@ -319,6 +319,49 @@ except ReIDError as exc:
     assert proc.stdout.count("\n") == 1 and not (folder / "features.npy").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_full_disk_while_writing_the_approximate_index_is_one_error_and_no_file(tmp_path):
+    import subprocess
+    import sys
+    pytest.importorskip("faiss")
+    folder = tmp_path / "g.index"
+    _build(folder, _unit(np.random.default_rng(3), 1000, 32), chunk=1000)
+    code = FULL_DISK.replace("200000", "20000") + """
+from reid_baseline.errors import ReIDError
+from reid_baseline.inference import store
+from reid_baseline.inference.approximate import build_approximate
+try:
+    build_approximate(store.FeatureStore(sys.argv[1]), nlist=4)
+except ReIDError as exc:
+    print("error: %s: %s" % (type(exc).__name__, exc))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, timeout=100, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("error: OutputError: %s: cannot write the approximate index"
+                                  % (folder / "approximate.faiss")), proc.stdout
+    assert proc.stdout.count("\n") == 1
+    assert not [n for n in os.listdir(str(folder)) if "faiss" in n]
+
+
+def test_a_truncated_or_foreign_approximate_index_is_one_damaged_index_line(tmp_path):
+    pytest.importorskip("faiss")
+    from reid_baseline.inference.approximate import approximate_top_k, build_approximate
+    feats = _unit(np.random.default_rng(4), 200, 8)
+    _build(tmp_path / "g.index", feats, chunk=200)
+    build_approximate(index.FeatureStore(str(tmp_path / "g.index")), nlist=2)
+    path = tmp_path / "g.index" / "approximate.faiss"
+    whole = path.read_bytes()
+    for damaged in (whole[:len(whole) // 2], b"not a faiss index" * 10):
+        path.write_bytes(damaged)
+        with pytest.raises(DatasetError, match=r"g.index is a damaged index \(its "
+                                               r"approximate.faiss cannot be read: .*\); build "
+                                               r"it again$") as exc:
+            approximate_top_k(index.FeatureStore(str(tmp_path / "g.index")), feats[:2], 3)
+        assert "\n" not in str(exc.value)
+
+
 def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):
     from reid_baseline.inference.approximate import approximate_top_k, build_approximate
     rng = np.random.default_rng(6)

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError, OutputError, error_line
+from ..fileio import atomic_path
 from .store import exact_top_k
 
 APPROXIMATE = "approximate.faiss"
@@ -79,7 +80,13 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     for a in range(0, n, ADD_BLOCK):
         index.add(_prepared(store.features[a:a + ADD_BLOCK], inner, metric))
     index.nprobe = nprobe
-    faiss.write_index(index, os.path.join(store.folder, APPROXIMATE))
+    path = os.path.join(store.folder, APPROXIMATE)
+    try:  # written beside, then renamed: a full disk leaves no truncated index
+        with atomic_path(path) as tmp:
+            faiss.write_index(index, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise OutputError("%s: cannot write the approximate index (%s)"
+                          % (path, error_line(exc))) from exc
     sample = np.sort(rng.choice(n, min(n, int(recall_queries)), replace=False))
     queries = np.asarray(store.features[sample], np.float32)
     exact, _ = exact_top_k(queries, store.features, 11, metric=metric)
@@ -123,7 +130,12 @@ def approximate_top_k(store, query_feats, topk, metric="cosine", nprobe=None):
         raise ConfigError("--approximate: %s has no approximate index; build it with "
                           "search.py index --approximate" % store.folder)
     if store.approximate_index is None:  # read once per opened store, not per query batch
-        store.approximate_index = faiss.read_index(path)
+        try:
+            store.approximate_index = faiss.read_index(path)
+        except (OSError, RuntimeError) as exc:
+            raise DatasetError("gallery %s is a damaged index (its %s cannot be read: %s); "
+                               "build it again" % (store.folder, APPROXIMATE, error_line(exc))
+                               ) from exc
     index = store.approximate_index
     index.nprobe = int(info["nprobe"] if nprobe is None else nprobe)
     return _search(index, query_feats, min(int(topk), len(store)), info["inner_product"], metric)
