@@ -403,7 +403,7 @@ def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
     from reid_baseline.inference.approximate import build_approximate
     _build(tmp_path / "store", _unit(np.random.RandomState(0), 24, 8))
     store = index.FeatureStore(str(tmp_path / "store"))
-    with pytest.raises(ConfigError, match=r"--nlist 1000: the index holds 24 images"):
+    with pytest.raises(ConfigError, match=r"nlist 1000: the index holds 24 images"):
         build_approximate(store, nlist=1000)
     with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
         build_approximate(store, nprobe=0)
@@ -427,3 +427,20 @@ def test_zero_or_negative_cells_are_refused_before_any_image_is_embedded(tiny_mo
         with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
             tiny_model.rank(np.zeros((1, 512), np.float32), str(tmp_path / "none.index"),
                             approximate=True, nprobe=nprobe)
+
+
+def test_api_errors_name_the_api_arguments_not_command_line_flags(tiny_model, tmp_path):
+    from reid_baseline import ReIDModel
+    from reid_baseline.errors import ReIDError
+    (tmp_path / "empty").mkdir()
+    calls = {"params file": lambda: ReIDModel(tiny_model.cfg, str(tmp_path / "missing.params")),
+             "images folder": lambda: tiny_model.build_index(str(tmp_path / "none"),
+                                                             str(tmp_path / "out.index")),
+             "gallery": lambda: tiny_model.search([str(tmp_path / "q.jpg")],
+                                                  str(tmp_path / "none.index")),
+             "gallery ": lambda: tiny_model.rank(np.zeros((1, 512), np.float32),
+                                                 str(tmp_path / "empty"))}
+    for named, call in calls.items():
+        with pytest.raises(ReIDError) as exc:
+            call()
+        assert str(exc.value).startswith(named.strip() + " ") and "--" not in str(exc.value)

@@ -129,7 +129,7 @@ def test_damaged_gallery_files_are_one_error_line(gallery, tmp_path, monkeypatch
     for bad in ("file.index", "empty.index", "cut.index", "missing.index"):
         code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", tmp_path / bad,
                                      "q.jpg")
-        assert code == 2 and err.startswith("error: --gallery: ") and bad in err, (bad, err)
+        assert code == 2 and err.startswith("error: gallery ") and bad in err, (bad, err)
         assert err.count("\n") == 1 and "Traceback" not in err
 
 

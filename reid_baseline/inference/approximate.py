@@ -65,8 +65,8 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     check_cells(nlist, nprobe)
     if nlist is not None and int(nlist) > n:
         # faiss trains each cell from the stored rows: more cells than rows cannot be trained.
-        raise ConfigError("--nlist %d: the index holds %d images, and an IVF index needs at "
-                          "least as many images as cells (try --nlist %d)"
+        raise ConfigError("nlist %d: the index holds %d images, and an IVF index needs at "
+                          "least as many images as cells (try nlist %d)"
                           % (int(nlist), n, max(1, n // 39)))
     nlist = int(nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
     nprobe = int(nprobe or max(1, min(nlist, 16)))
@@ -127,7 +127,7 @@ def approximate_top_k(store, query_feats, topk, metric="cosine", nprobe=None):
     info = store.manifest.get("approximate")
     path = os.path.join(store.folder, APPROXIMATE)
     if not info or not os.path.isfile(path):
-        raise ConfigError("--approximate: %s has no approximate index; build it with "
+        raise ConfigError("gallery %s has no approximate index; build it with "
                           "search.py index --approximate" % store.folder)
     if store.approximate_index is None:  # read once per opened store, not per query batch
         try:

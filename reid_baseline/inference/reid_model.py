@@ -154,7 +154,7 @@ class ReIDModel(FeatureExtractor):
         """Raise unless `gallery` holds features of this model: the same params file bytes
         (SHA-256) and the same feature-defining config keys (FEATURE_KEYS)."""
         if gallery.params_sha256 != self.params_sha256:
-            raise ModelError("--params: %s is not the parameter file the gallery %s was built "
+            raise ModelError("params file %s is not the parameter file the gallery %s was built "
                              "with (%s; SHA-256 %.12s, this one %.12s): the features would not "
                              "be comparable; query with the gallery's own parameters (the "
                              "default) or build the index again"
@@ -220,12 +220,12 @@ class ReIDModel(FeatureExtractor):
         from .store import FeatureStore, build_store, check_store_output
         check_cells(nlist, nprobe)  # before hours of embedding
         if not os.path.isdir(folder):
-            raise DatasetError("--images: folder %s does not exist" % folder)
+            raise DatasetError("images folder %s does not exist" % folder)
         check_store_output(out, overwrite)  # before hours of embedding, not after
         paths = [os.path.abspath(p) for p in find_images(folder)]
         if not paths:
-            raise DatasetError("--images: no image files (%s) under %s"
-                               % ("/".join(IMAGE_EXTENSIONS), folder))
+            raise DatasetError("images folder %s: no image files (%s) under it"
+                               % (folder, "/".join(IMAGE_EXTENSIONS)))
         if approximate:
             from .approximate import import_faiss
             import_faiss()

@@ -207,12 +207,12 @@ class FeatureStore(object):
         at = lambda name: os.path.join(folder, name)  # noqa: E731
         manifest = read_json_object(at(MANIFEST))
         if not manifest or manifest.get("format") != STORE_FORMAT:
-            raise DatasetError("--gallery: %s is not an index folder written by %s (no valid %s)"
+            raise DatasetError("gallery %s is not an index folder written by %s (no valid %s)"
                                % (folder, PRODUCER, MANIFEST))
         if not manifest.get("complete"):
-            raise DatasetError("--gallery: %s is an unfinished index (its build stopped); run "
+            raise DatasetError("gallery %s is an unfinished index (its build stopped); run "
                                "the same index command again to resume it" % folder)
-        damaged = "--gallery: %s is a damaged index (%%s); build it again" % folder
+        damaged = "gallery %s is a damaged index (%%s); build it again" % folder
         for key, kind in {"count": int, "dim": int, "dtype": str, "inputs": dict}.items():
             if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
                 raise DatasetError(damaged % ("its %s field %s is %r" % (MANIFEST, key,
@@ -269,9 +269,9 @@ def open_gallery(path):
     """The FeatureStore of the index folder `path`; DatasetError naming it when it does not
     exist, is not an index folder or is damaged."""
     if not os.path.lexists(path):
-        raise DatasetError("--gallery: %s does not exist" % path)
+        raise DatasetError("gallery %s does not exist" % path)
     if not os.path.isdir(path):
-        raise DatasetError("--gallery: %s is a file; an index is a folder written by search.py "
+        raise DatasetError("gallery %s is a file; an index is a folder written by search.py "
                            "index" % path)
     return FeatureStore(path)
 
