@@ -18,6 +18,7 @@ from ..data.datasets import build_datasets
 from ..environment import check_launcher_env
 from ..errors import ConfigError, DatasetError, DeviceError
 from ..modeling.pretrained import weights_file
+from .devices import CPU_HINT
 from .telemetry import tensorboard_writer_class
 
 # status: "ok", "warn" (runs, but slower or with a caveat) or "fail" (the config cannot run).
@@ -137,7 +138,8 @@ def check_mxnet(cfg):
                            "distributed kvstore; fix: %s" % (kvstore, WHEEL_ROUTE)))
     if cfg.GPUS != "auto" and cfg.GPUS and not features.is_enabled("CUDA"):
         out.append(Finding("fail", "GPUS %s: this MXNet was built without CUDA; fix: %s; on "
-                           "Ada/Hopper GPUs %s" % (list(cfg.GPUS), WHEEL_ROUTE, NGC_ROUTE)))
+                           "Ada/Hopper GPUs %s. %s" % (list(cfg.GPUS), WHEEL_ROUTE, NGC_ROUTE,
+                                                       CPU_HINT)))
     return out, features
 
 
