@@ -150,7 +150,6 @@ def _reserved_features(path, dtype, shape):
     try:
         with open(path, "wb") as f:
             f.write(header)
-            f.flush()
             os.posix_fallocate(f.fileno(), 0, size)
     except OSError as exc:
         if os.path.lexists(path):
@@ -212,7 +211,8 @@ class FeatureStore(object):
         if not manifest.get("complete"):
             raise DatasetError("gallery %s is an unfinished index (its build stopped); run "
                                "the same index command again to resume it" % folder)
-        damaged = "gallery %s is a damaged index (%%s); build it again" % folder
+        damaged = ("gallery %s is a damaged index (%%s); build it again"
+                   % os.fspath(folder).replace("%", "%%"))
         for key, kind in {"count": int, "dim": int, "dtype": str, "inputs": dict}.items():
             if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
                 raise DatasetError(damaged % ("its %s field %s is %r" % (MANIFEST, key,
