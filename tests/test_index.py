@@ -439,7 +439,9 @@ def test_api_errors_name_the_api_arguments_not_command_line_flags(tiny_model, tm
              "gallery": lambda: tiny_model.search([str(tmp_path / "q.jpg")],
                                                   str(tmp_path / "none.index")),
              "gallery ": lambda: tiny_model.rank(np.zeros((1, 512), np.float32),
-                                                 str(tmp_path / "empty"))}
+                                                 str(tmp_path / "empty")),
+             "topk": lambda: tiny_model.rank(np.zeros((1, 512), np.float32),
+                                             str(tmp_path / "empty"), topk="3")}
     for named, call in calls.items():
         with pytest.raises(ReIDError) as exc:
             call()

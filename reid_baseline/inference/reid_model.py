@@ -176,8 +176,8 @@ class ReIDModel(FeatureExtractor):
         from ..evaluation.rerank import re_ranking_features
         from .approximate import check_cells
         from .store import exact_top_k, open_gallery
-        if topk < 1:
-            raise ConfigError("topk must be >= 1, got %d" % topk)
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+            raise ConfigError("topk must be an integer >= 1, got %r" % (topk,))
         check_cells(nprobe=nprobe)
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         self.check_gallery(gallery)
