@@ -48,6 +48,13 @@ def check_output_file(path, overwrite=False, is_ours=None, what="output file"):
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputError("%s %s: folder %s does not exist" % (what, path, parent))
+    try:  # a read-only folder or file system is found now, not after the work
+        import tempfile
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise OutputError("%s %s: folder %s cannot be written (%s)"
+                          % (what, path, parent, exc.strerror or exc)) from exc
     if os.path.lexists(path) and not overwrite and not (is_ours is not None and is_ours(path)):
         raise OutputError("%s %s exists and was not written by %s; choose another name or "
                           "pass --overwrite" % (what, path, PRODUCER))

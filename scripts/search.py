@@ -21,6 +21,18 @@ def _report_skipped(skipped, what):
         print("%d unreadable %s skipped" % (len(skipped), what))
 
 
+def _at_least_one(text):
+    """--nlist and --nprobe: an integer >= 1, in both commands."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got %r" % text)
+    return value
+
+
 def _parse():
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("command", choices=("index", "query"))
@@ -40,8 +52,10 @@ def _parse():
                         help="query: k-reciprocal re-ranking (TEST.RERANK_* knobs)")
     parser.add_argument("--approximate", action="store_true", help="index: also build the "
                         "faiss IVF index and measure its recall@10; query: search with it")
-    parser.add_argument("--nlist", type=int, help="index --approximate: IVF cells")
-    parser.add_argument("--nprobe", type=int, help="--approximate: cells scanned per query")
+    parser.add_argument("--nlist", type=_at_least_one, help="index --approximate: IVF cells "
+                        "(>= 1; default about 4 x the square root of the images)")
+    parser.add_argument("--nprobe", type=_at_least_one, help="--approximate: cells scanned "
+                        "per query (>= 1; default the one the index was built with)")
     parser.add_argument("--html", help="query: also write the results as this HTML page")
     parser.add_argument("--png", help="query: also write the results as this PNG")
     parser.add_argument("--overwrite", action="store_true",

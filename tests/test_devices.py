@@ -104,3 +104,23 @@ def test_bad_gpus_option_names_the_option_and_what_it_expects(value):
         _gpus_option(value)
     assert str(err.value) == ('--gpus expects auto, "" (the CPU) or comma-separated GPU ids, e.g. '
                               "0,1; got %r" % value)
+
+
+def test_gpu_ids_on_a_cpu_only_mxnet_say_how_to_run_on_the_cpu(monkeypatch):
+    _simulate(monkeypatch, cuda=False, gpus=0)
+    with pytest.raises(DeviceError) as err:
+        build_contexts([0])
+    assert '--gpus ""' in str(err.value) and '["GPUS", "[]"]' in str(err.value)
+
+
+@pytest.mark.skipif(mx.runtime.Features().is_enabled("CUDA"), reason="a CUDA build of MXNet")
+def test_a_gpu_run_loaded_on_a_cpu_build_says_how_to_run_on_the_cpu(make_tiny_cfg, tmp_path):
+    from reid_baseline.config import save_config
+    from reid_baseline.inference.reid_model import ReIDModel
+    cfg = make_tiny_cfg(tmp_path)
+    cfg.defrost()
+    cfg.GPUS = [0]
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    (tmp_path / "model_final.params").write_bytes(b"")  # the devices are checked first
+    with pytest.raises(DeviceError, match='--gpus ""'):
+        ReIDModel.load(str(tmp_path))

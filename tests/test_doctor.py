@@ -130,3 +130,14 @@ def test_two_opencv_distributions_are_flagged(monkeypatch):
     assert "fix: pip uninstall opencv-python opencv-python-headless" in both.line
     owners["cv2"] = ["opencv-python"]
     assert doctor.Finding("ok", "OpenCV: opencv-python") in doctor.check_packages()
+
+
+def test_tensorboard_without_tensorboardx_cannot_run(monkeypatch, capsys, toy_market_root):
+    import sys
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    code, out, _ = run_script(monkeypatch, capsys, "scripts/doctor.py", "--config", DEMO,
+                              "DATASETS.ROOT", toy_market_root, "SOLVER.TENSORBOARD", "True")
+    assert code == 1
+    fail = [ln for ln in out.splitlines() if ln.startswith("[fail]")]
+    assert fail == ["[fail] SOLVER.TENSORBOARD needs tensorboardX: pip install -c "
+                    "constraints.txt -e '.[tensorboard]'"]

@@ -161,3 +161,37 @@ def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_ma
     assert [(b["desc"], b["batches"]) for b in bars] == [("features query", 3),
                                                          ("features gallery", 8)]
     assert all(b["leave"] is False and b["disable"] is None for b in bars)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write: chmod for a user, a read-only tmpfs for root."""
+    import subprocess
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("root cannot mount a read-only tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_read_only_output_folder_is_refused_before_the_evaluation(run_copy, read_only_folder,
+                                                                    monkeypatch, capsys):
+    config, params = run_copy
+    monkeypatch.setattr(features.FeatureExtractor, "__call__",
+                        lambda *a, **k: pytest.fail("evaluated"))
+    output = read_only_folder / "results.json"
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                "--params", params, "--output", output)
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["error: results file %s: folder %s cannot be written (%s)"
+                                % (output, read_only_folder, os.strerror(
+                                    30 if os.geteuid() == 0 else 13))]

@@ -10,6 +10,7 @@ import pytest
 from reid_baseline.errors import ConfigError, DatasetError, OutputError
 from reid_baseline.inference import store as index
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "MODEL:\n  BACKBONE: resnet18_v1\n"
 
 
@@ -243,6 +244,124 @@ def test_damaged_stores_and_galleries_are_one_line_errors(tmp_path):
         assert "\n" not in str(exc.value) and str(path) in str(exc.value)
 
 
+def _rewrite_manifest(folder, **fields):
+    import json
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(fields)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _huge_offsets(folder):
+    header = index._npy_header(np.dtype(np.int64), (1 << 60,))
+    (folder / "path_offsets.npy").write_bytes(header + b"\0" * 64)
+
+
+@pytest.mark.parametrize("damage", [
+    _huge_offsets,
+    lambda d: np.save(str(d / "path_offsets.npy"), np.zeros((31, 2), np.int64)),
+    lambda d: np.save(str(d / "path_offsets.npy"), np.arange(31.0)),
+    lambda d: np.save(str(d / "path_offsets.npy"), np.array("text")),
+    lambda d: _rewrite_manifest(d, count="30"),
+    lambda d: _rewrite_manifest(d, dim=None),
+    lambda d: _rewrite_manifest(d, inputs=["a"]),
+    lambda d: _rewrite_manifest(d, dtype=4)])
+def test_damaged_offsets_or_manifest_fields_are_one_damaged_index_line(tmp_path, damage):
+    folder = tmp_path / "g.index"
+    _build(folder, _unit(np.random.default_rng(5), 30, 4))
+    damage(folder)
+    with pytest.raises(DatasetError, match=r"is a damaged index \(.*\); build it again$") as exc:
+        index.open_gallery(str(folder))
+    assert "\n" not in str(exc.value) and str(folder) in str(exc.value)
+
+
+def test_query_features_of_another_width_are_one_error(tiny_model, tmp_path):
+    from reid_baseline.inference.store import build_store
+    feats = _unit(np.random.default_rng(5), 4, 512)
+    paths = ["/p/%d.jpg" % i for i in range(4)]
+    build_store(str(tmp_path / "g.index"), paths, _embedder(feats, paths),
+                tiny_model.cfg.dump(), tiny_model.params_path, tiny_model.params_sha256)
+    for bad in (np.zeros((2, 128), np.float32), np.zeros(512, np.float32)):
+        with pytest.raises(DatasetError, match=r"query features: expected an \(N, 512\) array"):
+            tiny_model.rank(bad, str(tmp_path / "g.index"))
+    assert tiny_model.rank(feats[:1], str(tmp_path / "g.index"), topk=1)[0].tolist() == [[0]]
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_full_disk_while_indexing_is_one_error_and_no_features_file(tmp_path):
+    import subprocess
+    import sys
+    code = FULL_DISK + """
+import numpy as np
+from reid_baseline.errors import ReIDError
+from reid_baseline.inference import store
+paths = ["/p/%05d.jpg" % i for i in range(100)]
+def embed(part):
+    return np.ones((len(part), 1024), np.float32), part, []
+try:
+    store.build_store(sys.argv[1], paths, embed, "", None, "ab" * 32)
+except ReIDError as exc:
+    print("error: %s: %s" % (type(exc).__name__, exc))
+"""
+    folder = tmp_path / "g.index"
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, timeout=100, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("error: OutputError: %s: no room for the index's features "
+                                  "(409728 bytes)" % (folder / "features.npy")), proc.stdout
+    assert proc.stdout.count("\n") == 1 and not (folder / "features.npy").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_full_disk_while_writing_the_approximate_index_is_one_error_and_no_file(tmp_path):
+    import subprocess
+    import sys
+    pytest.importorskip("faiss")
+    folder = tmp_path / "g.index"
+    _build(folder, _unit(np.random.default_rng(3), 1000, 32), chunk=1000)
+    code = FULL_DISK.replace("200000", "20000") + """
+from reid_baseline.errors import ReIDError
+from reid_baseline.inference import store
+from reid_baseline.inference.approximate import build_approximate
+try:
+    build_approximate(store.FeatureStore(sys.argv[1]), nlist=4)
+except ReIDError as exc:
+    print("error: %s: %s" % (type(exc).__name__, exc))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, timeout=100, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("error: OutputError: %s: cannot write the approximate index"
+                                  % (folder / "approximate.faiss")), proc.stdout
+    assert proc.stdout.count("\n") == 1
+    assert not [n for n in os.listdir(str(folder)) if "faiss" in n]
+
+
+def test_a_truncated_or_foreign_approximate_index_is_one_damaged_index_line(tmp_path):
+    pytest.importorskip("faiss")
+    from reid_baseline.inference.approximate import approximate_top_k, build_approximate
+    feats = _unit(np.random.default_rng(4), 200, 8)
+    _build(tmp_path / "g.index", feats, chunk=200)
+    build_approximate(index.FeatureStore(str(tmp_path / "g.index")), nlist=2)
+    path = tmp_path / "g.index" / "approximate.faiss"
+    whole = path.read_bytes()
+    for damaged in (whole[:len(whole) // 2], b"not a faiss index" * 10):
+        path.write_bytes(damaged)
+        with pytest.raises(DatasetError, match=r"g.index is a damaged index \(its "
+                                               r"approximate.faiss cannot be read: .*\); build "
+                                               r"it again$") as exc:
+            approximate_top_k(index.FeatureStore(str(tmp_path / "g.index")), feats[:2], 3)
+        assert "\n" not in str(exc.value)
+
+
 def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):
     from reid_baseline.inference.approximate import approximate_top_k, build_approximate
     rng = np.random.default_rng(6)
@@ -284,9 +403,9 @@ def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
     from reid_baseline.inference.approximate import build_approximate
     _build(tmp_path / "store", _unit(np.random.RandomState(0), 24, 8))
     store = index.FeatureStore(str(tmp_path / "store"))
-    with pytest.raises(ConfigError, match=r"--nlist 1000: the index holds 24 images"):
+    with pytest.raises(ConfigError, match=r"nlist 1000: the index holds 24 images"):
         build_approximate(store, nlist=1000)
-    with pytest.raises(ConfigError, match="--nlist and --nprobe must be >= 1"):
+    with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
         build_approximate(store, nprobe=0)
 
 
@@ -309,3 +428,42 @@ def test_fifos_huge_images_and_line_breaks_in_names_are_skipped_and_listed(tiny_
     assert sorted(skipped) == ["huge.png", "line\nbreak.jpg", "pipe.jpg"]
     assert "MAX_IMAGE_PIXELS" in skipped["huge.png"]
     assert "not a regular file" in skipped["pipe.jpg"]
+
+
+@pytest.mark.parametrize("nlist, nprobe", [(0, None), (-5, None), (None, 0), (None, -5)])
+def test_zero_or_negative_cells_are_refused_before_any_image_is_embedded(tiny_model, tmp_path,
+                                                                       monkeypatch, nlist,
+                                                                       nprobe):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    monkeypatch.setattr(type(tiny_model), "__call__", lambda *a, **k: pytest.fail("embedded"))
+    name = "nlist" if nlist is not None else "nprobe"
+    with pytest.raises(ConfigError, match="%s must be an integer >= 1" % name):
+        tiny_model.build_index(str(tmp_path / "photos"), str(tmp_path / "out.index"),
+                               approximate=True, nlist=nlist, nprobe=nprobe)
+    if nprobe is not None:
+        with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
+            tiny_model.search(["q.jpg"], str(tmp_path / "none.index"), approximate=True,
+                              nprobe=nprobe)
+        with pytest.raises(ConfigError, match="nprobe must be an integer >= 1"):
+            tiny_model.rank(np.zeros((1, 512), np.float32), str(tmp_path / "none.index"),
+                            approximate=True, nprobe=nprobe)
+
+
+def test_api_errors_name_the_api_arguments_not_command_line_flags(tiny_model, tmp_path):
+    from reid_baseline import ReIDModel
+    from reid_baseline.errors import ReIDError
+    (tmp_path / "empty").mkdir()
+    calls = {"params file": lambda: ReIDModel(tiny_model.cfg, str(tmp_path / "missing.params")),
+             "images folder": lambda: tiny_model.build_index(str(tmp_path / "none"),
+                                                             str(tmp_path / "out.index")),
+             "gallery": lambda: tiny_model.search([str(tmp_path / "q.jpg")],
+                                                  str(tmp_path / "none.index")),
+             "gallery ": lambda: tiny_model.rank(np.zeros((1, 512), np.float32),
+                                                 str(tmp_path / "empty")),
+             "topk": lambda: tiny_model.rank(np.zeros((1, 512), np.float32),
+                                             str(tmp_path / "empty"), topk="3")}
+    for named, call in calls.items():
+        with pytest.raises(ReIDError) as exc:
+            call()
+        assert str(exc.value).startswith(named.strip() + " ") and "--" not in str(exc.value)

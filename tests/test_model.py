@@ -190,3 +190,21 @@ def test_a_trained_bn_scale_or_shift_is_never_dropped_silently(tmp_path, knob, p
     with pytest.raises(ModelError, match=r"trained with %s True \(its embedding.bn.%s is not all "
                                          r"[01]\), but this config has %s False" % (knob, param, knob)):
         load_trained_model(_cfg(*TINY + [knob, "False"]), str(path))
+
+
+def test_params_of_another_precision_or_with_nan_are_one_error_naming_the_parameter(tmp_path):
+    path = tmp_path / "model_final.params"
+    _saved_tiny_model(path)
+    saved = mx.nd.load(str(path))
+    first = next(n for n in saved if n.startswith("embedding."))
+    mx.nd.save(str(path), {n: a.astype("float16") for n, a in saved.items()})
+    with pytest.raises(ModelError, match=r"params file .*model_final.params: parameter %s is "
+                                         r"float16, expected float32" % first):
+        load_trained_model(_cfg(*TINY), str(path))
+    var = saved["embedding.bn.running_var"].copy()
+    var[3] = float("nan")
+    saved["embedding.bn.running_var"] = var
+    mx.nd.save(str(path), saved)
+    with pytest.raises(ModelError, match=r"model_final.params: parameter "
+                                         r"embedding.bn.running_var holds NaN or infinity"):
+        load_trained_model(_cfg(*TINY), str(path))

@@ -129,7 +129,7 @@ def test_damaged_gallery_files_are_one_error_line(gallery, tmp_path, monkeypatch
     for bad in ("file.index", "empty.index", "cut.index", "missing.index"):
         code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", tmp_path / bad,
                                      "q.jpg")
-        assert code == 2 and err.startswith("error: --gallery: ") and bad in err, (bad, err)
+        assert code == 2 and err.startswith("error: gallery ") and bad in err, (bad, err)
         assert err.count("\n") == 1 and "Traceback" not in err
 
 
@@ -203,6 +203,20 @@ def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch,
     lines = out.splitlines()
     assert lines[0] == "%s (gallery of 15, approximate):" % query
     assert lines[1].split()[2] == query and float(lines[1].split()[1]) < 1e-3
+
+
+@pytest.mark.parametrize("args", [("index", "--images", "photos", "--out", "x", "--approximate",
+                                   "--nlist", "0"),
+                                  ("index", "--images", "photos", "--out", "x", "--approximate",
+                                   "--nprobe", "-5"),
+                                  ("query", "--gallery", "g.index", "q.jpg", "--approximate",
+                                   "--nprobe", "0"),
+                                  ("query", "--gallery", "g.index", "q.jpg", "--approximate",
+                                   "--nprobe", "-5")])
+def test_zero_or_negative_cells_are_one_rule_in_both_commands(monkeypatch, capsys, args):
+    code, out, err = _run_script(monkeypatch, capsys, *args)
+    assert code == 2 and "%s: expected an integer >= 1, got '%s'" % args[-2:] in err
+    assert "Traceback" not in err and out == ""
 
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])

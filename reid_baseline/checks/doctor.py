@@ -11,7 +11,14 @@ import sys
 
 from ..config import worker_count
 from ..data.cache import cache_slot_bytes, check_cache_fits
-from ..engine.preflight import Finding, check_dataset, check_gpus, check_mxnet, version_tuple
+from ..engine.preflight import (
+    Finding,
+    check_dataset,
+    check_gpus,
+    check_mxnet,
+    check_tensorboard,
+    version_tuple,
+)
 from ..environment import installed_version
 from ..errors import DatasetError
 from ..modeling.pretrained import weights_status
@@ -122,7 +129,7 @@ def check_weights(cfg, check_source=False):
 
 def check(cfg, gpu_timeout=120):
     """Every finding for `cfg` on this machine, in the order a user fixes them."""
-    findings = check_packages()
+    findings = check_packages() + check_tensorboard(cfg)
     mxnet_findings, features = check_mxnet(cfg)
     findings += mxnet_findings + check_gpus(cfg, features, gpu_timeout) + check_blas()
     findings += check_shm(cfg)

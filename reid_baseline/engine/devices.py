@@ -12,7 +12,8 @@ GPU_INSTALL_HINT = (
     "kernels cover GPUs of compute capability 5.0 to 8.6, Maxwell to Ampere; for Ada and Hopper "
     "use NVIDIA's MXNet container (docs/GPU.md). scripts/doctor.py checks a machine for a config.")
 
-
+CPU_HINT = ("To run on the CPU (e.g. a run trained on a GPU), pass --gpus \"\" on the command "
+            "line, or the overrides [\"GPUS\", \"[]\"] in Python.")
 
 # Notes already printed by this process: the demo trains, then evaluates, and says it once.
 _said = set()
@@ -29,8 +30,8 @@ def build_contexts(gpus):
     if not gpus:
         return [mx.cpu()]
     if not mx.runtime.Features().is_enabled("CUDA"):
-        raise DeviceError("GPUS %s requested, but the installed MXNet was built without CUDA. %s"
-                          % (list(gpus), GPU_INSTALL_HINT))
+        raise DeviceError("GPUS %s requested, but the installed MXNet was built without CUDA. %s "
+                          "%s" % (list(gpus), CPU_HINT, GPU_INSTALL_HINT))
     visible = mx.context.num_gpus()
     missing = [g for g in gpus if g >= visible]
     if missing:

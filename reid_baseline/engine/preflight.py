@@ -16,8 +16,9 @@ import mxnet as mx
 
 from ..data.datasets import build_datasets
 from ..environment import check_launcher_env
-from ..errors import DatasetError, DeviceError
+from ..errors import ConfigError, DatasetError, DeviceError
 from ..modeling.pretrained import weights_file
+from .devices import CPU_HINT
 from .telemetry import tensorboard_writer_class
 
 # status: "ok", "warn" (runs, but slower or with a caveat) or "fail" (the config cannot run).
@@ -137,7 +138,8 @@ def check_mxnet(cfg):
                            "distributed kvstore; fix: %s" % (kvstore, WHEEL_ROUTE)))
     if cfg.GPUS != "auto" and cfg.GPUS and not features.is_enabled("CUDA"):
         out.append(Finding("fail", "GPUS %s: this MXNet was built without CUDA; fix: %s; on "
-                           "Ada/Hopper GPUs %s" % (list(cfg.GPUS), WHEEL_ROUTE, NGC_ROUTE)))
+                           "Ada/Hopper GPUs %s. %s" % (list(cfg.GPUS), WHEEL_ROUTE, NGC_ROUTE,
+                                                       CPU_HINT)))
     return out, features
 
 
@@ -180,6 +182,18 @@ def check_dataset(cfg):
                                     data.num_train_pids, len(data.query), len(data.gallery)))], data
 
 
+def check_tensorboard(cfg):
+    """One finding when SOLVER.TENSORBOARD is on: tensorboardX is installed, or a fail naming
+    the extra that installs it; none when it is off."""
+    if not cfg.SOLVER.TENSORBOARD:
+        return []
+    try:
+        tensorboard_writer_class()
+    except ConfigError as exc:
+        return [Finding("fail", str(exc))]
+    return [Finding("ok", "SOLVER.TENSORBOARD: tensorboardX installed")]
+
+
 def preflight(cfg, gpu_timeout=120):
     """The quick part of check() before a training run: the launcher's environment fits
     SOLVER.KVSTORE, the data set is found, the weights are there (or downloadable),
@@ -192,8 +206,9 @@ def preflight(cfg, gpu_timeout=120):
         raise DatasetError(found[0].line)
     # Downloaded now when missing; offline, the ModelError names the file and the alternatives.
     weights_file(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED)
-    if cfg.SOLVER.TENSORBOARD:
-        tensorboard_writer_class()
+    for problem in check_tensorboard(cfg):
+        if problem.status == "fail":
+            raise ConfigError(problem.line)
     mxnet_findings, features = check_mxnet(cfg)
     problems = [f for f in mxnet_findings + check_gpus(cfg, features, gpu_timeout)
                 if f.status == "fail"]

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError, OutputError, error_line
+from ..fileio import atomic_path
 from .store import exact_top_k
 
 APPROXIMATE = "approximate.faiss"
@@ -30,6 +31,16 @@ def import_faiss():
         raise ConfigError("the approximate index needs faiss: pip install "
                           "'reid_baseline[faiss]' (faiss-cpu)") from exc
     return faiss
+
+
+def check_cells(nlist=None, nprobe=None):
+    """ConfigError unless `nlist` and `nprobe` are each None (the default) or an integer >= 1:
+    checked before any work."""
+    for name, value in (("nlist", nlist), ("nprobe", nprobe)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  and not isinstance(value, np.integer) or value < 1):
+            raise ConfigError("%s must be an integer >= 1 (or None for the default), got %r"
+                              % (name, value))
 
 
 def _uses_inner_product(store):
@@ -51,12 +62,11 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     are trained on TRAIN_PER_CELL stored rows per cell (a seeded sample)."""
     faiss = import_faiss()
     n, dim = store.features.shape
-    if (nlist is not None and int(nlist) < 1) or (nprobe is not None and int(nprobe) < 1):
-        raise ConfigError("--nlist and --nprobe must be >= 1, got %s and %s" % (nlist, nprobe))
+    check_cells(nlist, nprobe)
     if nlist is not None and int(nlist) > n:
         # faiss trains each cell from the stored rows: more cells than rows cannot be trained.
-        raise ConfigError("--nlist %d: the index holds %d images, and an IVF index needs at "
-                          "least as many images as cells (try --nlist %d)"
+        raise ConfigError("nlist %d: the index holds %d images, and an IVF index needs at "
+                          "least as many images as cells (try nlist %d)"
                           % (int(nlist), n, max(1, n // 39)))
     nlist = int(nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
     nprobe = int(nprobe or max(1, min(nlist, 16)))
@@ -70,7 +80,13 @@ def build_approximate(store, metric="cosine", nlist=None, nprobe=None, seed=0,
     for a in range(0, n, ADD_BLOCK):
         index.add(_prepared(store.features[a:a + ADD_BLOCK], inner, metric))
     index.nprobe = nprobe
-    faiss.write_index(index, os.path.join(store.folder, APPROXIMATE))
+    path = os.path.join(store.folder, APPROXIMATE)
+    try:  # written beside, then renamed: a full disk leaves no truncated index
+        with atomic_path(path) as tmp:
+            faiss.write_index(index, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise OutputError("%s: cannot write the approximate index (%s)"
+                          % (path, error_line(exc))) from exc
     sample = np.sort(rng.choice(n, min(n, int(recall_queries)), replace=False))
     queries = np.asarray(store.features[sample], np.float32)
     exact, _ = exact_top_k(queries, store.features, 11, metric=metric)
@@ -106,14 +122,20 @@ def _search(index, queries, topk, inner, metric):
 def approximate_top_k(store, query_feats, topk, metric="cosine", nprobe=None):
     """(indices, distances) of the approximate index of `store` (built by build_approximate);
     -1 marks a missing neighbour when the probed cells hold fewer than topk rows."""
+    check_cells(nprobe=nprobe)
     faiss = import_faiss()
     info = store.manifest.get("approximate")
     path = os.path.join(store.folder, APPROXIMATE)
     if not info or not os.path.isfile(path):
-        raise ConfigError("--approximate: %s has no approximate index; build it with "
+        raise ConfigError("gallery %s has no approximate index; build it with "
                           "search.py index --approximate" % store.folder)
     if store.approximate_index is None:  # read once per opened store, not per query batch
-        store.approximate_index = faiss.read_index(path)
+        try:
+            store.approximate_index = faiss.read_index(path)
+        except (OSError, RuntimeError) as exc:
+            raise DatasetError("gallery %s is a damaged index (its %s cannot be read: %s); "
+                               "build it again" % (store.folder, APPROXIMATE, error_line(exc))
+                               ) from exc
     index = store.approximate_index
-    index.nprobe = int(nprobe or info["nprobe"])
+    index.nprobe = int(info["nprobe"] if nprobe is None else nprobe)
     return _search(index, query_feats, min(int(topk), len(store)), info["inner_product"], metric)

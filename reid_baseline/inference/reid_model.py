@@ -179,7 +179,7 @@ class ReIDModel(FeatureExtractor):
         """Raise unless `gallery` holds features of this model: the same params file bytes
         (SHA-256) and the same feature-defining config keys (FEATURE_KEYS)."""
         if gallery.params_sha256 != self.params_sha256:
-            raise ModelError("--params: %s is not the parameter file the gallery %s was built "
+            raise ModelError("params file %s is not the parameter file the gallery %s was built "
                              "with (%s; SHA-256 %.12s, this one %.12s): the features would not "
                              "be comparable; query with the gallery's own parameters (the "
                              "default) or build the index again"
@@ -199,11 +199,17 @@ class ReIDModel(FeatureExtractor):
         gallery in memory and its cost grows with the square of the gallery size)."""
         from ..evaluation.distances import top_k
         from ..evaluation.rerank import re_ranking_features
+        from .approximate import check_cells
         from .store import exact_top_k, open_gallery
-        if topk < 1:
-            raise ConfigError("topk must be >= 1, got %d" % topk)
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+            raise ConfigError("topk must be an integer >= 1, got %r" % (topk,))
+        check_cells(nprobe=nprobe)
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         self.check_gallery(gallery)
+        query_feats, dim = np.asarray(query_feats), gallery.features.shape[1]
+        if query_feats.ndim != 2 or query_feats.shape[1] != dim:
+            raise DatasetError("query features: expected an (N, %d) array (the gallery's width), "
+                               "got shape %s" % (dim, query_feats.shape))
         metric, test = self.cfg.TEST.DISTANCE, self.cfg.TEST
         if rerank:
             dist = re_ranking_features(query_feats, np.asarray(gallery.features, np.float32),
@@ -221,7 +227,9 @@ class ReIDModel(FeatureExtractor):
         """For each query image, its `topk` nearest gallery images as [(path, distance)] in
         rank order. `gallery`: an index folder built by build_index (or its FeatureStore);
         `approximate`/`nprobe` as in rank()."""
+        from .approximate import check_cells
         from .store import open_gallery
+        check_cells(nprobe=nprobe)  # before the queries are embedded
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         idx, dist = self.rank(self.extract(query_images), gallery, topk, rerank, approximate,
                               nprobe)
@@ -233,14 +241,16 @@ class ReIDModel(FeatureExtractor):
         and resumable (reid_baseline.inference.store.build_store); unreadable files are skipped and
         listed. `approximate`: also build the faiss IVF index and measure its recall@10.
         Returns the store's manifest (count, dim, skipped, approximate...)."""
+        from .approximate import check_cells
         from .store import FeatureStore, build_store, check_store_output
+        check_cells(nlist, nprobe)  # before hours of embedding
         if not os.path.isdir(folder):
-            raise DatasetError("--images: folder %s does not exist" % folder)
+            raise DatasetError("images folder %s does not exist" % folder)
         check_store_output(out, overwrite)  # before hours of embedding, not after
         paths = [os.path.abspath(p) for p in find_images(folder)]
         if not paths:
-            raise DatasetError("--images: no image files (%s) under %s"
-                               % ("/".join(IMAGE_EXTENSIONS), folder))
+            raise DatasetError("images folder %s: no image files (%s) under it"
+                               % (folder, "/".join(IMAGE_EXTENSIONS)))
         if approximate:
             from .approximate import import_faiss
             import_faiss()

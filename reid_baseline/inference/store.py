@@ -118,8 +118,8 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
                         % p) for p in broken] + list(skipped)
             if len(kept) and features is None:
                 progress["dim"] = int(feats.shape[1])
-                features = np.lib.format.open_memmap(at(folder, FEATURES), mode="w+", dtype=dtype,
-                                                     shape=(len(paths), progress["dim"]))
+                features = _reserved_features(at(folder, FEATURES), dtype,
+                                              (len(paths), progress["dim"]))
             rows = progress["rows"]
             if len(kept):
                 features[rows:rows + len(kept)] = feats
@@ -145,6 +145,24 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
     _write_json(at(folder, MANIFEST), manifest)
     os.remove(at(folder, PROGRESS))
     return manifest
+
+
+def _reserved_features(path, dtype, shape):
+    """The memory map of a new features file, its disk space reserved first (writing a map past
+    a full disk kills the process); no room is one OutputError and leaves no file."""
+    header = _npy_header(np.dtype(dtype), shape)
+    size = len(header) + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    try:
+        with open(path, "wb") as f:
+            f.write(header)
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as exc:
+        if os.path.lexists(path):
+            os.remove(path)
+        raise OutputError("%s: no room for the index's features (%d bytes): %s; free space "
+                          "and run the same index command again to resume"
+                          % (path, size, exc.strerror or exc)) from exc
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 def _path_line(path):
@@ -193,32 +211,40 @@ class FeatureStore(object):
         at = lambda name: os.path.join(folder, name)  # noqa: E731
         manifest = read_json_object(at(MANIFEST))
         if not manifest or manifest.get("format") != STORE_FORMAT:
-            raise DatasetError("--gallery: %s is not an index folder written by %s (no valid %s)"
+            raise DatasetError("gallery %s is not an index folder written by %s (no valid %s)"
                                % (folder, PRODUCER, MANIFEST))
         if not manifest.get("complete"):
-            raise DatasetError("--gallery: %s is an unfinished index (its build stopped); run "
+            raise DatasetError("gallery %s is an unfinished index (its build stopped); run "
                                "the same index command again to resume it" % folder)
+        damaged = ("gallery %s is a damaged index (%%s); build it again"
+                   % os.fspath(folder).replace("%", "%%"))
+        for key, kind in {"count": int, "dim": int, "dtype": str, "inputs": dict}.items():
+            if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+                raise DatasetError(damaged % ("its %s field %s is %r" % (MANIFEST, key,
+                                                                         manifest.get(key))))
         try:
             self.features = np.load(at(FEATURES), mmap_mode="r", allow_pickle=False)
-            self._offsets = np.load(at(OFFSETS), allow_pickle=False)
+            self._offsets = np.load(at(OFFSETS), mmap_mode="r", allow_pickle=False)
             with open(at(CONFIG), encoding="utf-8") as f:
                 self.config_text = f.read()
             size = os.path.getsize(at(PATHS))
-        except (OSError, ValueError) as exc:
-            raise DatasetError("--gallery: %s is a damaged index (%s); build it again"
-                               % (folder, exc)) from exc
-        shape = (manifest.get("count"), manifest.get("dim"))
-        if (self.features.shape != shape or str(self.features.dtype) != manifest.get("dtype")
-                or self._offsets.shape != (shape[0] + 1,) or self._offsets[-1] != size):
-            raise DatasetError("--gallery: %s is a damaged index (features %s %s, %d path "
-                               "offsets, manifest %s %s); build it again"
-                               % (folder, self.features.shape, self.features.dtype,
-                                  len(self._offsets), shape, manifest.get("dtype")))
-        recorded = (manifest.get("inputs") or {}).get("config_sha256")
+        except (OSError, ValueError, MemoryError, OverflowError) as exc:
+            raise DatasetError(damaged % exc) from exc
+        shape = (manifest["count"], manifest["dim"])
+        offsets = self._offsets
+        if (self.features.shape != shape or str(self.features.dtype) != manifest["dtype"]
+                or offsets.shape != (shape[0] + 1,) or offsets.dtype != np.int64
+                or offsets[-1] != size or offsets[0] != 0 or (np.diff(offsets) < 1).any()):
+            raise DatasetError(damaged % ("features %s %s, %s path offsets %s, manifest %s %s"
+                                          % (self.features.shape, self.features.dtype,
+                                             offsets.shape, offsets.dtype, shape,
+                                             manifest["dtype"])))
+        self._offsets = np.array(offsets)
+        recorded = manifest["inputs"].get("config_sha256")
         if hashlib.sha256(self.config_text.encode()).hexdigest() != recorded:
             # Queries are embedded with this config: an edited one would give other features.
-            raise DatasetError("--gallery: %s is a damaged index (its %s differs from the one "
-                               "it was built with); build it again" % (folder, CONFIG))
+            raise DatasetError(damaged % ("its %s differs from the one it was built with"
+                                          % CONFIG))
         self.manifest = manifest
         self.params, self.params_sha256 = manifest.get("params"), manifest.get("params_sha256")
         self.config_path = at(CONFIG)
@@ -248,9 +274,9 @@ def open_gallery(path):
     """The FeatureStore of the index folder `path`; DatasetError naming it when it does not
     exist, is not an index folder or is damaged."""
     if not os.path.lexists(path):
-        raise DatasetError("--gallery: %s does not exist" % path)
+        raise DatasetError("gallery %s does not exist" % path)
     if not os.path.isdir(path):
-        raise DatasetError("--gallery: %s is a file; an index is a folder written by search.py "
+        raise DatasetError("gallery %s is a file; an index is a folder written by search.py "
                            "index" % path)
     return FeatureStore(path)
 

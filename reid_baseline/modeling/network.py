@@ -7,6 +7,7 @@ import os
 import sys
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
 from ..config import device_batch
@@ -127,13 +128,13 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
     line on stderr names the ignored parameters when they are not what this config's
     classifier would have. Every embedding parameter must be in the file with its shape."""
     if not os.path.isfile(params_path):
-        raise ModelError("--params: no such file: %s" % params_path)
+        raise ModelError("params file %s: no such file" % params_path)
     try:
         saved = mx.nd.load(params_path)
     except mx.base.MXNetError as exc:
-        raise ModelError("--params: %s is not an MXNet parameter file" % params_path) from exc
+        raise ModelError("params file %s is not an MXNet parameter file" % params_path) from exc
     if not isinstance(saved, dict):
-        raise ModelError("--params: %s holds unnamed arrays; expected parameters saved by "
+        raise ModelError("params file %s holds unnamed arrays; expected parameters saved by "
                          "train.py (model_final.params or checkpoints/*/model.params)"
                          % params_path)
     # The backbone weights come from the file: no ImageNet download.
@@ -152,19 +153,20 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
         if found is None or not _shape_fits(param.shape, found.shape):
             problem = ("has no parameter %s" % name if found is None else "has %s with shape %s, "
                        "the model expects %s" % (name, found.shape, param.shape))
-            raise ModelError("--params: %s does not fit the model of this config: the file %s (%s)"
+            raise ModelError("params file %s does not fit the model of this config: the file %s (%s)"
                              % (params_path, problem, model))
     extra = sorted(n for n in saved if n.startswith("embedding.") and n not in wanted)
     if extra:
-        raise ModelError("--params: %s does not fit the model of this config: the file has "
+        raise ModelError("params file %s does not fit the model of this config: the file has "
                          "%d embedding parameters the model lacks, e.g. %s (%s)"
                          % (params_path, len(extra), extra[0], model))
+    _check_values(params_path, {name: saved[name] for name in wanted})
     # A BatchNorm without scale (or shift) ignores the value of its gamma (beta): a trained one
     # in the file would be dropped silently and give other features.
     for name, knob, fixed in (("embedding.bn.gamma", "MODEL.BN_GAMMA", 1.0),
                               ("embedding.bn.beta", "MODEL.BN_BETA", 0.0)):
         if not cfg.MODEL[knob.split(".")[1]] and (saved[name] != fixed).sum().asscalar():
-            raise ModelError("--params: %s was trained with %s True (its %s is not all %g), but "
+            raise ModelError("params file %s was trained with %s True (its %s is not all %g), but "
                              "this config has %s False (%s)" % (params_path, knob, name, fixed,
                                                                 knob, model))
     for name, param in wanted.items():
@@ -179,6 +181,20 @@ def load_trained_model(cfg, params_path, ctx=mx.cpu()):
     if cfg.SOLVER.HYBRIDIZE:
         net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def _check_values(params_path, arrays):
+    """ModelError naming the file and its first parameter that is not float32 (a file cast to
+    another precision) or holds NaN or infinity (it would give NaN features)."""
+    for name, array in arrays.items():
+        if array.dtype != np.float32:
+            raise ModelError("params file %s: parameter %s is %s, expected float32 (parameters "
+                             "saved by train.py)" % (params_path, name, np.dtype(array.dtype).name))
+    for name, array in arrays.items():
+        if not np.isfinite(array.asnumpy()).all():
+            raise ModelError("params file %s: parameter %s holds NaN or infinity; the model "
+                             "cannot give features (use an earlier checkpoint)"
+                             % (params_path, name))
 
 
 def _shape_fits(expected, found):
