@@ -26,12 +26,12 @@ def _params(path):
 
 @pytest.mark.slow
 def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metrics(
-        make_tiny_cfg, tmp_path, monkeypatch):
+        make_small_cfg, tmp_path, monkeypatch):
     def broken_evaluation(*args):
         raise RuntimeError("evaluation failed")
 
     monkeypatch.setattr(hooks, "evaluate_retrieval", broken_evaluation)
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
     with pytest.raises(RuntimeError, match="evaluation failed"):
         loop.train(cfg)
     assert last_checkpoint(str(tmp_path)).endswith("epoch_0001")
@@ -42,8 +42,8 @@ def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metric
 
 
 @pytest.mark.slow
-def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_small_cfg, tmp_path):
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     loop.train(cfg)
     for name in list_checkpoints(str(tmp_path)) + ["last"]:  # as if killed before the first save
         path = tmp_path / "checkpoints" / name
@@ -58,8 +58,8 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tin
 
 @pytest.mark.slow
 def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_rows(
-        make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
+        make_small_cfg, tmp_path):
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
     loop.train(cfg)
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002"]
     damaged = tmp_path / "checkpoints" / "epoch_0002" / "model.params"
@@ -77,8 +77,8 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
 
 
 @pytest.mark.slow
-def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_small_cfg, tmp_path):
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     loop.train(cfg)
     (tmp_path / "checkpoints" / "epoch_0001" / "state.json").write_text('{"epoch": 1, "opti')
     with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged"):
@@ -86,7 +86,7 @@ def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg
 
 
 @pytest.mark.slow
-def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path, monkeypatch):
+def test_weights_broken_by_the_last_step_are_never_saved(make_small_cfg, tmp_path, monkeypatch):
     real_average = loop._average_running_stats
     epochs_done = []
 
@@ -97,7 +97,7 @@ def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path
             net.classifier.weight.data()[0, 0] = float("nan")
 
     monkeypatch.setattr(loop, "_average_running_stats", break_weights_in_epoch_2)
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
     first = os.path.join(str(tmp_path), "checkpoints", "epoch_0001")
     with pytest.raises(errors.TrainingDiverged, match="weights became non-finite after 2 epochs.*"
                        "classifier.weight.*resume from %s with --resume" % first):
@@ -132,13 +132,13 @@ def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_same_config_gives_the_same_run_with_loader_workers_and_after_resume(make_tiny_cfg, tmp_path):
+def test_the_same_config_gives_the_same_run_with_loader_workers_and_after_resume(make_small_cfg, tmp_path):
     """Shuffle and augmentation depend on (seed, epoch, image) only."""
-    straight = make_tiny_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
+    straight = make_small_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
     loop.train(straight)
-    split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "1")
+    split = make_small_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "1")
     loop.train(split)
-    split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "2")
+    split = make_small_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "2")
     loop.train(split, resume=True)
     a, b = _params(tmp_path / "a" / "model_final.params"), _params(tmp_path / "b" / "model_final.params")
     assert a.keys() == b.keys()
@@ -221,8 +221,8 @@ def _failing_writes(run_dir, monkeypatch, target):
 
 @pytest.mark.parametrize("target", ["train.log", "metrics.jsonl"])
 @pytest.mark.slow
-def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_tiny_cfg, tmp_path, monkeypatch, target):
+def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_small_cfg, tmp_path, monkeypatch, target):
     _failing_writes(str(tmp_path), monkeypatch, target)
     with pytest.raises(errors.RunDirError, match="cannot write %s: .*No space left on device"
                        % os.path.join(str(tmp_path), target)):
-        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+        loop.train(make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
