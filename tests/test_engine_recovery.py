@@ -13,7 +13,6 @@ from reid_baseline.engine import hooks, loop, run_folder
 from reid_baseline.engine.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS_PER_EPOCH = 435 // 32  # the toy training split at batch 32
 
 
 def _epochs(run_dir):
@@ -164,22 +163,24 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
 
 @pytest.mark.slow
 def test_a_collapse_late_in_an_epoch_is_not_diluted_by_its_healthy_start(
-        make_tiny_cfg, tmp_path, monkeypatch):
+        make_small_cfg, small_toy, tmp_path, monkeypatch):
     softmax_ce = loop.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
     calls = []
+    steps = small_toy["train_images"] // 32  # 3 at batch 32
+    assert steps == 3
 
     class LateCollapse(loop.gluon.HybridBlock):
-        """The real loss, times 5 from the epoch's last iteration (13) on."""
+        """The real loss, times 5 from the epoch's last iteration (3) on."""
 
         def hybrid_forward(self, F, pred, label):
             calls.append(1)
-            return softmax_ce(pred, label) * (5.0 if len(calls) >= STEPS_PER_EPOCH else 1.0)
+            return softmax_ce(pred, label) * (5.0 if len(calls) >= steps else 1.0)
 
     monkeypatch.setattr(loop.gluon.loss, "SoftmaxCrossEntropyLoss", LateCollapse)
-    # Reads at iterations 4, 8, 12 and 13: the last window is iteration 13 alone, mean ~17 >
-    # 3 ln 32 = 10.4, while the epoch's mean, ~4.5, would pass.
-    with pytest.raises(errors.TrainingDiverged, match="epoch 1, iteration 13 exceeds"):
-        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+    # Reads at iterations 2 and 3 (SOLVER.LOG_PERIOD 2, and the last): the last window is
+    # iteration 3 alone, mean ~12.4 > 3 ln 12 = 7.45, while the epoch's mean, ~5.8, would pass.
+    with pytest.raises(errors.TrainingDiverged, match="epoch 1, iteration 3 exceeds"):
+        loop.train(make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1", "SOLVER.LOG_PERIOD", "2"))
     assert list_checkpoints(str(tmp_path)) == []
 
 
