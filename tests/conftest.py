@@ -78,6 +78,35 @@ def make_tiny_cfg(toy_market_root):
 
 
 @pytest.fixture(scope="session")
+def small_toy(tmp_path_factory):
+    """Summary dict of a smaller toy set than the session's (12 training ids: about 110
+    training images, 3 steps an epoch at batch 32; 8 test ids), for tests whose point is the
+    run's bookkeeping rather than what the network learns.  Read-only, like ``toy_market``."""
+    from reid_baseline.data.toy.market1501 import make_toy_market1501
+
+    return make_toy_market1501(str(tmp_path_factory.mktemp("small_toy")), num_train_ids=12,
+                               num_test_ids=8, images_per_id_per_camera=2, num_distractors=8,
+                               num_junk=4)
+
+
+@pytest.fixture(scope="session")
+def small_toy_root(small_toy):
+    """Path of the small toy set's Market-1501-v15.09.15/ folder (read-only)."""
+    return small_toy["root"]
+
+
+@pytest.fixture(scope="session")
+def make_small_cfg(small_toy_root):
+    """make_small_cfg(output_dir, *overrides): make_tiny_cfg's config on the small toy set."""
+    from reid_baseline.config import load_config
+
+    def make(output_dir, *overrides):
+        return load_config(None, TINY_OVERRIDES + ["DATASETS.ROOT", small_toy_root,
+                                                   "OUTPUT_DIR", str(output_dir)] + list(overrides))
+    return make
+
+
+@pytest.fixture(scope="session")
 def trained_run(make_tiny_cfg, tmp_path_factory):
     """A short training run on the toy set, evaluated after every epoch: (cfg, history)."""
     from reid_baseline.engine.loop import train

@@ -42,17 +42,6 @@ def test_a_gain_below_the_spread_is_not_resolved():
     assert effect_class(2.5, spread=0.3)["resolved"] is True
 
 
-@pytest.fixture(scope="module")
-def small_toy_root(tmp_path_factory):
-    """A smaller toy set than the session's (about 110 training images, 3 steps an epoch), so
-    each training run here takes seconds."""
-    from reid_baseline.data.toy.market1501 import make_toy_market1501
-
-    return make_toy_market1501(str(tmp_path_factory.mktemp("small_toy")), num_train_ids=12,
-                               num_test_ids=8, images_per_id_per_camera=2, num_distractors=8,
-                               num_junk=4)["root"]
-
-
 def _tiny(root, *more):
     return TINY_OVERRIDES + ["DATASETS.ROOT", root] + list(more)
 

@@ -252,9 +252,9 @@ def test_resume_of_a_two_worker_run_continues_at_the_next_epoch(two_worker_run, 
 
 @pytest.mark.timeout(600)
 @pytest.mark.slow
-def test_a_killed_worker_stops_the_job_and_is_named(make_tiny_cfg, toy_market_root, tmp_path):
+def test_a_killed_worker_stops_the_job_and_is_named(small_toy_root, tmp_path):
     proc = subprocess.Popen(LAUNCH + ["--workers", "2", "--grace", "5", "--"] + TRAIN + TINY_OVERRIDES + [
-        "DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path), "SOLVER.KVSTORE", "dist_sync",
+        "DATASETS.ROOT", small_toy_root, "OUTPUT_DIR", str(tmp_path), "SOLVER.KVSTORE", "dist_sync",
         "SOLVER.MAX_EPOCHS", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=ROOT, env=JOB_ENV)
     try:

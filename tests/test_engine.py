@@ -81,15 +81,15 @@ def test_evaluation_options_reach_the_metrics(trained_run):
 
 
 @pytest.mark.slow
-def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_tiny_cfg, tmp_path):
-    first = loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
+def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_small_cfg, small_toy, tmp_path):
+    first = loop.train(make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2"))
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
     # What --resume will load: exactly the epoch-2 checkpoint.
-    net = build_model(cfg, 32)
+    net = build_model(cfg, small_toy["train_ids"])
     trainer = build_trainer(cfg, net.collect_params())
     state = load_checkpoint(last_checkpoint(str(tmp_path)), net, trainer, [mx.cpu()])
     assert state["epoch"] == 2 and trainer.learning_rate == pytest.approx(learning_rate_at(cfg, 1))
-    assert trainer._optimizer.num_update == 2 * (435 // 32)
+    assert trainer._optimizer.num_update == 2 * (small_toy["train_images"] // 32)
 
     resumed = loop.train(cfg, resume=True)
     assert [r["epoch"] for r in resumed] == [3]
@@ -113,7 +113,7 @@ def test_a_new_run_never_mixes_with_an_old_one(trained_run):
 
 @pytest.mark.slow
 def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
-        make_tiny_cfg, tmp_path, monkeypatch):
+        make_small_cfg, small_toy, tmp_path, monkeypatch):
     real_build = loop.build_train_loader
 
     class InterruptedLoader:
@@ -135,17 +135,17 @@ def test_interrupt_mid_epoch_keeps_the_clean_checkpoint_and_resume_finishes(
                     raise KeyboardInterrupt
                 yield batch
 
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")  # a checkpoint every epoch
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")  # a checkpoint every epoch
     monkeypatch.setattr(loop, "build_train_loader", lambda *a: InterruptedLoader(real_build(*a)))
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg)
     folder = last_checkpoint(str(tmp_path))
     assert folder.endswith("epoch_0001_interrupted")
-    net = build_model(cfg, 32)
+    net = build_model(cfg, small_toy["train_ids"])
     trainer = build_trainer(cfg, net.collect_params())
     state = load_checkpoint(folder, net, trainer, [mx.cpu()])
     assert state["epoch"] == 1 and state["interrupted"] is True
-    assert trainer._optimizer.num_update == 435 // 32 + 2  # the steps done before Ctrl-C
+    assert trainer._optimizer.num_update == small_toy["train_images"] // 32 + 2  # before Ctrl-C
     clean = tmp_path / "checkpoints" / "epoch_0001" / "state.json"
     assert json.loads(clean.read_text())["interrupted"] is False
 
@@ -177,7 +177,7 @@ def test_asking_for_a_gpu_without_cuda_says_how_to_install_it():
 
 
 @pytest.mark.slow
-def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cfg, toy_market_root, tmp_path):
+def test_batches_split_over_several_devices_keep_replicas_identical(make_small_cfg, small_toy, tmp_path):
     """The multi-GPU path (split_and_load, kvstore 'device'), run on two CPU contexts."""
     import numpy as np
     from mxnet import gluon
@@ -186,23 +186,23 @@ def test_batches_split_over_several_devices_keep_replicas_identical(make_tiny_cf
     from reid_baseline.data.loader import build_test_loader, build_train_loader
     from reid_baseline.evaluation.features import extract_features
 
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     ctx = [mx.cpu(0), mx.cpu(1)]
-    dataset = load_market1501(toy_market_root, verify_counts=False)
+    dataset = load_market1501(small_toy["root"], verify_counts=False)
     net = build_model(cfg, dataset.num_train_pids, ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = build_trainer(cfg, net.collect_params())
     stats = loop._train_epoch(net, trainer, build_train_loader(cfg, dataset.train),
                                 gluon.loss.SoftmaxCrossEntropyLoss(), ctx, 0, cfg,
                                 loop.DivergenceGuard(cfg, dataset.num_train_pids, str(tmp_path)))
-    assert np.isfinite(stats["loss"]) and trainer._optimizer.num_update == 435 // 32
+    assert np.isfinite(stats["loss"]) and trainer._optimizer.num_update == small_toy["train_images"] // 32
     for param in net.collect_params().values():  # weights and BatchNorm statistics
         first, second = (d.asnumpy() for d in param.list_data())
         np.testing.assert_array_equal(first, second)
     loader = build_test_loader(cfg, dataset.query)
     two = extract_features(net.embedding, loader, ctx)
     one = extract_features(net.embedding, loader, ctx[:1])
-    assert two.shape == (136, 512)
+    assert two.shape == (small_toy["query_images"], 512)
     np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(two, axis=1), 1, rtol=1e-5)
 
@@ -229,11 +229,11 @@ def _cli(*args, cwd=ROOT):
 
 
 @pytest.mark.slow
-def test_train_cli_runs_resumes_and_reports_user_errors_in_one_line(make_tiny_cfg, tmp_path):
+def test_train_cli_runs_resumes_and_reports_user_errors_in_one_line(make_small_cfg, tmp_path):
     from reid_baseline.config import save_config
 
     config = str(tmp_path / "tiny.yml")
-    save_config(make_tiny_cfg(tmp_path / "run", "SOLVER.MAX_EPOCHS", "1"), config)
+    save_config(make_small_cfg(tmp_path / "run", "SOLVER.MAX_EPOCHS", "1"), config)
     assert _cli("--config", config).returncode == 0
     resumed = _cli("--config", config, "--resume", "SOLVER.MAX_EPOCHS", "2")
     assert resumed.returncode == 0, resumed.stderr

@@ -13,7 +13,6 @@ from reid_baseline.engine import hooks, loop, run_folder
 from reid_baseline.engine.checkpoint import CheckpointError, last_checkpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS_PER_EPOCH = 435 // 32  # the toy training split at batch 32
 
 
 def _epochs(run_dir):
@@ -26,12 +25,12 @@ def _params(path):
 
 @pytest.mark.slow
 def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metrics(
-        make_tiny_cfg, tmp_path, monkeypatch):
+        make_small_cfg, tmp_path, monkeypatch):
     def broken_evaluation(*args):
         raise RuntimeError("evaluation failed")
 
     monkeypatch.setattr(hooks, "evaluate_retrieval", broken_evaluation)
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "1")
     with pytest.raises(RuntimeError, match="evaluation failed"):
         loop.train(cfg)
     assert last_checkpoint(str(tmp_path)).endswith("epoch_0001")
@@ -42,8 +41,8 @@ def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metric
 
 
 @pytest.mark.slow
-def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_small_cfg, tmp_path):
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     loop.train(cfg)
     for name in list_checkpoints(str(tmp_path)) + ["last"]:  # as if killed before the first save
         path = tmp_path / "checkpoints" / name
@@ -58,8 +57,8 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(make_tin
 
 @pytest.mark.slow
 def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_rows(
-        make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
+        make_small_cfg, tmp_path):
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
     loop.train(cfg)
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002"]
     damaged = tmp_path / "checkpoints" / "epoch_0002" / "model.params"
@@ -77,8 +76,8 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
 
 
 @pytest.mark.slow
-def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg, tmp_path):
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_small_cfg, tmp_path):
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     loop.train(cfg)
     (tmp_path / "checkpoints" / "epoch_0001" / "state.json").write_text('{"epoch": 1, "opti')
     with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged"):
@@ -86,7 +85,7 @@ def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_tiny_cfg
 
 
 @pytest.mark.slow
-def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path, monkeypatch):
+def test_weights_broken_by_the_last_step_are_never_saved(make_small_cfg, tmp_path, monkeypatch):
     real_average = loop._average_running_stats
     epochs_done = []
 
@@ -97,7 +96,7 @@ def test_weights_broken_by_the_last_step_are_never_saved(make_tiny_cfg, tmp_path
             net.classifier.weight.data()[0, 0] = float("nan")
 
     monkeypatch.setattr(loop, "_average_running_stats", break_weights_in_epoch_2)
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2")
     first = os.path.join(str(tmp_path), "checkpoints", "epoch_0001")
     with pytest.raises(errors.TrainingDiverged, match="weights became non-finite after 2 epochs.*"
                        "classifier.weight.*resume from %s with --resume" % first):
@@ -132,13 +131,13 @@ def test_collapse_guard_threshold(make_tiny_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_same_config_gives_the_same_run_with_loader_workers_and_after_resume(make_tiny_cfg, tmp_path):
+def test_the_same_config_gives_the_same_run_with_loader_workers_and_after_resume(make_small_cfg, tmp_path):
     """Shuffle and augmentation depend on (seed, epoch, image) only."""
-    straight = make_tiny_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
+    straight = make_small_cfg(tmp_path / "a", "SOLVER.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "2")
     loop.train(straight)
-    split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "1")
+    split = make_small_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "1")
     loop.train(split)
-    split = make_tiny_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "2")
+    split = make_small_cfg(tmp_path / "b", "SOLVER.MAX_EPOCHS", "2")
     loop.train(split, resume=True)
     a, b = _params(tmp_path / "a" / "model_final.params"), _params(tmp_path / "b" / "model_final.params")
     assert a.keys() == b.keys()
@@ -164,22 +163,24 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(make_tiny_cfg, tmp_pat
 
 @pytest.mark.slow
 def test_a_collapse_late_in_an_epoch_is_not_diluted_by_its_healthy_start(
-        make_tiny_cfg, tmp_path, monkeypatch):
+        make_small_cfg, small_toy, tmp_path, monkeypatch):
     softmax_ce = loop.gluon.loss.SoftmaxCrossEntropyLoss()  # made before the patch below
     calls = []
+    steps = small_toy["train_images"] // 32  # 3 at batch 32
+    assert steps == 3
 
     class LateCollapse(loop.gluon.HybridBlock):
-        """The real loss, times 5 from the epoch's last iteration (13) on."""
+        """The real loss, times 5 from the epoch's last iteration (3) on."""
 
         def hybrid_forward(self, F, pred, label):
             calls.append(1)
-            return softmax_ce(pred, label) * (5.0 if len(calls) >= STEPS_PER_EPOCH else 1.0)
+            return softmax_ce(pred, label) * (5.0 if len(calls) >= steps else 1.0)
 
     monkeypatch.setattr(loop.gluon.loss, "SoftmaxCrossEntropyLoss", LateCollapse)
-    # Reads at iterations 4, 8, 12 and 13: the last window is iteration 13 alone, mean ~17 >
-    # 3 ln 32 = 10.4, while the epoch's mean, ~4.5, would pass.
-    with pytest.raises(errors.TrainingDiverged, match="epoch 1, iteration 13 exceeds"):
-        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+    # Reads at iterations 2 and 3 (SOLVER.LOG_PERIOD 2, and the last): the last window is
+    # iteration 3 alone, mean ~12.4 > 3 ln 12 = 7.45, while the epoch's mean, ~5.8, would pass.
+    with pytest.raises(errors.TrainingDiverged, match="epoch 1, iteration 3 exceeds"):
+        loop.train(make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1", "SOLVER.LOG_PERIOD", "2"))
     assert list_checkpoints(str(tmp_path)) == []
 
 
@@ -221,8 +222,8 @@ def _failing_writes(run_dir, monkeypatch, target):
 
 @pytest.mark.parametrize("target", ["train.log", "metrics.jsonl"])
 @pytest.mark.slow
-def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_tiny_cfg, tmp_path, monkeypatch, target):
+def test_a_full_disk_under_the_log_or_the_metrics_is_one_line(make_small_cfg, tmp_path, monkeypatch, target):
     _failing_writes(str(tmp_path), monkeypatch, target)
     with pytest.raises(errors.RunDirError, match="cannot write %s: .*No space left on device"
                        % os.path.join(str(tmp_path), target)):
-        loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))
+        loop.train(make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"))

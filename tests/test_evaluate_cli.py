@@ -11,17 +11,17 @@ from reid_baseline.evaluation.evaluator import results_path, save_results
 
 
 @pytest.fixture(scope="module")
-def saved_model(make_tiny_cfg, tmp_path_factory):
-    """(config.yaml, model_final.params) of an untrained tiny model, saved as train.py saves
-    them: what evaluate.py writes does not depend on training."""
+def saved_model(make_small_cfg, small_toy, tmp_path_factory):
+    """(config.yaml, model_final.params) of an untrained tiny model on the small toy set, saved
+    as train.py saves them: what evaluate.py writes does not depend on training."""
     import mxnet as mx
 
     from reid_baseline.config import save_config
     from reid_baseline.modeling.network import build_model
 
     folder = tmp_path_factory.mktemp("saved_model")
-    cfg = make_tiny_cfg(folder)
-    net = build_model(cfg, 32)
+    cfg = make_small_cfg(folder)
+    net = build_model(cfg, small_toy["train_ids"])
     net(mx.nd.zeros((2, 3, 64, 32)))  # completes the deferred shapes (batch 2: see test_model)
     net.save_parameters(str(folder / "model_final.params"))
     save_config(cfg, str(folder / "config.yaml"))
@@ -59,7 +59,7 @@ def test_evaluate_output_that_cannot_be_written(run_copy, tmp_path, monkeypatch,
 
 @pytest.mark.timeout(900)
 @pytest.mark.slow
-def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, capsys):
+def test_evaluate_never_replaces_a_users_file(run_copy, small_toy, tmp_path, monkeypatch, capsys):
     config, params = run_copy
     mine = tmp_path / "mine.json"
     mine.write_text('{"my": "notes"}')
@@ -82,7 +82,8 @@ def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, c
                                  "--params", params)
     assert code == 0, err
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["written_by"] == "reid_baseline" and results["num_query"] == 136
+    assert results["written_by"] == "reid_baseline"
+    assert results["num_query"] == small_toy["query_images"]
     # a user's PNG among the rank lists that would be replaced
     ranklists = tmp_path / "ranklists"
     ranklists.mkdir()
@@ -102,8 +103,8 @@ def test_evaluate_never_replaces_a_users_file(run_copy, tmp_path, monkeypatch, c
 
 @pytest.mark.timeout(600)
 @pytest.mark.slow
-def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, monkeypatch,
-                                                          capsys):
+def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, small_toy, tmp_path,
+                                                          monkeypatch, capsys):
     config, params = run_copy
     (tmp_path / "results.json").write_text('{"rank1": 12.5}')
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
@@ -111,7 +112,7 @@ def test_rerank_results_do_not_overwrite_the_plain_results(run_copy, tmp_path, m
     assert code == 0, err
     assert json.loads((tmp_path / "results.json").read_text()) == {"rank1": 12.5}
     reranked = json.loads((tmp_path / "results_rerank.json").read_text())
-    assert reranked["rerank"] is True and reranked["num_query"] == 136
+    assert reranked["rerank"] is True and reranked["num_query"] == small_toy["query_images"]
     assert "wrote %s" % (tmp_path / "results_rerank.json") in out
 
 
@@ -139,7 +140,7 @@ def test_export_to_a_missing_folder_fails_before_loading(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_market_root,
+def test_feature_extraction_shows_a_progress_bar_per_split(make_small_cfg, small_toy,
                                                            tmp_path, monkeypatch):
     import mxnet as mx
 
@@ -154,12 +155,14 @@ def test_feature_extraction_shows_a_progress_bar_per_split(make_tiny_cfg, toy_ma
         return iterable
 
     monkeypatch.setattr(features, "tqdm", recording_tqdm)
-    cfg = make_tiny_cfg(tmp_path)
-    evaluate_retrieval(cfg, build_model(cfg, 32), load_market1501(toy_market_root, False),
-                       [mx.cpu()])
-    # 136 query and 456 gallery images in batches of 64; silent when not on a terminal
-    assert [(b["desc"], b["batches"]) for b in bars] == [("features query", 3),
-                                                         ("features gallery", 8)]
+    cfg = make_small_cfg(tmp_path)
+    evaluate_retrieval(cfg, build_model(cfg, small_toy["train_ids"]),
+                       load_market1501(small_toy["root"], False), [mx.cpu()])
+    # query and gallery images in batches of 64 (TEST.BATCH_SIZE); silent when not on a terminal
+    batches = [-(-small_toy[split + "_images"] // 64) for split in ("query", "gallery")]
+    assert batches[0] != batches[1]  # the bars are told apart by their lengths too
+    assert [(b["desc"], b["batches"]) for b in bars] == [("features query", batches[0]),
+                                                         ("features gallery", batches[1])]
     assert all(b["leave"] is False and b["disable"] is None for b in bars)
 
 

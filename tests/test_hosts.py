@@ -288,8 +288,8 @@ def test_a_two_host_job_learns_writes_once_and_resumes_after_a_stop(hosts, toy_m
 @needs_namespaces
 @pytest.mark.timeout(600)
 @pytest.mark.slow
-def test_a_host_whose_processes_die_stops_the_whole_job_and_is_named(hosts, toy_market_root, tmp_path):
-    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path),
+def test_a_host_whose_processes_die_stops_the_whole_job_and_is_named(hosts, small_toy_root, tmp_path):
+    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", small_toy_root, "OUTPUT_DIR", str(tmp_path),
                                   "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "20"]
     proc = _launch(hosts, _train_command(overrides), 1, "--grace", "5")
     try:
@@ -326,10 +326,10 @@ def test_the_hang_watchdog_stops_a_silent_job_across_hosts(hosts, tmp_path):
 @needs_namespaces
 @pytest.mark.timeout(600)
 @pytest.mark.slow
-def test_a_host_whose_link_drops_is_stopped_by_the_hang_watchdog(hosts, toy_market_root, tmp_path):
+def test_a_host_whose_link_drops_is_stopped_by_the_hang_watchdog(hosts, small_toy_root, tmp_path):
     """Host 2's link goes down mid-job: nothing crashes, every worker waits; the watchdog ends
     the job, and every process, those on the cut-off host included, is stopped."""
-    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root, "OUTPUT_DIR", str(tmp_path),
+    overrides = TINY_OVERRIDES + ["DATASETS.ROOT", small_toy_root, "OUTPUT_DIR", str(tmp_path),
                                   "SOLVER.KVSTORE", "dist_sync", "SOLVER.MAX_EPOCHS", "20"]
     proc = _launch(hosts, _train_command(overrides), 1, "--hang-timeout", "60", "--grace", "5")
     try:

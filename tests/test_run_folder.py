@@ -130,7 +130,7 @@ def test_curves_of_a_run_without_epochs_is_one_error_naming_it(tmp_path):
 @pytest.mark.timeout(900)
 @pytest.mark.slow
 def test_ctrl_c_while_a_checkpoint_is_written_keeps_the_metrics_and_no_temporaries(
-        make_tiny_cfg, tmp_path, monkeypatch):
+        make_small_cfg, tmp_path, monkeypatch):
     real_save = mx.nd.save
     stopped = []
 
@@ -141,7 +141,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_keeps_the_metrics_and_no_temporari
         real_save(path, data)
 
     monkeypatch.setattr(checkpoint.mx.nd, "save", ctrl_c_in_the_second_checkpoint)
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "3")
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg)
     assert stopped, "the checkpoint write was not reached"

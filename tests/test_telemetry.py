@@ -111,18 +111,22 @@ def _events(folder):
 
 @pytest.mark.timeout(900)
 @pytest.mark.slow
-def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_tiny_cfg, tmp_path):
+def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_small_cfg, small_toy,
+                                                                  tmp_path):
     from reid_baseline.engine.loop import train
 
-    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1",
-                        "SOLVER.TENSORBOARD", "True")
+    cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1", "SOLVER.EVAL_PERIOD", "1",
+                         "SOLVER.TENSORBOARD", "True", "SOLVER.LOG_PERIOD", "2")
+    steps = small_toy["train_images"] // 32  # 3: a read at iteration 2, and the last
+    assert steps % 2 == 1
+    log_steps = list(range(2, steps, 2)) + [steps]
     history = train(cfg)
     log = (tmp_path / "train.log").read_text()
     assert re.search(r"network resnet18_v1: 11\.\d\d M parameters, 0\.\d\d GMACs per 64x32 "
                      r"image \(multiply-adds.*devices cpu\(0\)", log)
-    reads = re.findall(r"epoch 1/1 iter (\d+)/13: loss ([\d.]+) acc ([\d.]+) lr \S+ ([\d.]+) "
-                       r"images/s data ([\d.]+) left \d+:\d\d:\d\d epoch, \d+:\d\d:\d\d run", log)
-    assert [int(r[0]) for r in reads] == [4, 8, 12, 13]  # SOLVER.LOG_PERIOD 4, and the last
+    reads = re.findall(r"epoch 1/1 iter (\d+)/%d: loss ([\d.]+) acc ([\d.]+) lr \S+ ([\d.]+) "
+                       r"images/s data ([\d.]+) left \d+:\d\d:\d\d epoch, \d+:\d\d:\d\d run" % steps, log)
+    assert [int(r[0]) for r in reads] == log_steps  # every SOLVER.LOG_PERIOD, and the last
     for _, loss, acc, ips, share in reads:
         assert float(loss) > 0 and 0 <= float(acc) <= 1 and float(ips) > 0
         assert 0 <= float(share) <= 1
@@ -134,7 +138,7 @@ def test_a_one_epoch_run_logs_its_progress_and_tensorboard_scalars(make_tiny_cfg
     scalars = _events(str(tmp_path / "tensorboard"))
     tags = {tag for tag, _, _ in scalars}
     assert tags == {t for t, _ in telemetry.LOG_SCALARS + telemetry.EPOCH_SCALARS}
-    assert sorted(s for t, s, _ in scalars if t == "train/loss") == [4, 8, 12, 13]
+    assert sorted(s for t, s, _ in scalars if t == "train/loss") == log_steps
     assert [(s, v) for t, s, v in scalars if t == "eval/rank1"] == [
         (1, pytest.approx(row["rank1"], rel=1e-6))]
     assert [v for t, _, v in scalars if t == "epoch/loss"] == [pytest.approx(row["loss"], rel=1e-6)]
