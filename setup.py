@@ -38,8 +38,10 @@ INSTALL_REQUIRES = [
 EXPORT_REQUIRES = ["onnx==1.14.1", "onnxruntime==1.18.1", "protobuf==4.25.3"]
 FAISS_REQUIRES = ["faiss-cpu==1.8.0.post1"]  # later releases need numpy 2
 TENSORBOARD_REQUIRES = ["tensorboardX==2.6.5", "protobuf>=3.20"]  # constraints: protobuf 4.25.3
-# ruff: the linter CI runs (rules in ruff.toml), pinned as its releases add rules.
-TEST_REQUIRES = (["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.6"] + EXPORT_REQUIRES
+# ruff: the linter CI runs (rules in ruff.toml), pinned as its releases add rules;
+# pytest-xdist: the suite runs in two processes (`-n 2`), one per core.
+TEST_REQUIRES = (["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "ruff==0.17.6"]
+                 + EXPORT_REQUIRES
                  + FAISS_REQUIRES + TENSORBOARD_REQUIRES)
 
 setup(
