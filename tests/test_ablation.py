@@ -94,8 +94,8 @@ def test_results_files_count_only_when_complete(tmp_path):
     assert ablation.read_results(path) is None
     evaluator.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0}, path)  # no mAP_noninterp
     assert ablation.read_results(path) is None
-    with open(path, "w") as f:
-        f.write('{"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp"')  # cut short
+    from reid_baseline.fileio import write_output
+    write_output(path, '{"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp"', True)  # cut
     assert ablation.read_results(path) is None
     evaluator.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp": 81.0}, path)
     assert ablation.read_results(path)["mAP_noninterp"] == 81.0

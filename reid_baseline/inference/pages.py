@@ -5,22 +5,10 @@ The ranking itself is ReIDModel.rank/search (reid_model.py) over a feature store
 import html
 import os
 
-from ..fileio import PRODUCER, atomic_path
-
-# The HTML pages carry this mark, so a later run may replace them (fileio.check_output_file).
-_HTML_MARK = '<meta name="generator" content="%s">' % PRODUCER
+from ..fileio import output_path
 
 
-def html_is_ours(path):
-    """True when `path` is an HTML page write_html wrote."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return _HTML_MARK in f.read(4096)
-    except OSError:
-        return False
-
-
-def write_html(path, queries):
+def write_html(path, queries, overwrite=False):
     """An HTML page (written atomically) showing each query and its ranked images, with the
     distances; image links are relative to the page's folder where possible."""
     base = os.path.dirname(os.path.abspath(path))
@@ -34,18 +22,18 @@ def write_html(path, queries):
         html.escape(q), img(q, "query"),
         "".join(img(p, "%d: %.4f" % (r, d)) for r, (p, d) in enumerate(ranked, 1)))
         for q, ranked in queries]
-    page = ("<!doctype html><meta charset=utf-8>" + _HTML_MARK + "<title>search results</title>"
+    page = ("<!doctype html><meta charset=utf-8><title>search results</title>"
             "<style>"
             ".row{display:flex;gap:6px}figure{margin:0;font:11px sans-serif}</style>\n"
             + "\n".join(rows) + "\n")
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with output_path(path, overwrite, "--html") as tmp, open(tmp, "w") as f:
         f.write(page)
 
 
-def write_png(path, queries):
+def write_png(path, queries, overwrite=False):
     """One PNG, a row per query: the query and its ranked images with their distances."""
     from ..evaluation.plots import RankItem, write_rank_lists
     rows = [(RankItem(q, os.path.basename(q), None),
              [RankItem(p, "%s\nd %.3f" % (os.path.basename(p)[:16], d), None)
               for p, d in ranked]) for q, ranked in queries]
-    write_rank_lists(path, rows)
+    write_rank_lists(path, rows, overwrite=overwrite)

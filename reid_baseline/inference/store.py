@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import DatasetError, OutputError
 from ..evaluation.distances import compute_distance, top_k
-from ..fileio import PRODUCER, atomic_path, read_json_object
+from ..fileio import LOCK_FILE, PRODUCER, atomic_path, lock_folder, read_json_object, unlock_folder
 
 STORE_FORMAT = "reid_baseline feature store"
 MANIFEST, FEATURES, PATHS, OFFSETS = "manifest.json", "features.npy", "paths.txt", "path_offsets.npy"
@@ -59,7 +59,8 @@ def check_store_output(folder, overwrite=False):
             raise OutputError("index folder %s is a file that %s did not write (an index is a "
                               "folder); choose another name or pass --overwrite"
                               % (folder, PRODUCER))
-    elif os.path.isdir(folder) and os.listdir(folder) and not is_store(folder) and not overwrite:
+    elif os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK_FILE} \
+            and not is_store(folder) and not overwrite:
         raise OutputError("index folder %s holds files that %s did not write; choose another "
                           "name or pass --overwrite" % (folder, PRODUCER))
     return folder
@@ -78,6 +79,16 @@ def build_store(folder, paths, embed, config_text, params_path, params_sha256,
     if os.path.lexists(folder) and not os.path.isdir(folder):
         os.remove(folder)  # a file, and --overwrite
     os.makedirs(folder, exist_ok=True)
+    lock_folder(folder, OutputError, "index folder")  # a second builder is refused, PID named
+    try:
+        return _build_store(folder, paths, embed, config_text, params_path, params_sha256,
+                            dtype, source, chunk)
+    finally:
+        unlock_folder(folder)
+
+
+def _build_store(folder, paths, embed, config_text, params_path, params_sha256, dtype, source,
+                 chunk):
     chunk = int(chunk or CHUNK_IMAGES)
     listing = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
     inputs = {"listing_sha256": listing, "listed": len(paths), "params_sha256": params_sha256,
