@@ -288,3 +288,17 @@ def test_an_ivf_index_with_more_cells_than_images_is_one_error(tmp_path):
         build_approximate(store, nlist=1000)
     with pytest.raises(ConfigError, match="--nlist and --nprobe must be >= 1"):
         build_approximate(store, nprobe=0)
+
+
+@pytest.mark.timeout(60)
+def test_an_index_folder_another_process_builds_is_refused_naming_it(tmp_path):
+    from conftest import lock_held_by_another_process
+    folder = tmp_path / "gallery.index"
+    folder.mkdir()
+    feats = _unit(np.random.default_rng(5), 10, 4)
+    with lock_held_by_another_process(folder) as pid:
+        with pytest.raises(OutputError, match=r"index folder %s is being written by another "
+                           r"process \(PID %d\)" % (folder, pid)):
+            _build(folder, feats)
+    _build(folder, feats)  # the lock died with its process
+    assert len(index.FeatureStore(str(folder))) == 10

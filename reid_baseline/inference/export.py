@@ -8,7 +8,7 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
-from ..errors import ModelError, OutputError, ParityError
+from ..errors import ModelError, OutputError, ParityError, error_line
 from ..evaluation.features import FeatureExtractor
 from ..fileio import check_output_file, move_output, output_path
 
@@ -41,7 +41,7 @@ def export_symbol_files(embedding, cfg, prefix, overwrite=False):
         except (OSError, mx.base.MXNetError) as exc:
             raise OutputError("cannot write %s-symbol.json and %s-0000.params: %s; nothing was "
                               "written under those names"
-                              % (prefix, prefix, str(exc).strip().splitlines()[0])) from exc
+                              % (prefix, prefix, error_line(exc).rstrip("."))) from exc
         written = []
         for src, path in zip(made, ("%s-symbol.json" % prefix, "%s-0000.params" % prefix),
                              strict=True):
