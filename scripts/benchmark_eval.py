@@ -351,6 +351,9 @@ def main(argv=None):
                          "gallery features (N * 8 KB of RAM)")
     ap.add_argument("--workdir", help="directory for intermediate .npy files (default: temp)")
     args = ap.parse_args(argv)
+    if args.out:  # found before the benchmark runs, not after
+        from reid_baseline.fileio import check_output_file
+        check_output_file(args.out, False, "--out")
 
     sizes = SMALL if args.small else FULL
     tmp = None
@@ -461,8 +464,8 @@ def main(argv=None):
             print("MISMATCH between fast metrics and oracle", file=sys.stderr)
             return 1
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+        from reid_baseline.fileio import write_output
+        write_output(args.out, json.dumps(results, indent=2))
         print("wrote", args.out)
     if tmp is not None:
         tmp.cleanup()
