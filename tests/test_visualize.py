@@ -134,7 +134,7 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
     results = json.loads(output.read_text())
     assert 0 < results["mINP"] <= results["mAP"] + 1e-9 <= 100 + 1e-9
     assert Image.open(str(tmp_path / "cmc.png")).size == (500, 350)
-    lists = sorted(n for n in os.listdir(str(tmp_path / "ranklists")) if n != "notes.txt")
+    lists = sorted(n for n in os.listdir(str(tmp_path / "ranklists")) if n.endswith(".png"))
     assert [n.split("_")[0] for n in lists] == ["random", "worst", "worst"]  # no stale one
     assert (tmp_path / "ranklists" / "notes.txt").exists()
     for name in lists:
