@@ -79,8 +79,8 @@ def test_index_skips_unreadable_files_and_stores_paths_and_config(gallery, photo
     assert "resnet18_v1" in store.config_text and "HEIGHT: 64" in store.config_text
     assert store.params_sha256 == file_sha256(trained[1])
     assert store.manifest["written_by"] == "reid_baseline"
-    assert sorted(os.listdir(str(path))) == ["config.yaml", "features.npy", "manifest.json",
-                                            "path_offsets.npy", "paths.txt"]
+    assert sorted(os.listdir(str(path))) == [".reid_baseline.lock", "config.yaml", "features.npy",
+                                            "manifest.json", "path_offsets.npy", "paths.txt"]
 
 
 def test_query_ranks_the_image_itself_first(gallery, photo_tree, tmp_path, monkeypatch, capsys):
