@@ -34,8 +34,8 @@ def main():
     check_evaluation_outputs(cfg, output, args.visualize, args.overwrite)
     results, ranking = evaluate_params(cfg, args.params, with_ranking=True)
     print(format_results(results))
-    save_results(results, output)  # the numbers first: a failing picture never costs them
-    pictures = write_rank_pictures(cfg, folder, ranking, args.visualize)
+    save_results(results, output, args.overwrite)  # the numbers first: a failing picture never costs them
+    pictures = write_rank_pictures(cfg, folder, ranking, args.visualize, overwrite=args.overwrite)
     print("wrote %s and %s" % (output, pictures[0]))
     if len(pictures) > 1:
         print("wrote %d rank lists in %s" % (len(pictures) - 1, os.path.dirname(pictures[1])))

@@ -309,8 +309,8 @@ def stage_rerank_features_msmt17(workdir, repeats):
 
 
 def stage_search(workdir, repeats):
-    """inference.store.exact_top_k: 10 queries x the gallery in search_gf.npy, top 10."""
-    from reid_baseline.inference.store import exact_top_k
+    """inference.exact.exact_top_k: 10 queries x the gallery in search_gf.npy, top 10."""
+    from reid_baseline.inference.exact import exact_top_k
     (gf,) = _load(workdir, "search_gf")
     qf = gf[:10] + 0
     base = _current_rss_mb()
@@ -347,10 +347,13 @@ def main(argv=None):
                     help="also run re_ranking_features on an MSMT17-sized problem (11,659 x "
                          "82,161, 256-d; ~5 GB, minutes)")
     ap.add_argument("--search-gallery", type=int, default=0, metavar="N",
-                    help="also time the exact search (inference.store.exact_top_k) of 10 queries in N random 2048-d "
+                    help="also time the exact search (inference.exact.exact_top_k) of 10 queries in N random 2048-d "
                          "gallery features (N * 8 KB of RAM)")
     ap.add_argument("--workdir", help="directory for intermediate .npy files (default: temp)")
     args = ap.parse_args(argv)
+    if args.out:  # found before the benchmark runs, not after
+        from reid_baseline.fileio import check_output_file
+        check_output_file(args.out, False, "--out")
 
     sizes = SMALL if args.small else FULL
     tmp = None
@@ -461,8 +464,8 @@ def main(argv=None):
             print("MISMATCH between fast metrics and oracle", file=sys.stderr)
             return 1
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+        from reid_baseline.fileio import write_output
+        write_output(args.out, json.dumps(results, indent=2))
         print("wrote", args.out)
     if tmp is not None:
         tmp.cleanup()

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from benchmarking import describe_machine
-from reid_baseline.fileio import PRODUCER, atomic_path, check_output_file, json_is_ours
+from reid_baseline.fileio import check_output_file, output_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,7 +93,8 @@ def measure(folder, mode, queries, batches, seed=0):
         q = _views(rng.integers(0, len(store) // IMAGES_PER_ID, queries), rng, seed)
         start = time.time()
         if mode == "exact":
-            idx, _ = index.exact_top_k(q, store.features, 10)
+            from reid_baseline.inference.exact import exact_top_k
+            idx, _ = exact_top_k(q, store.features, 10)
         else:
             from reid_baseline.inference.approximate import approximate_top_k
             idx, _ = approximate_top_k(store, q, 10)
@@ -161,7 +162,7 @@ def main():
         print(json.dumps(measure(args.store, args.measure, args.queries, args.batches)))
         return
     if args.out:
-        check_output_file(args.out, False, json_is_ours, "--out")
+        check_output_file(args.out, False, "--out")
     work = args.work or tempfile.mkdtemp(prefix="bench_index_")
     os.makedirs(work, exist_ok=True)
     results = {"machine": describe_machine(), "dtype": args.dtype,
@@ -194,8 +195,8 @@ def main():
             shutil.rmtree(folder)
     results["load_average_after"] = os.getloadavg()
     if args.out:
-        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
-            json.dump(dict(results, written_by=PRODUCER), f, indent=1)
+        with output_path(args.out, False, "--out") as tmp, open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
     print(json.dumps(results, indent=1))
 
 

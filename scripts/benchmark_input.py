@@ -133,6 +133,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=0, help="also time NUM_WORKERS N")
     ap.add_argument("--out", help="write the results as JSON")
     args = ap.parse_args(argv)
+    if args.out:  # found before the benchmark runs, not after
+        from reid_baseline.fileio import check_output_file
+        check_output_file(args.out, False, "--out")
 
     records = market_sized_records(args.data, args.images)
     base = ["MODEL.PRETRAINED", "", "DATASETS.VERIFY_COUNTS", "False", "GPUS", "[]"]
@@ -152,8 +155,8 @@ def main(argv=None):
     print("load average before %s, after %s" % (results["load_average"],
                                                 results["load_average_after"]))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+        from reid_baseline.fileio import write_output
+        write_output(args.out, json.dumps(results, indent=1))
     return 0
 
 

@@ -65,6 +65,9 @@ def main():
     parser.add_argument("--out", default=None, help="write the results as JSON")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    if args.out:  # found before the benchmark runs, not after
+        from reid_baseline.fileio import check_output_file
+        check_output_file(args.out, False, "--out")
     # ImageNet weights do not change the timing; random ones need no download.
     args.config, args.opts = None, ["MODEL.PRETRAINED", "", "TEST.BATCH_SIZE", "32"] + args.opts
     cfg = config_from_args(args)
@@ -81,8 +84,8 @@ def main():
     for key, value in results.items():
         print("%-32s %s" % (key, "%.3f" % value if isinstance(value, float) else value))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+        from reid_baseline.fileio import write_output
+        write_output(args.out, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def _overrides(args):
 def query(parser, args):
     """search.py query: rank an index for each query image."""
     from reid_baseline import ReIDModel
-    from reid_baseline.fileio import check_output_file, png_is_ours
+    from reid_baseline.fileio import check_output_file
     from reid_baseline.inference import pages
     from reid_baseline.inference.store import open_gallery
     _refuse_options_of_the_other_command(parser, args, INDEX_ONLY, "query")
@@ -142,9 +142,9 @@ def query(parser, args):
     if args.config:
         parser.error("query takes the config from the gallery; --config is for index")
     if args.html:
-        check_output_file(args.html, args.overwrite, pages.html_is_ours, "--html")
+        check_output_file(args.html, args.overwrite, "--html")
     if args.png:
-        check_output_file(args.png, args.overwrite, png_is_ours, "--png")
+        check_output_file(args.png, args.overwrite, "--png")
     gallery = open_gallery(args.gallery)
     model = ReIDModel.for_gallery(gallery, args.params, _overrides(args))
     model.check_gallery(gallery)  # before embedding the queries
@@ -162,10 +162,10 @@ def query(parser, args):
         for rank, (path, d) in enumerate(ranked, 1):
             print("  %3d  %.4f  %s" % (rank, d, path))
     if args.html:
-        pages.write_html(args.html, queries)
+        pages.write_html(args.html, queries, args.overwrite)
         print("wrote %s" % args.html)
     if args.png:
-        pages.write_png(args.png, queries)
+        pages.write_png(args.png, queries, args.overwrite)
         print("wrote %s" % args.png)
 
 

@@ -1,6 +1,8 @@
 """Shared pytest fixtures and helpers."""
+import contextlib
 import os
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -116,12 +118,30 @@ def trained_run(make_tiny_cfg, tmp_path_factory):
     return cfg, train(cfg)
 
 
-def marked_png(path):
-    """A tiny PNG carrying the mark of a file the package wrote."""
+def package_png(path):
+    """A tiny PNG written as the package writes its outputs (recorded in its folder's manifest)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from reid_baseline.fileio import PRODUCER
+    from reid_baseline.fileio import output_path
 
     fig = Figure(figsize=(1, 1))
-    FigureCanvasAgg(fig).print_png(str(path), metadata={"Software": PRODUCER})
+    with output_path(str(path), overwrite=True) as tmp:
+        FigureCanvasAgg(fig).print_png(tmp)
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(folder):
+    """A child process holding fileio.lock_folder(folder) while the block runs; yields its PID.
+    The child is killed when the block ends."""
+    code = ("import sys, time; from reid_baseline.fileio import lock_folder; "
+            "lock_folder(sys.argv[1]); print('locked', flush=True); time.sleep(120)")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()

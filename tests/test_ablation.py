@@ -83,8 +83,8 @@ def test_results_files_count_only_when_complete(tmp_path):
     assert ablation.read_results(path) is None
     evaluator.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0}, path)  # no mAP_noninterp
     assert ablation.read_results(path) is None
-    with open(path, "w") as f:
-        f.write('{"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp"')  # cut short
+    from reid_baseline.fileio import write_output
+    write_output(path, '{"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp"', True)  # cut
     assert ablation.read_results(path) is None
     evaluator.save_results({"rank1": 90.0, "mAP_trapezoid": 80.0, "mAP_noninterp": 81.0}, path)
     assert ablation.read_results(path)["mAP_noninterp"] == 81.0
@@ -263,3 +263,18 @@ def test_own_data_list_is_accepted_as_train_accepts_it(tmp_path, monkeypatch):
         build_datasets(load_config(base, ["DATASETS.NAME", "folder", "DATASETS.ROOT", missing]))
     assert str(info.value) == str(by_train.value) == "%s: no such folder or CSV list file" % missing
     assert not os.path.exists(str(tmp_path / "study2"))
+
+
+def test_a_study_keeps_a_users_report_files(tmp_path, monkeypatch):
+    from reid_baseline.errors import OutputError
+    from reid_baseline.fileio import write_output
+    monkeypatch.setattr(loop, "train", lambda cfg, resume=False: pytest.fail("trained"))
+    out = tmp_path / "study"
+    out.mkdir()
+    base = os.path.join(ROOT, "configs", "demo_toy.yml")
+    for name in ("report.md", "report.json"):
+        (out / name).write_text("my own notes")
+        with pytest.raises(OutputError, match="ablation report %s exists" % (out / name)):
+            ablation.run_study(base, [NO_PAD_CROP], out=str(out))
+        assert (out / name).read_text() == "my own notes"
+        write_output(str(out / name), "the package's", overwrite=True)  # its own: replaced

@@ -212,7 +212,8 @@ def test_two_workers_train_with_one_writer(two_worker_run):
     from reid_baseline.evaluation.protocol import chance_rank1
     run_dir, overrides, proc = two_worker_run
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "curves.png", "metrics.jsonl",
+    assert sorted(os.listdir(run_dir)) == [".reid_baseline.lock", ".reid_baseline_outputs.json",
+                                           "checkpoints", "config.yaml", "curves.png", "metrics.jsonl",
                                            "model_final.params", "train.log", "worker_1.log"]
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["epoch_0001", "epoch_0002", "last"]
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:

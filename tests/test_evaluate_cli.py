@@ -1,11 +1,13 @@
 """evaluate.py and export_model.py outputs: results file names, unwritable outputs, progress."""
+import glob
 import json
 import os
 import shutil
 
 import pytest
 
-from conftest import marked_png, run_script
+from conftest import package_png, run_script
+from reid_baseline.errors import OutputError
 from reid_baseline.evaluation import features
 from reid_baseline.evaluation.evaluator import results_path, save_results
 
@@ -66,8 +68,9 @@ def test_evaluate_never_replaces_a_users_file(run_copy, small_toy, tmp_path, mon
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "--output", mine)
     assert code == 2 and out == ""  # refused before the evaluation
-    assert err.splitlines() == ["error: results file %s exists and was not written by "
-                                "reid_baseline; choose another name or pass --overwrite" % mine]
+    assert err.splitlines() == ["error: results file %s exists and is not a file the package "
+                                "wrote (or was changed since); choose another name or pass "
+                                "--overwrite" % mine]
     assert mine.read_text() == '{"my": "notes"}'
     # a results file the package wrote is replaced; a user's cmc.png beside it is not
     (tmp_path / "cmc.png").write_bytes(b"\x89PNG\r\n\x1a\n the user's plot")
@@ -76,19 +79,23 @@ def test_evaluate_never_replaces_a_users_file(run_copy, small_toy, tmp_path, mon
                                  "--params", params)
     assert code == 2 and out == "" and "CMC plot %s exists" % (tmp_path / "cmc.png") in err
     assert json.loads((tmp_path / "results.json").read_text())["rank1"] == 1.0
-    # one the package wrote (marked) is replaced, and so are its results
-    marked_png(tmp_path / "cmc.png")
+    # one the package wrote (recorded in the folder's manifest) is replaced, and so are its
+    # results; once a user edits it, it is the user's
+    package_png(tmp_path / "cmc.png")
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params)
     assert code == 0, err
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["written_by"] == "reid_baseline"
-    assert results["num_query"] == small_toy["query_images"]
+    assert results["num_query"] == small_toy["query_images"] and "written_by" not in results
+    (tmp_path / "cmc.png").write_bytes((tmp_path / "cmc.png").read_bytes() + b"edited")
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
+                                 "--params", params)
+    assert code == 2 and "CMC plot %s exists" % (tmp_path / "cmc.png") in err
     # a user's PNG among the rank lists that would be replaced
     ranklists = tmp_path / "ranklists"
     ranklists.mkdir()
     (ranklists / "worst_01_query00001.png").write_bytes(b"\x89PNG\r\n\x1a\n mine")
-    marked_png(tmp_path / "cmc.png")
+    package_png(tmp_path / "cmc.png")
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config", config,
                                  "--params", params, "--visualize", "2")
     assert code == 2 and "rank list %s exists" % (ranklists / "worst_01_query00001.png") in err
@@ -97,8 +104,8 @@ def test_evaluate_never_replaces_a_users_file(run_copy, small_toy, tmp_path, mon
                                  "--params", params, "--output", mine, "--visualize", "2",
                                  "--overwrite")
     assert code == 0, err
-    assert json.loads(mine.read_text())["written_by"] == "reid_baseline"
-    assert len(os.listdir(ranklists)) == 2
+    assert json.loads(mine.read_text())["num_query"] == 136
+    assert len(glob.glob(str(ranklists / "*.png"))) == 2
 
 
 @pytest.mark.timeout(600)
@@ -124,9 +131,13 @@ def test_results_path_and_save_results(make_tiny_cfg, tmp_path):
     save_results({"rank1": 50.0}, path)
     with pytest.raises(TypeError):  # not JSON: the previous file stays whole, no .tmp left
         save_results({"rank1": object()}, path)
-    assert json.loads(open(path).read()) == {"rank1": 50.0, "written_by": "reid_baseline"}
-    assert os.listdir(tmp_path) == ["results.json"]
-    with pytest.raises(OSError, match="cannot write the results to .*nope.results.json: No such"):
+    assert json.loads(open(path).read()) == {"rank1": 50.0}
+    assert sorted(os.listdir(tmp_path)) == [".reid_baseline_outputs.json", "results.json"]
+    save_results({"rank1": 60.0}, path)  # the package's own file is replaced
+    open(path, "a").write(" ")  # a user's edit makes it theirs
+    with pytest.raises(OutputError, match="results file .*results.json exists"):
+        save_results({"rank1": 70.0}, path)
+    with pytest.raises(OutputError, match="nope.results.json: folder .* does not exist"):
         save_results({}, str(tmp_path / "nope" / "results.json"))
 
 

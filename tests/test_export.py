@@ -162,3 +162,37 @@ def test_onnx_file_is_named_only_after_its_check_passes(trained, tmp_path, monke
     code, out, err = run_script(monkeypatch, capsys, *args)
     assert code == 2 and "ONNX file %s exists and was not written by" % (tmp_path / "c.onnx") in err
     assert run_script(monkeypatch, capsys, *args, "--overwrite")[0] == 0
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.slow
+def test_a_full_disk_during_the_symbol_export_is_one_line_and_no_cut_file(make_tiny_cfg,
+                                                                         tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from reid_baseline.config import save_config
+    from reid_baseline.modeling.network import build_model
+    cfg = make_tiny_cfg(tmp_path)
+    config, params = str(tmp_path / "tiny.yml"), str(tmp_path / "tiny.params")
+    save_config(cfg, config)
+    net = build_model(cfg, 10)
+    net(mx.nd.zeros((1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)))
+    net.save_parameters(params)
+    out = tmp_path / "out"
+    out.mkdir()
+    limit = os.path.getsize(params) // 2  # a file of half the weights' size fills the "disk"
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export_model.py"),
+                           "--config", config, "--params", params, "--prefix", str(out / "m")],
+                          capture_output=True, text=True, env=env, preexec_fn=small_disk,
+                          timeout=240)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot write %s-symbol.json and %s-0000.params" % (out / "m", out / "m") in proc.stderr
+    assert os.listdir(out) == []  # nothing cut short under a final name, no temporaries

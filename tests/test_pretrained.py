@@ -305,7 +305,7 @@ def test_hub_download_is_converted_cached_and_recorded(hub, resnet50_file, tmp_p
     first = _trunk_output(build_model(cfg, 3), x)
     assert hub.calls == [("timm/resnet50.gluon_in1k", "model.safetensors")]
     record = json.loads((models / "hf-timm--resnet50.gluon_in1k.json").read_text())
-    assert record == {"written_by": "reid_baseline", "source": "hf:timm/resnet50.gluon_in1k",
+    assert record == {"source": "hf:timm/resnet50.gluon_in1k",
                       "file": "model.safetensors", "revision": "0123abcd",
                       "backbone": "resnet50_v1b", "safetensors_sha256": _sha256(served),
                       "params_sha256": _sha256(status["path"])}
@@ -332,7 +332,7 @@ def test_hub_cache_never_replaces_a_users_file(hub, resnet50_file, tmp_path):
     models = tmp_path / "mxnet_home" / "models"
     models.mkdir(parents=True)
     (models / "hf-timm--resnet50.gluon_in1k.params").write_bytes(b"a user's file")
-    with pytest.raises(Exception, match="was not written by reid_baseline"):
+    with pytest.raises(Exception, match="params exists and is not a file the package wrote"):
         build_model(_cfg("MODEL.BACKBONE", "resnet50_v1b",
                          "MODEL.PRETRAINED", "hf:timm/resnet50.gluon_in1k"), 3)
     assert (models / "hf-timm--resnet50.gluon_in1k.params").read_bytes() == b"a user's file"

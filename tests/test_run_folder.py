@@ -7,7 +7,7 @@ import pytest
 
 from reid_baseline.config import load_config
 from reid_baseline.engine import checkpoint, loop, run_folder
-from reid_baseline.errors import RunDirError
+from reid_baseline.errors import OutputError, RunDirError
 
 
 def _cfg(run_dir, *overrides):
@@ -29,12 +29,15 @@ def test_metrics_rows_append_replace_and_truncate(tmp_path):
         run_folder.write_metrics_row(run, {"epoch": epoch, "loss": 1.0 / epoch})
     run_folder.write_metrics_row(run, {"epoch": 3, "loss": 0.3, "rank1": 50.0}, replace_last=True)
     run_folder.write_metrics_row(run, {"epoch": 4, "loss": 0.25}, replace_last=True)  # a new epoch
-    with open(tmp_path / "metrics.jsonl", "a") as f:
-        f.write('{"epoch": 5, "lo')  # cut short by kill -9
     assert [r.get("rank1") for r in run_folder.read_metrics(run)] == [None, None, 50.0, None]
     run_folder.keep_metrics_until(run, 2)
     assert (tmp_path / "metrics.jsonl").read_text() == (
         '{"epoch": 1, "loss": 1.0}\n{"epoch": 2, "loss": 0.5}\n')
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"note": "a line of mine"}\n')  # a user's line is never dropped
+    with pytest.raises(OutputError, match="metrics.jsonl exists and is not a file the package"):
+        run_folder.write_metrics_row(run, {"epoch": 3, "loss": 0.3})
+    assert "a line of mine" in (tmp_path / "metrics.jsonl").read_text()
 
 
 def test_which_changes_a_resume_allows():
@@ -59,13 +62,14 @@ def test_which_changes_a_resume_allows():
 
 
 def test_a_new_run_never_replaces_a_users_file_in_its_folder(tmp_path):
-    from conftest import marked_png
+    from conftest import package_png
     (tmp_path / "curves.png").write_bytes(b"my own picture")
-    with pytest.raises(RunDirError, match="holds curves.png, which the package did not write"):
+    with pytest.raises(OutputError, match="run file .*curves.png exists and is not a file the "
+                       "package wrote"):
         run_folder.open_run_folder(_cfg(tmp_path), resume=False)
     assert (tmp_path / "curves.png").read_bytes() == b"my own picture"
     assert not (tmp_path / "config.yaml").exists()
-    marked_png(tmp_path / "curves.png")  # the package's own (an earlier attempt's) is fine
+    package_png(tmp_path / "curves.png")  # the package's own (an earlier attempt's) is fine
     run_folder.open_run_folder(_cfg(tmp_path), resume=False)
 
 
@@ -155,3 +159,62 @@ def test_ctrl_c_while_a_checkpoint_is_written_keeps_the_metrics_and_no_temporari
     assert [r["epoch"] for r in run_folder.read_metrics(str(tmp_path))] == [1, 2, 3]
     log = (tmp_path / "train.log").read_text()
     assert "resumed from %s at epoch 3" % (tmp_path / "checkpoints" / "epoch_0002_interrupted") in log
+
+
+def test_train_keeps_a_users_config_and_metrics_lines(make_tiny_cfg, tmp_path, monkeypatch,
+                                                      capsys):
+    from conftest import run_script
+    from reid_baseline.config import save_config
+    run = tmp_path / "run"
+    run.mkdir()
+    config = str(tmp_path / "tiny.yml")
+    save_config(make_tiny_cfg(run, "SOLVER.MAX_EPOCHS", "1"), config)
+    (run / "config.yaml").write_text("# my hand-written notes\n")
+    code, out, err = run_script(monkeypatch, capsys, "train.py", "--config", config)
+    assert code == 2 and len(err.splitlines()) == 1 and "--overwrite" not in err
+    assert "run file %s exists" % (run / "config.yaml") in err
+    assert (run / "config.yaml").read_text() == "# my hand-written notes\n"
+    (run / "config.yaml").unlink()
+    (run / "metrics.jsonl").write_text('{"note": "mine"}\n')
+    code, out, err = run_script(monkeypatch, capsys, "train.py", "--config", config)
+    assert code == 2 and "run file %s exists" % (run / "metrics.jsonl") in err
+    assert (run / "metrics.jsonl").read_text() == '{"note": "mine"}\n'
+
+
+def test_resume_without_the_runs_config_is_refused(tmp_path):
+    _started_run(tmp_path)
+    (tmp_path / "config.yaml").unlink()
+    with pytest.raises(RunDirError) as info:
+        run_folder.open_run_folder(_cfg(tmp_path, "SOLVER.BATCH_SIZE", "16"), resume=True)
+    assert str(info.value) == ("--resume: the run's %s is missing, so there is nothing to "
+                               "compare this config with; restore it, or train into another "
+                               "OUTPUT_DIR" % (tmp_path / "config.yaml"))
+
+
+def test_resume_and_plot_run_keep_a_users_curves(tmp_path, monkeypatch, capsys):
+    from conftest import run_script
+    _started_run(tmp_path)
+    (tmp_path / "curves.png").write_bytes(b"my own picture")
+    with pytest.raises(OutputError, match="curves.png exists"):
+        run_folder.open_run_folder(_cfg(tmp_path), resume=True)
+    code, out, err = run_script(monkeypatch, capsys, "scripts/plot_run.py", str(tmp_path))
+    assert code == 2 and err.splitlines() == [
+        "error: curves.png %s exists and is not a file the package wrote (or was changed "
+        "since); choose another name or pass --overwrite" % (tmp_path / "curves.png")]
+    assert (tmp_path / "curves.png").read_bytes() == b"my own picture"
+    code, out, err = run_script(monkeypatch, capsys, "scripts/plot_run.py", str(tmp_path),
+                                "--overwrite")
+    assert code == 0, err
+    code, out, err = run_script(monkeypatch, capsys, "scripts/plot_run.py", str(tmp_path))
+    assert code == 0, err  # now the package's own
+
+
+@pytest.mark.timeout(120)
+def test_a_run_folder_another_process_writes_is_refused_naming_it(make_tiny_cfg, tmp_path):
+    from conftest import lock_held_by_another_process
+    cfg = make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
+    with lock_held_by_another_process(tmp_path) as pid:
+        with pytest.raises(RunDirError, match=r"OUTPUT_DIR %s is being written by another "
+                           r"process \(PID %d\)" % (tmp_path, pid)):
+            loop.train(cfg)
+    assert not (tmp_path / "config.yaml").exists()

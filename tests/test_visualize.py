@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import marked_png, run_script
+from conftest import package_png, run_script
+from reid_baseline.errors import OutputError
 from reid_baseline.evaluation import plots as visualize
 from reid_baseline.evaluation.plots import RankItem
 
@@ -80,11 +81,13 @@ def test_png_writes_are_atomic(images, tmp_path, monkeypatch):
         f.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(visualize.FigureCanvasAgg, "print_png", full_disk)
-    with pytest.raises(OSError) as info:
+    with pytest.raises(OutputError) as info:
         visualize.write_cmc(path, np.linspace(0.2, 1.0, 50))
-    assert info.value.filename == path and "No space left" in str(info.value)
+    assert str(info.value) == ("cannot write %s: No space left on device; nothing was written "
+                               "under that name" % path)
     assert open(path, "rb").read() == before  # the earlier picture is intact
-    assert os.listdir(str(tmp_path)) == ["cmc.png"]  # no .tmp left behind
+    # no .tmp left behind
+    assert sorted(os.listdir(str(tmp_path))) == [".reid_baseline_outputs.json", "cmc.png"]
 
 
 def test_curves_from_records(tmp_path):
@@ -120,7 +123,7 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
     cfg, _ = trained_run
     output = tmp_path / "res.json"
     (tmp_path / "ranklists").mkdir()
-    marked_png(tmp_path / "ranklists" / "random_09_query00001.png")  # an earlier evaluation's
+    package_png(tmp_path / "ranklists" / "random_09_query00001.png")  # an earlier evaluation's
     (tmp_path / "ranklists" / "notes.txt").write_bytes(b"x")  # the user's
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--config",
                                  os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "--params",
@@ -131,7 +134,7 @@ def test_evaluate_visualize_writes_cmc_and_rank_lists(trained_run, tmp_path, mon
     results = json.loads(output.read_text())
     assert 0 < results["mINP"] <= results["mAP"] + 1e-9 <= 100 + 1e-9
     assert Image.open(str(tmp_path / "cmc.png")).size == (500, 350)
-    lists = sorted(n for n in os.listdir(str(tmp_path / "ranklists")) if n != "notes.txt")
+    lists = sorted(n for n in os.listdir(str(tmp_path / "ranklists")) if n.endswith(".png"))
     assert [n.split("_")[0] for n in lists] == ["random", "worst", "worst"]  # no stale one
     assert (tmp_path / "ranklists" / "notes.txt").exists()
     for name in lists:

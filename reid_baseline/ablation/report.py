@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..evaluation.evaluator import save_results
-from ..fileio import PRODUCER, atomic_path
+from ..fileio import check_output_file, output_path
 
 # The metrics compared, as results.json names them (evaluation.evaluator).
 METRICS = collections.OrderedDict([("rank1", "Rank-1"), ("mAP_trapezoid", "mAP (trapezoid AP)"),
@@ -261,13 +261,24 @@ def plot_effects(report, path):
     if effects:
         ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": PRODUCER})
+    with output_path(path, what="ablation report") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def _write_text(text, path):
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with output_path(path, what="ablation report") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+REPORT_FILES = ("report.json", "report.md", "report.png")
+
+
+def check_report_outputs(out):
+    """Before a study starts: no report file in `out` is a user's (or one the package wrote and
+    a user edited since); such a file is an OutputError naming it."""
+    for name in REPORT_FILES if os.path.isdir(out) else ():
+        check_output_file(os.path.join(out, name), what="ablation report",
+                          advice="choose another --out (or move the file away)")
 
 
 def write_report(study, outcomes, toy=False):

@@ -17,7 +17,7 @@ from ..engine import loop, run_folder
 from ..engine.checkpoint import last_checkpoint
 from ..errors import ConfigError, error_line
 from ..evaluation import evaluator
-from .report import METRICS, write_report
+from .report import METRICS, check_report_outputs, write_report
 
 Run = collections.namedtuple("Run", "name seed cfg")
 
@@ -154,6 +154,7 @@ def run_study(base, ablations, repeats=1, out="runs/ablations", overrides=(), to
     Returns the report dict (its "failed" lists the failed runs)."""
     study = plan_study(base, ablations, repeats, out, overrides)
     check_run_folders(study.runs)
+    check_report_outputs(out)
     root = study.runs[0].cfg.DATASETS.ROOT
     if toy and not os.path.isdir(root):
         from ..data.toy.market1501 import make_toy_market1501

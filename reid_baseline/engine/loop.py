@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data.datasets import build_datasets
 from ..data.loader import build_train_loader
 from ..errors import TrainingDiverged
+from ..fileio import unlock_folder
 from ..modeling.network import build_model
 from .amp import init_amp, scale_loss, skipped_steps
 from .checkpoint import last_checkpoint, load_checkpoint, repair_and_find_resumable
@@ -82,7 +83,10 @@ def train(cfg, resume=False):
     process_group.py): rank 0 alone writes the run files and evaluates."""
     group = build_process_group(cfg)
     with group.exit_at_once_on_error():
-        return _train(cfg, resume, group)
+        try:
+            return _train(cfg, resume, group)
+        finally:
+            unlock_folder(cfg.OUTPUT_DIR)  # open_run_folder's lock, held while this trains
 
 
 def _train(cfg, resume, group):

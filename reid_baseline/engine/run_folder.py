@@ -3,7 +3,10 @@ the settings changed on resume.
 
 metrics.jsonl holds one JSON row per finished epoch. config.yaml is the run's resolved config
 (it loads back with load_config); config_changes.jsonl, beside it, lists every resume that
-changed a setting, with the old and new values and the time, and is only ever appended to.
+changed a setting, with the old and new values and the time, and is only ever added to.
+Every file is written through fileio.output_path (atomic, recorded in the folder's manifest):
+a file there the package did not write, or wrote and a user changed since, is refused before
+training starts. The writer holds the folder's lock (fileio.lock_folder) while it trains.
 A resume may change only the settings that cannot change what the run trains (RESUMABLE_KEYS);
 any other difference is a RunDirError listing each one.
 """
@@ -19,7 +22,7 @@ import yaml
 
 from ..config import flatten, get_defaults
 from ..errors import RunDirError
-from ..fileio import PRODUCER, atomic_path, json_is_ours, png_is_ours
+from ..fileio import check_output_file, lock_folder, output_path
 from .checkpoint import last_checkpoint
 
 logger = logging.getLogger("reid_baseline")
@@ -40,10 +43,10 @@ RESUMABLE_KEYS = frozenset((
     "SOLVER.HYBRIDIZE", "DATALOADER.NUM_WORKERS", "DATALOADER.CACHE",
     "DATASETS.VERIFY_COUNTS", "TEST.BATCH_SIZE", "GPUS", "OUTPUT_DIR"))
 
-# Files a run writes whose owner can be told (fileio's marks): a new run refuses a folder where
-# one of them is a user's.
-MARKED_OUTPUTS = (("curves.png", png_is_ours), ("cmc.png", png_is_ours),
-                  ("results.json", json_is_ours))
+# Files a run writes: a run refuses a folder where one of them is not the package's own.
+RUN_OUTPUTS = (CONFIG_FILE, METRICS_FILE, CONFIG_CHANGES_FILE, "curves.png", "cmc.png",
+               "results.json")
+_ADVICE = "move it away or train into another OUTPUT_DIR"
 
 # Temporary names of the run folder's own atomic writes (fileio.atomic_path: "<name>.tmp<pid>").
 _TEMPORARY_RE = re.compile(r"^(%s|%s|model_final\.params|curves\.png)\.tmp\d*$"
@@ -91,7 +94,7 @@ def read_metrics(run_dir):
 def _rewrite_metrics(run_dir, rows):
     path = os.path.join(run_dir, METRICS_FILE)
     try:
-        with atomic_path(path) as tmp, open(tmp, "w") as f:
+        with output_path(path, what="run file", advice=_ADVICE) as tmp, open(tmp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     except OSError as exc:
         raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
@@ -104,22 +107,16 @@ def keep_metrics_until(run_dir, epoch):
 
 
 def write_metrics_row(run_dir, metrics, replace_last=False):
-    """Append an epoch's `metrics` to metrics.jsonl; with `replace_last`, replace the last row
-    instead when it is the same epoch's (the row written before the checkpoint, now with the
-    evaluation's results)."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    rows = read_metrics(run_dir) if replace_last else []
-    if rows and rows[-1]["epoch"] == metrics["epoch"]:
-        _rewrite_metrics(run_dir, rows[:-1] + [metrics])
-        return
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-    except OSError as exc:
-        raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
+    """Add an epoch's `metrics` to metrics.jsonl (rewritten atomically); with `replace_last`,
+    replace the last row instead when it is the same epoch's (the row written before the
+    checkpoint, now with the evaluation's results)."""
+    rows = read_metrics(run_dir)
+    if replace_last and rows and rows[-1]["epoch"] == metrics["epoch"]:
+        rows = rows[:-1]
+    _rewrite_metrics(run_dir, rows + [metrics])
 
 
-def write_run_curves(run_dir, path=None):
+def write_run_curves(run_dir, path=None, overwrite=False):
     """curves.png in `run_dir` (or `path`) from its metrics.jsonl; returns the path written.
     A run without any finished epoch is a RunDirError naming the folder."""
     from ..evaluation.plots import write_curves  # matplotlib: only when a picture is drawn
@@ -130,7 +127,7 @@ def write_run_curves(run_dir, path=None):
     if not rows:
         raise RunDirError("no finished epoch in the run folder %s (no rows in %s)"
                           % (run_dir, METRICS_FILE))
-    return write_curves(run_dir, rows, path)
+    return write_curves(run_dir, rows, path, overwrite)
 
 
 def flatten_config(node):
@@ -180,7 +177,9 @@ def _check_resumed_config(cfg, run_dir, logged_epochs):
     rewritten."""
     saved = _saved_config(run_dir)
     if saved is None:
-        return True
+        raise RunDirError("--resume: the run's %s is missing, so there is nothing to compare "
+                          "this config with; restore it, or train into another OUTPUT_DIR"
+                          % os.path.join(run_dir, CONFIG_FILE))
     changes, refused = config_differences(saved, cfg)
     if refused:
         raise RunDirError("--resume: these settings differ from the run's %s and would change "
@@ -192,12 +191,12 @@ def _check_resumed_config(cfg, run_dir, logged_epochs):
     for key, (before, after) in changes.items():
         logger.info("resumed with %s: %r -> %r", key, before, after)
     entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "logged_epochs": logged_epochs, "written_by": PRODUCER,
+             "logged_epochs": logged_epochs,
              "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}}
     path = os.path.join(run_dir, CONFIG_CHANGES_FILE)
     try:
-        with open(path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        with output_path(path, what="run file", advice=_ADVICE) as tmp, open(tmp, "w") as f:
+            f.writelines(json.dumps(e) + "\n" for e in read_config_changes(run_dir) + [entry])
     except OSError as exc:
         raise RunDirError("cannot write %s: %s" % (path, exc.strerror or exc)) from exc
     return True
@@ -234,15 +233,12 @@ def open_run_folder(cfg, resume, is_writer=True, log_file="train.log"):
     if not resume and started:
         raise RunDirError("OUTPUT_DIR %s already holds a run: continue it with --resume, or "
                           "train into another OUTPUT_DIR" % run_dir)
-    if not resume:
-        for name, is_ours in MARKED_OUTPUTS:
-            path = os.path.join(run_dir, name)
-            if os.path.lexists(path) and not is_ours(path):
-                raise RunDirError("OUTPUT_DIR %s holds %s, which the package did not write: "
-                                  "train into another OUTPUT_DIR" % (run_dir, name))
     if resume and not started and not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
         raise RunDirError("--resume: no run in %s (no checkpoint, no metrics.jsonl, no "
                           "config.yaml); train without --resume to start one" % run_dir)
+    _make_folder(run_dir, lambda: lock_folder(run_dir, RunDirError, "OUTPUT_DIR"))
+    for name in RUN_OUTPUTS:
+        check_output_file(os.path.join(run_dir, name), what="run file", advice=_ADVICE)
     _make_folder(run_dir, lambda: setup_logging(run_dir))
     rows = read_metrics(run_dir)
     rewrite = _check_resumed_config(cfg, run_dir, rows[-1]["epoch"] if rows else 0) if resume else True
@@ -250,7 +246,8 @@ def open_run_folder(cfg, resume, is_writer=True, log_file="train.log"):
         logger.info("removed %s, left by a write that was stopped", path)
     if rewrite:
         try:
-            with atomic_path(os.path.join(run_dir, CONFIG_FILE)) as tmp, open(tmp, "w") as f:
+            with output_path(os.path.join(run_dir, CONFIG_FILE), what="run file",
+                             advice=_ADVICE) as tmp, open(tmp, "w") as f:
                 f.write(cfg.dump())
         except OSError as exc:
             raise RunDirError("OUTPUT_DIR %s cannot be written: %s"

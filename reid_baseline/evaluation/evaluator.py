@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..errors import DatasetError, OutputError
-from ..fileio import PRODUCER, atomic_path, check_output_file, json_is_ours, png_is_ours
+from ..fileio import check_output_file, output_path
 from .distances import compute_distance
 from .features import FeatureExtractor, image_features
 from .protocol import AP_MODES, evaluate_ranking
@@ -74,7 +74,7 @@ def evaluate_extractor(cfg, extract, dataset, with_ranking=False):
     return (results, Ranking(dataset, distmat, chosen)) if with_ranking else results
 
 
-def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0):
+def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overwrite=False):
     """cmc.png (CMC up to rank 50) in `folder` and rank-list PNGs of `visualize` queries in
     folder/ranklists: the worst half by AP and a random sample (seeded) of the others.
     Names get a "_rerank" suffix with TEST.RERANK, as results_rerank.json. Returns the paths.
@@ -88,7 +88,8 @@ def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0):
     suffix = "_rerank" if cfg.TEST.RERANK else ""
     written = [os.path.join(folder, "cmc%s.png" % suffix)]
     write_cmc(written[0], ranked["cmc"],
-              title="CMC (%s)" % ("re-ranked" if cfg.TEST.RERANK else cfg.TEST.DISTANCE))
+              title="CMC (%s)" % ("re-ranked" if cfg.TEST.RERANK else cfg.TEST.DISTANCE),
+              overwrite=overwrite)
     ap = ranked["query_ap"]
     valid = np.flatnonzero(~np.isnan(ap))
     n = min(int(visualize), len(valid))
@@ -149,30 +150,30 @@ def check_evaluation_outputs(cfg, output, visualize=0, overwrite=False):
     with `visualize`, the rank lists it replaces can be written. A folder in a file's place,
     a missing folder, or an existing file the package did not write (unless `overwrite`) is
     an OutputError naming it (fileio.check_output_file)."""
-    check_output_file(output, overwrite, json_is_ours, "results file")
+    check_output_file(output, overwrite, "results file")
     folder = os.path.dirname(os.path.abspath(output))
     suffix = "_rerank" if cfg.TEST.RERANK else ""
-    check_output_file(os.path.join(folder, "cmc%s.png" % suffix), overwrite, png_is_ours,
-                      "CMC plot")
+    check_output_file(os.path.join(folder, "cmc%s.png" % suffix), overwrite, "CMC plot")
     if visualize:
         out_dir = os.path.join(folder, "ranklists" + suffix)
         if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
             raise OutputError("rank-list folder %s is a file; expected a folder" % out_dir)
         for old in sorted(glob.glob(os.path.join(out_dir, "worst_*_query*.png")) +
                           glob.glob(os.path.join(out_dir, "random_*_query*.png"))):
-            check_output_file(old, overwrite, png_is_ours, "rank list")
+            check_output_file(old, overwrite, "rank list")
 
 
-def save_results(results, path):
-    """Write the dict `results` as JSON atomically (fileio.atomic_path): never a half file;
-    the file carries "written_by": PRODUCER (fileio.json_is_ours knows it as the package's).
+def save_results(results, path, overwrite=False):
+    """Write the dict `results` as JSON atomically, recorded as the package's
+    (fileio.output_path): never a half file; an existing file is replaced only when the
+    package wrote it, or with `overwrite`.
 
     Raises OSError with a one-line message naming `path` when it cannot be written."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "w") as f:
-            json.dump(dict(results, written_by=PRODUCER), f, indent=1)
+        with output_path(path, overwrite, "results file") as tmp, open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else exc  # not atomic_path's own wording
+        reason = os.strerror(exc.errno) if exc.errno else exc  # not fileio's own wording
         raise OSError("cannot write the results to %s: %s" % (path, reason)) from exc
 
 

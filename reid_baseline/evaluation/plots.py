@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..data.images import read_image
 from ..errors import DatasetError
-from ..fileio import PRODUCER, atomic_path
+from ..fileio import output_path
 
 # One rank-list cell (image + two lines of text), in inches at DPI: a PNG of R rows and
 # C cells is exactly (C * CELL_WIDTH * DPI) x (R * CELL_HEIGHT * DPI) pixels.
@@ -36,10 +36,11 @@ def new_figure(width, height):
     return fig
 
 
-def save_figure(fig, path):
-    """Render `fig` (from new_figure) to the PNG `path` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        fig.canvas.print_png(f, metadata={"Software": PRODUCER})  # fileio.png_is_ours
+def save_figure(fig, path, overwrite=False):
+    """Render `fig` (from new_figure) to the PNG `path` atomically (fileio.output_path): an
+    existing file is replaced only when the package wrote it, or with `overwrite`."""
+    with output_path(path, overwrite, "picture") as tmp, open(tmp, "wb") as f:
+        fig.canvas.print_png(f)
 
 
 def _thumbnail(path):
@@ -51,7 +52,7 @@ def _thumbnail(path):
     return cv2.resize(img, THUMB_SIZE, interpolation=cv2.INTER_AREA)
 
 
-def write_rank_lists(path, rows, title=None):
+def write_rank_lists(path, rows, title=None, overwrite=False):
     """One PNG of rank lists: each row is (query RankItem, [ranked RankItems]), the query
     first, then the ranked items numbered from 1, each with a coloured border and caption."""
     ncols = 1 + max(len(items) for _, items in rows)
@@ -71,10 +72,10 @@ def write_rank_lists(path, rows, title=None):
     if title:
         fig.suptitle(title, fontsize=8)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.12, wspace=0.15, hspace=0.45)
-    save_figure(fig, path)
+    save_figure(fig, path, overwrite)
 
 
-def write_cmc(path, cmc, title="CMC"):
+def write_cmc(path, cmc, title="CMC", overwrite=False):
     """cmc.png: the fraction of queries with a true match within the first k, k = 1..len(cmc)
     (percent), with Rank-1/5/10 marked."""
     cmc = 100 * np.asarray(cmc, dtype=np.float64)
@@ -93,10 +94,10 @@ def write_cmc(path, cmc, title="CMC"):
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, overwrite)
 
 
-def write_curves(run_dir, records, path=None):
+def write_curves(run_dir, records, path=None, overwrite=False):
     """curves.png in `run_dir` (or `path`) from a run's per-epoch `records` (metrics.jsonl's
     rows, read by the caller): loss, training accuracy and learning rate per epoch,
     Rank-1/mAP/mINP at the evaluated epochs. Returns the path written."""
@@ -129,7 +130,7 @@ def write_curves(run_dir, records, path=None):
     _epoch_axis(ax)
     fig.suptitle(os.path.basename(os.path.abspath(run_dir)), fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, overwrite)
     return path
 
 

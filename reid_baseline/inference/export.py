@@ -2,14 +2,15 @@
 (HybridBlock.export) or ONNX (MXNet's own mx.onnx, dynamic batch axis) with a parity check
 against onnxruntime on random and real images."""
 import os
+import shutil
 import tempfile
 
 import mxnet as mx
 import numpy as np
 
-from ..errors import ModelError, OutputError, ParityError
+from ..errors import ModelError, OutputError, ParityError, error_line
 from ..evaluation.features import FeatureExtractor
-from ..fileio import PRODUCER, atomic_path, check_output_file
+from ..fileio import check_output_file, move_output, output_path
 
 FORMATS = ("mxnet", "onnx")
 PARITY_TOLERANCE = 1e-4  # largest |MXNet - onnxruntime| feature difference accepted
@@ -29,6 +30,27 @@ def export_symbol(embedding, cfg, prefix):
     return prefix + "-symbol.json", prefix + "-0000.params"
 
 
+def export_symbol_files(embedding, cfg, prefix, overwrite=False):
+    """export_symbol into a temporary folder beside `prefix`, then each file moved under its
+    name through fileio.output_path (checked, flushed, atomic, recorded): a full disk leaves
+    an OutputError and no file cut short under a final name. Returns both paths."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    with tempfile.TemporaryDirectory(prefix=".reid_export_", dir=folder) as tmp_dir:
+        try:
+            made = export_symbol(embedding, cfg, os.path.join(tmp_dir, "net"))
+        except (OSError, mx.base.MXNetError) as exc:
+            raise OutputError("cannot write %s-symbol.json and %s-0000.params: %s; nothing was "
+                              "written under those names"
+                              % (prefix, prefix, error_line(exc).rstrip("."))) from exc
+        written = []
+        for src, path in zip(made, ("%s-symbol.json" % prefix, "%s-0000.params" % prefix),
+                             strict=True):
+            with output_path(path, overwrite, "exported file") as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(path)
+    return written
+
+
 def export_onnx(embedding, cfg, path):
     """`path`: the ONNX model of `embedding` (input "data", N x 3 x H x W normalised RGB, N
     dynamic), converted by mx.onnx from the exported symbol; written atomically."""
@@ -38,7 +60,8 @@ def export_onnx(embedding, cfg, path):
     except ImportError as exc:
         raise ModelError("--format onnx needs onnx and onnxruntime: pip install -e '.[export]' "
                          "(%s)" % exc) from exc
-    with tempfile.TemporaryDirectory(prefix="reid_export_") as tmp_dir, atomic_path(path) as tmp:
+    with tempfile.TemporaryDirectory(prefix="reid_export_") as tmp_dir, \
+            output_path(path, what="ONNX file") as tmp:
         sym, params = export_symbol(embedding, cfg, os.path.join(tmp_dir, "net"))
         mx.onnx.export_model(sym, params, in_shapes=[_input_shape(cfg)], in_types=[np.float32],
                              onnx_file_path=tmp, dynamic=True,
@@ -50,19 +73,8 @@ def export_onnx(embedding, cfg, path):
         inputs = [i for i in model.graph.input if i.name not in weights]
         del model.graph.input[:]
         model.graph.input.extend(inputs)
-        onnx.helper.set_model_props(model, {"written_by": PRODUCER})  # see onnx_is_ours
         onnx.save(model, tmp)
     return path
-
-
-def onnx_is_ours(path):
-    """True when `path` is an ONNX model this package exported (metadata written_by)."""
-    try:
-        import onnx
-        model = onnx.load(path, load_external_data=False)
-    except Exception:  # noqa: BLE001 - any unreadable file is not ours
-        return False
-    return any(p.key == "written_by" and p.value == PRODUCER for p in model.metadata_props)
 
 
 def parity_batches(cfg, image_paths, num_random=4, seed=0):
@@ -116,17 +128,15 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
         raise OutputError("--prefix: folder %s does not exist" % folder)
     path = prefix + ".onnx"
     if fmt == "mxnet":
-        # Gluon's symbol and parameter files carry no mark of who wrote them: any existing one
-        # is kept unless --overwrite.
         for name in ("%s-symbol.json" % prefix, "%s-0000.params" % prefix):
-            check_output_file(name, overwrite, None, "exported file")
+            check_output_file(name, overwrite, "exported file")
     if fmt == "onnx":
-        check_output_file(path, overwrite, onnx_is_ours, "ONNX file")
+        check_output_file(path, overwrite, "ONNX file")
         batches = parity_batches(cfg, check_images, num_random)  # before anything is written
     # On the CPU whatever GPUS says: the export's forward pass and the parity check feed CPU arrays.
     embedding = FeatureExtractor(cfg, params_path, ctx=[mx.cpu()]).embedding
     if fmt == "mxnet":
-        return {"files": list(export_symbol(embedding, cfg, prefix))}
+        return {"files": export_symbol_files(embedding, cfg, prefix, overwrite)}
     unchecked = path + ".unchecked"
     try:
         export_onnx(embedding, cfg, unchecked)
@@ -137,11 +147,11 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
         raise
     worst = max(diffs.values())
     if worst > PARITY_TOLERANCE:
-        os.replace(unchecked, path + ".rejected")
+        move_output(unchecked, path + ".rejected", overwrite=True)
         raise ParityError("%s: onnxruntime's features differ from MXNet's by up to %.3g (%s), "
                           "above the tolerance %g: kept as %s.rejected, do not use it"
                           % (path, worst, ", ".join("%s images %.3g" % kv
                                                     for kv in diffs.items()), PARITY_TOLERANCE,
                              path))
-    os.replace(unchecked, path)
+    move_output(unchecked, path, overwrite, "ONNX file")
     return {"files": [path], "max_abs_diff": diffs, "max_abs_diff_all": worst}

@@ -6,19 +6,7 @@ import html
 import os
 from urllib.parse import quote
 
-from ..fileio import PRODUCER, atomic_path
-
-# The HTML pages carry this mark, so a later run may replace them (fileio.check_output_file).
-_HTML_MARK = '<meta name="generator" content="%s">' % PRODUCER
-
-
-def html_is_ours(path):
-    """True when `path` is an HTML page write_html wrote."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return _HTML_MARK in f.read(4096)
-    except OSError:
-        return False
+from ..fileio import output_path
 
 
 def image_url(relpath):
@@ -32,7 +20,7 @@ def shown_name(name):
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def write_html(path, queries):
+def write_html(path, queries, overwrite=False):
     """An HTML page (written atomically) showing each query and its ranked images, with the
     distances; image links are relative to the page's folder where possible."""
     base = os.path.dirname(os.path.abspath(path))
@@ -46,18 +34,18 @@ def write_html(path, queries):
         html.escape(shown_name(q)), img(q, "query"),
         "".join(img(p, "%d: %.4f" % (r, d)) for r, (p, d) in enumerate(ranked, 1)))
         for q, ranked in queries]
-    page = ("<!doctype html><meta charset=utf-8>" + _HTML_MARK + "<title>search results</title>"
+    page = ("<!doctype html><meta charset=utf-8><title>search results</title>"
             "<style>"
             ".row{display:flex;gap:6px}figure{margin:0;font:11px sans-serif}</style>\n"
             + "\n".join(rows) + "\n")
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with output_path(path, overwrite, "--html") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(page)
 
 
-def write_png(path, queries):
+def write_png(path, queries, overwrite=False):
     """One PNG, a row per query: the query and its ranked images with their distances."""
     from ..evaluation.plots import RankItem, write_rank_lists
     rows = [(RankItem(q, shown_name(os.path.basename(q)), None),
              [RankItem(p, "%s\nd %.3f" % (shown_name(os.path.basename(p))[:16], d), None)
               for p, d in ranked]) for q, ranked in queries]
-    write_rank_lists(path, rows)
+    write_rank_lists(path, rows, overwrite=overwrite)

@@ -16,7 +16,7 @@ from gluoncv.model_zoo import model_store as gluoncv_store
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
 from ..errors import ModelError, error_line
-from ..fileio import PRODUCER, atomic_path, check_output_file, file_sha256, json_is_ours
+from ..fileio import check_output_file, file_sha256, is_ours, output_path
 from .backbones import (
     BACKBONES,
     HF_PREFIX,
@@ -117,8 +117,9 @@ def hub_cache_paths(repo):
 
 
 def _cached_record(params, record):
-    """The cache record when it is ours and the .params file still has its SHA-256, else None."""
-    if not (os.path.isfile(params) and json_is_ours(record)):
+    """The cache record when the package wrote it (fileio.is_ours) and the .params file still
+    has its SHA-256, else None."""
+    if not (os.path.isfile(params) and is_ours(record)):
         return None
     with open(record, encoding="utf-8") as f:
         data = json.load(f)
@@ -134,8 +135,9 @@ def hub_weights_file(repo, backbone):
         check_pairing(backbone, cached.get("backbone"), HF_PREFIX + repo)
         return params
     os.makedirs(models_dir(), exist_ok=True)
-    for path, what in ((params, "cached weights"), (record, "weights record")):
-        check_output_file(path, is_ours=lambda _: json_is_ours(record), what=what)
+    # A damaged .params beside the package's own record is the package's cache: rebuilt.
+    check_output_file(params, is_ours(record), "cached weights", advice="move it away")
+    check_output_file(record, what="weights record", advice="move it away")
     from huggingface_hub import hf_hub_download
     try:
         source = hf_hub_download(repo_id=repo, filename=HF_FILE)
@@ -147,12 +149,12 @@ def hub_weights_file(repo, backbone):
                             HF_FILE)) from exc
     tensors = read_safetensors(source)
     check_pairing(backbone, timm_backbone(tensors, source), HF_PREFIX + repo)
-    with atomic_path(params) as tmp:
+    with output_path(params, True, "cached weights") as tmp:  # checked above
         mx.nd.save(tmp, {k: mx.nd.array(v) for k, v in timm_to_gluoncv(tensors).items()})
     revision = os.path.basename(os.path.dirname(source))  # the Hub cache's snapshots/<commit>/
-    with atomic_path(record) as tmp:
+    with output_path(record, what="weights record", advice="move it away") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"written_by": PRODUCER, "source": HF_PREFIX + repo, "file": HF_FILE,
+            json.dump({"source": HF_PREFIX + repo, "file": HF_FILE,
                        "revision": revision, "backbone": backbone,
                        "safetensors_sha256": file_sha256(source), "params_sha256": file_sha256(params)},
                       f, indent=1)
