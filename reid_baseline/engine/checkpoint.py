@@ -18,7 +18,7 @@ import shutil
 
 import mxnet as mx
 
-from ..errors import CheckpointError, NonFiniteParameters, error_line
+from ..errors import CheckpointError, NonFiniteParameters, OutputError, error_line
 from ..fileio import atomic_path, file_sha256
 from .amp import loss_scaler_state, restore_loss_scaler
 from .optimizer_state import optimizer_arrays, restore_optimizer
@@ -72,7 +72,7 @@ def save_parameters(net, path):
     try:
         with atomic_path(path) as tmp:
             net.save_parameters(tmp)
-    except (OSError, mx.base.MXNetError) as exc:
+    except (OSError, OutputError, mx.base.MXNetError) as exc:  # OutputError: a full disk
         raise CheckpointError("could not write %s: %s" % (path, error_line(exc))) from exc
 
 
@@ -124,7 +124,7 @@ def save_checkpoint(run_dir, net, trainer, epoch, interrupted=False, keep=0):
             _remove(path)
         if os.path.exists(old):  # put the earlier folder back
             os.replace(old, final)
-        if not isinstance(exc, (OSError, mx.base.MXNetError)):
+        if not isinstance(exc, (OSError, OutputError, mx.base.MXNetError)):
             raise
         raise CheckpointError("could not write checkpoint %s (%s); the earlier checkpoints are "
                               "intact" % (final, error_line(exc))) from exc
