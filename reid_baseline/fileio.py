@@ -190,4 +190,7 @@ def unlock_folder(folder):
     """Release a lock_folder lock this process holds (a no-op when it holds none)."""
     f = _HELD.pop(os.path.realpath(folder), None)
     if f is not None:
+        import fcntl
+        # Unlocked, not only closed: a data loader's forked workers hold copies of the descriptor.
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
         f.close()
