@@ -309,8 +309,8 @@ def stage_rerank_features_msmt17(workdir, repeats):
 
 
 def stage_search(workdir, repeats):
-    """inference.store.exact_top_k: 10 queries x the gallery in search_gf.npy, top 10."""
-    from reid_baseline.inference.store import exact_top_k
+    """inference.exact.exact_top_k: 10 queries x the gallery in search_gf.npy, top 10."""
+    from reid_baseline.inference.exact import exact_top_k
     (gf,) = _load(workdir, "search_gf")
     qf = gf[:10] + 0
     base = _current_rss_mb()
@@ -347,7 +347,7 @@ def main(argv=None):
                     help="also run re_ranking_features on an MSMT17-sized problem (11,659 x "
                          "82,161, 256-d; ~5 GB, minutes)")
     ap.add_argument("--search-gallery", type=int, default=0, metavar="N",
-                    help="also time the exact search (inference.store.exact_top_k) of 10 queries in N random 2048-d "
+                    help="also time the exact search (inference.exact.exact_top_k) of 10 queries in N random 2048-d "
                          "gallery features (N * 8 KB of RAM)")
     ap.add_argument("--workdir", help="directory for intermediate .npy files (default: temp)")
     args = ap.parse_args(argv)

@@ -93,7 +93,8 @@ def measure(folder, mode, queries, batches, seed=0):
         q = _views(rng.integers(0, len(store) // IMAGES_PER_ID, queries), rng, seed)
         start = time.time()
         if mode == "exact":
-            idx, _ = index.exact_top_k(q, store.features, 10)
+            from reid_baseline.inference.exact import exact_top_k
+            idx, _ = exact_top_k(q, store.features, 10)
         else:
             from reid_baseline.inference.approximate import approximate_top_k
             idx, _ = approximate_top_k(store, q, 10)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from reid_baseline.errors import ConfigError, DatasetError, OutputError
+from reid_baseline.inference import exact
 from reid_baseline.inference import store as index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,10 +73,10 @@ def test_store_gives_the_top_k_of_its_features_in_memory(tmp_path, monkeypatch):
     assert isinstance(store.features, np.memmap) and store.features.shape == (300, 16)
     queries = _unit(rng, 7, 16)
     # Small blocks: the store is read in 10-row blocks.
-    monkeypatch.setattr(index, "SEARCH_BLOCK_BYTES", 10 * 16 * 4)
+    monkeypatch.setattr(exact, "SEARCH_BLOCK_BYTES", 10 * 16 * 4)
     for metric in ("cosine", "euclidean"):
-        i_s, d_s = index.exact_top_k(queries, store.features, 12, metric)
-        i_n, d_n = index.exact_top_k(queries, feats, 12, metric)
+        i_s, d_s = exact.exact_top_k(queries, store.features, 12, metric)
+        i_n, d_n = exact.exact_top_k(queries, feats, 12, metric)
         brute = np.argsort(((queries[:, None] - feats[None]) ** 2).sum(-1), axis=1,
                            kind="stable")[:, :12]
         np.testing.assert_array_equal(i_s, i_n)
@@ -375,7 +376,7 @@ def test_approximate_index_finds_the_exact_answer_on_clustered_data(tmp_path):
     assert index.FeatureStore(str(tmp_path / "c.index")).manifest["approximate"] == info
     queries = centres[:10] + 0.01 * rng.standard_normal((10, 32)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact_i, exact_d = index.exact_top_k(queries, store.features, 10)
+    exact_i, exact_d = exact.exact_top_k(queries, store.features, 10)
     approx_i, approx_d = approximate_top_k(store, queries, 10)
     np.testing.assert_array_equal(approx_i, exact_i)
     np.testing.assert_allclose(approx_d, exact_d, atol=1e-5)

@@ -222,17 +222,17 @@ def test_zero_or_negative_cells_are_one_rule_in_both_commands(monkeypatch, capsy
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])
 def test_top_k_search_is_exact_with_ties(monkeypatch, block):
     from reid_baseline.evaluation.distances import compute_distance
-    from reid_baseline.inference import store as index
-    monkeypatch.setattr(index, "SEARCH_BLOCK_ENTRIES", block)
+    from reid_baseline.inference import exact
+    monkeypatch.setattr(exact, "SEARCH_BLOCK_ENTRIES", block)
     rng = np.random.default_rng(3)
     gal = rng.integers(-2, 3, (50, 4)).astype(np.float32)  # coarse values: many exact ties
     q = gal[[0, 5, 9]] + 0.0
-    idx, dist = index.exact_top_k(q, gal, 8, metric="euclidean")
+    idx, dist = exact.exact_top_k(q, gal, 8, metric="euclidean")
     full = compute_distance(q, gal, "euclidean")
     expected = np.argsort(full, axis=1, kind="stable")[:, :8]  # ties: lower index first
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_array_equal(dist, np.take_along_axis(full, expected, axis=1))
-    assert index.exact_top_k(q, gal[:3], 8)[0].shape == (3, 3)  # fewer items than topk
+    assert exact.exact_top_k(q, gal[:3], 8)[0].shape == (3, 3)  # fewer items than topk
 
 
 def test_result_pages_link_file_names_with_hash_and_question_marks(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, OutputError, error_line
 from ..fileio import atomic_path
-from .store import exact_top_k
+from .exact import exact_top_k
 
 APPROXIMATE = "approximate.faiss"
 ADD_BLOCK = 1 << 16  # rows converted to float32 at a time while adding

@@ -200,7 +200,8 @@ class ReIDModel(FeatureExtractor):
         from ..evaluation.distances import top_k
         from ..evaluation.rerank import re_ranking_features
         from .approximate import check_cells
-        from .store import exact_top_k, open_gallery
+        from .exact import exact_top_k
+        from .store import open_gallery
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
             raise ConfigError("topk must be an integer >= 1, got %r" % (topk,))
         check_cells(nprobe=nprobe)

@@ -1,4 +1,4 @@
-"""The feature store of an image folder, and exact top-k queries over it.
+"""The feature store of an image folder: a memory-mapped features file built resumably.
 
 A store is a folder a query memory-maps instead of loading:
   manifest.json      what the store holds ("written_by": PRODUCER, count, dim, dtype, the
@@ -22,7 +22,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DatasetError, OutputError
-from ..evaluation.distances import compute_distance, top_k
 from ..fileio import PRODUCER, atomic_path, read_json_object
 
 STORE_FORMAT = "reid_baseline feature store"
@@ -31,8 +30,6 @@ CONFIG, PROGRESS = "config.yaml", "progress.json"
 STORE_FILES = (MANIFEST, FEATURES, PATHS, OFFSETS, CONFIG, PROGRESS, "approximate.faiss")
 DTYPES = ("float32", "float16")
 CHUNK_IMAGES = 2048  # images per extraction call: a stop loses at most this much work
-SEARCH_BLOCK_ENTRIES = 1 << 24  # query x gallery distances per block (64 MB of float32)
-SEARCH_BLOCK_BYTES = 1 << 26  # float32 gallery rows per block (64 MB)
 
 
 def _write_json(path, data):
@@ -279,26 +276,3 @@ def open_gallery(path):
         raise DatasetError("gallery %s is a file; an index is a folder written by search.py "
                            "index" % path)
     return FeatureStore(path)
-
-
-def exact_top_k(query_feats, gallery_feats, topk, metric="cosine"):
-    """(indices, distances), each (Q, min(topk, G)): the `topk` nearest gallery rows of each
-    query in order (ties: lower gallery index first), exact. The gallery (an array or a
-    memory map, float32 or float16) is read in blocks of rows: at most SEARCH_BLOCK_ENTRIES
-    distances and SEARCH_BLOCK_BYTES of float32 rows exist at once, whatever its size."""
-    n_q, n_g = len(query_feats), len(gallery_feats)
-    k = min(int(topk), n_g)
-    dim = max(1, gallery_feats.shape[1])
-    block = max(k, min(SEARCH_BLOCK_ENTRIES // max(n_q, 1), SEARCH_BLOCK_BYTES // (4 * dim)))
-    best_i = np.zeros((n_q, 0), dtype=np.int64)
-    best_d = np.zeros((n_q, 0), dtype=np.float32)
-    for a in range(0, n_g, block):
-        dist = compute_distance(query_feats, gallery_feats[a:a + block], metric=metric)
-        idx = top_k(dist, min(k, dist.shape[1]))
-        # Earlier blocks first: at equal distance the lower gallery index stays ahead.
-        cand_i = np.concatenate([best_i, idx + a], axis=1)
-        cand_d = np.concatenate([best_d, np.take_along_axis(dist, idx, axis=1)], axis=1)
-        keep = top_k(cand_d, k)
-        best_i = np.take_along_axis(cand_i, keep, axis=1)
-        best_d = np.take_along_axis(cand_d, keep, axis=1)
-    return best_i, best_d
