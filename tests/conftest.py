@@ -68,15 +68,20 @@ TINY_OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def make_tiny_cfg(toy_market_root):
-    """make_tiny_cfg(output_dir, *overrides): a small CPU config on the toy set."""
+def tiny_config_maker(root):
+    """make(output_dir, *overrides): the TINY_OVERRIDES config on the set at `root`."""
     from reid_baseline.config import load_config
 
     def make(output_dir, *overrides):
-        return load_config(None, TINY_OVERRIDES + ["DATASETS.ROOT", toy_market_root,
+        return load_config(None, TINY_OVERRIDES + ["DATASETS.ROOT", root,
                                                    "OUTPUT_DIR", str(output_dir)] + list(overrides))
     return make
+
+
+@pytest.fixture(scope="session")
+def make_tiny_cfg(toy_market_root):
+    """make_tiny_cfg(output_dir, *overrides): a small CPU config on the toy set."""
+    return tiny_config_maker(toy_market_root)
 
 
 @pytest.fixture(scope="session")
@@ -100,12 +105,7 @@ def small_toy_root(small_toy):
 @pytest.fixture(scope="session")
 def make_small_cfg(small_toy_root):
     """make_small_cfg(output_dir, *overrides): make_tiny_cfg's config on the small toy set."""
-    from reid_baseline.config import load_config
-
-    def make(output_dir, *overrides):
-        return load_config(None, TINY_OVERRIDES + ["DATASETS.ROOT", small_toy_root,
-                                                   "OUTPUT_DIR", str(output_dir)] + list(overrides))
-    return make
+    return tiny_config_maker(small_toy_root)
 
 
 @pytest.fixture(scope="session")
