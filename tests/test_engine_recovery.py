@@ -191,6 +191,9 @@ def _failing_writes(run_dir, monkeypatch, target):
         def write(self, text):
             raise OSError(28, "No space left on device")
 
+        def writelines(self, lines):
+            raise OSError(28, "No space left on device")
+
         def __enter__(self):
             return self
 
@@ -214,7 +217,9 @@ def _failing_writes(run_dir, monkeypatch, target):
 
         def full_open(path, *args, **kwargs):
             f = real_open(path, *args, **kwargs)
-            return FullDisk(f) if os.path.basename(str(path)).startswith(target) else f
+            mode = args[0] if args else kwargs.get("mode", "r")
+            writes = any(c in mode for c in "wax+")  # reading the rows back still works
+            return FullDisk(f) if writes and os.path.basename(str(path)).startswith(target) else f
         monkeypatch.setattr("builtins.open", full_open)
 
 

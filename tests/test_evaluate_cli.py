@@ -104,7 +104,7 @@ def test_evaluate_never_replaces_a_users_file(run_copy, small_toy, tmp_path, mon
                                  "--params", params, "--output", mine, "--visualize", "2",
                                  "--overwrite")
     assert code == 0, err
-    assert json.loads(mine.read_text())["num_query"] == 136
+    assert json.loads(mine.read_text())["num_query"] == small_toy["query_images"]
     assert len(glob.glob(str(ranklists / "*.png"))) == 2
 
 

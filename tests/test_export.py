@@ -64,7 +64,7 @@ def test_parity_above_tolerance_fails_with_one_line(trained, tmp_path, monkeypat
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "0.0035" in err and "tolerance 0.0001" in err and "bad.onnx.rejected" in err
-    assert sorted(os.listdir(tmp_path)) == ["bad.onnx.rejected"]  # never under the real name
+    assert _onnx_files(tmp_path) == ["bad.onnx.rejected"]  # never under the real name
 
 
 # Run by a bare Python in which `import reid_baseline` fails: only MXNet reads the export.
@@ -158,9 +158,13 @@ def test_onnx_file_is_named_only_after_its_check_passes(trained, tmp_path, monke
     code, out, err = run_script(monkeypatch, capsys, *args)
     assert code == 0, err
     assert _onnx_files(tmp_path) == ["c.onnx"]
-    # a user's file at the name is never replaced (the fake file carries no mark)
+    # the package's own, unedited file is replaced; once a user changed it, it never is
+    assert run_script(monkeypatch, capsys, *args)[0] == 0
+    tmp_path.joinpath("c.onnx").write_text("edited by hand")
     code, out, err = run_script(monkeypatch, capsys, *args)
-    assert code == 2 and "ONNX file %s exists and was not written by" % (tmp_path / "c.onnx") in err
+    assert code == 2 and "ONNX file %s exists and is not a file the package wrote" \
+        % (tmp_path / "c.onnx") in err
+    assert tmp_path.joinpath("c.onnx").read_text() == "edited by hand"
     assert run_script(monkeypatch, capsys, *args, "--overwrite")[0] == 0
 
 

@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
 
 from reid_baseline.config import load_config
-from reid_baseline.errors import ModelError
+from reid_baseline.errors import ModelError, OutputError
 from reid_baseline.modeling import pretrained
 from reid_baseline.modeling.network import build_model
 
@@ -336,6 +336,25 @@ def test_hub_cache_never_replaces_a_users_file(hub, resnet50_file, tmp_path):
         build_model(_cfg("MODEL.BACKBONE", "resnet50_v1b",
                          "MODEL.PRETRAINED", "hf:timm/resnet50.gluon_in1k"), 3)
     assert (models / "hf-timm--resnet50.gluon_in1k.params").read_bytes() == b"a user's file"
+
+
+def test_a_full_disk_while_caching_hub_weights_is_one_line_and_no_cut_file(hub, resnet50_file,
+                                                                         tmp_path, monkeypatch):
+    hub.files["timm/resnet50.gluon_in1k"] = resnet50_file
+
+    def full_disk_save(path, arrays):  # MXNet's writer: some bytes out, then its own error
+        with open(path, "wb") as f:
+            f.write(b"\0" * 1000)
+        raise mx.base.MXNetError("[12:00:00] src/io/local_filesys.cc:166: Check failed: "
+                                 "No space left on device")
+    monkeypatch.setattr(pretrained.mx.nd, "save", full_disk_save)
+    with pytest.raises(OutputError) as err:
+        build_model(_cfg("MODEL.BACKBONE", "resnet50_v1b",
+                         "MODEL.PRETRAINED", "hf:timm/resnet50.gluon_in1k"), 3)
+    params = tmp_path / "mxnet_home" / "models" / "hf-timm--resnet50.gluon_in1k.params"
+    assert str(err.value).startswith("cannot write %s: " % params)
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(os.listdir(str(params.parent))) == []  # no cut file, no record, no temporary
 
 
 def test_hub_offline_is_a_one_line_error_naming_the_file(hub):

@@ -19,7 +19,7 @@ import shutil
 import mxnet as mx
 
 from ..errors import CheckpointError, NonFiniteParameters, OutputError, error_line
-from ..fileio import atomic_path, file_sha256
+from ..fileio import atomic_path, file_sha256, output_path
 from .amp import loss_scaler_state, restore_loss_scaler
 from .optimizer_state import optimizer_arrays, restore_optimizer
 
@@ -66,11 +66,11 @@ def _file_digest(path):
 
 
 def save_parameters(net, path):
-    """Write `net`'s parameters to `path` atomically, refusing non-finite values
+    """Write `net`'s parameters to `path` through fileio.output_path (atomic, recorded), refusing non-finite values
     (NonFiniteParameters) and turning a failed write into a CheckpointError."""
     _refuse_non_finite(non_finite_parameters(net), path)
-    try:
-        with atomic_path(path) as tmp:
+    try:  # recorded in the folder's manifest: the next run may replace it, a user's file never
+        with output_path(path, what="run file") as tmp:
             net.save_parameters(tmp)
     except (OSError, OutputError, mx.base.MXNetError) as exc:  # OutputError: a full disk
         raise CheckpointError("could not write %s: %s" % (path, error_line(exc))) from exc

@@ -44,8 +44,8 @@ RESUMABLE_KEYS = frozenset((
     "DATASETS.VERIFY_COUNTS", "TEST.BATCH_SIZE", "GPUS", "OUTPUT_DIR"))
 
 # Files a run writes: a run refuses a folder where one of them is not the package's own.
-RUN_OUTPUTS = (CONFIG_FILE, METRICS_FILE, CONFIG_CHANGES_FILE, "curves.png", "cmc.png",
-               "results.json")
+RUN_OUTPUTS = (CONFIG_FILE, METRICS_FILE, CONFIG_CHANGES_FILE, "model_final.params",
+               "curves.png", "cmc.png", "results.json")
 _ADVICE = "move it away or train into another OUTPUT_DIR"
 
 # Temporary names of the run folder's own atomic writes (fileio.atomic_path: "<name>.tmp<pid>").

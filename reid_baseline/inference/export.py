@@ -42,13 +42,14 @@ def export_symbol_files(embedding, cfg, prefix, overwrite=False):
             raise OutputError("cannot write %s-symbol.json and %s-0000.params: %s; nothing was "
                               "written under those names"
                               % (prefix, prefix, error_line(exc).rstrip("."))) from exc
-        written = []
-        for src, path in zip(made, ("%s-symbol.json" % prefix, "%s-0000.params" % prefix),
-                             strict=True):
-            with output_path(path, overwrite, "exported file") as tmp:
-                shutil.copyfile(src, tmp)
-            written.append(path)
-    return written
+        paths = ["%s-symbol.json" % prefix, "%s-0000.params" % prefix]
+        # Nested: both copies are complete before either replaces its name, so a full disk
+        # never leaves a new symbol beside old params.
+        with output_path(paths[0], overwrite, "exported file") as symbol_tmp, \
+                output_path(paths[1], overwrite, "exported file") as params_tmp:
+            shutil.copyfile(made[0], symbol_tmp)
+            shutil.copyfile(made[1], params_tmp)
+    return paths
 
 
 def export_onnx(embedding, cfg, path):

@@ -15,7 +15,7 @@ from gluoncv.model_zoo import get_model
 from gluoncv.model_zoo import model_store as gluoncv_store
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
-from ..errors import ModelError, error_line
+from ..errors import ModelError, OutputError, error_line
 from ..fileio import check_output_file, file_sha256, is_ours, output_path
 from .backbones import (
     BACKBONES,
@@ -149,8 +149,12 @@ def hub_weights_file(repo, backbone):
                             HF_FILE)) from exc
     tensors = read_safetensors(source)
     check_pairing(backbone, timm_backbone(tensors, source), HF_PREFIX + repo)
-    with output_path(params, True, "cached weights") as tmp:  # checked above
-        mx.nd.save(tmp, {k: mx.nd.array(v) for k, v in timm_to_gluoncv(tensors).items()})
+    try:
+        with output_path(params, True, "cached weights") as tmp:  # checked above
+            mx.nd.save(tmp, {k: mx.nd.array(v) for k, v in timm_to_gluoncv(tensors).items()})
+    except mx.base.MXNetError as exc:  # MXNet's own writer on a full disk
+        raise OutputError("cannot write %s: %s; nothing was written under that name"
+                          % (params, error_line(exc).rstrip("."))) from exc
     revision = os.path.basename(os.path.dirname(source))  # the Hub cache's snapshots/<commit>/
     with output_path(record, what="weights record", advice="move it away") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
