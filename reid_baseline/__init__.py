@@ -6,10 +6,12 @@ import importlib.util as _importlib_util
 import os as _os
 import sys as _sys
 
+from .errors import install_hint as _install_hint
+
 MXNET_MISSING = (
-    "MXNet is not installed: from the repository, pip install -c constraints.txt -e '.[cpu]' "
-    "(CPU), or '.[cu112]' / '.[cu117]' (CUDA, GPUs up to Ampere); for Ada/Hopper GPUs use NVIDIA's "
-    "MXNet container (docs/GPU.md)")
+    "MXNet is not installed: from the repository, %s (CPU), or %s / %s (CUDA, GPUs up to "
+    "Ampere); for Ada/Hopper GPUs use NVIDIA's MXNet container (docs/GPU.md)"
+    % (_install_hint("cpu"), _install_hint("cu112"), _install_hint("cu117")))
 
 if _importlib_util.find_spec("mxnet") is None:
     # A command line of the repository (train.py, scripts/*.py) says it as the commands say

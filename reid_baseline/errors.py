@@ -56,6 +56,14 @@ class OutputError(ReIDError):
     folder, or an existing file the package did not write (and no --overwrite)."""
 
 
+def install_hint(*extras):
+    """The one form of every install command the package prints, the README's: from the
+    repository, with the pinned set, `pip install -c constraints.txt -e '.[EXTRA,...]'`
+    (`-e .` with no extra: the package and its plain requirements)."""
+    target = "'.[%s]'" % ",".join(extras) if extras else "."
+    return "pip install -c constraints.txt -e %s" % target
+
+
 def error_line(exc):
     """The line of an exception's text that says what failed.
 

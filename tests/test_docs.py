@@ -293,3 +293,75 @@ def test_contributing_layout_lists_every_module_and_only_existing_paths():
               or p.endswith("/") != os.path.isdir(os.path.join(ROOT, p))]
     assert not absent, "docs/CONTRIBUTING.md's layout lists what does not exist: %s" % (
         ", ".join(absent))
+
+
+@pytest.mark.timeout(60)
+def test_the_tensorboard_page_names_the_viewer_and_the_writers_folder(make_tiny_cfg, tmp_path,
+                                                                      monkeypatch):
+    from reid_baseline.engine import hooks
+    text = _read(os.path.join(ROOT, "docs", "GETTING_STARTED.md"))
+    assert "SOLVER.TENSORBOARD True" in text
+    # The viewer is installed beside (a package of its own) and pointed at the writer's folder.
+    assert re.search(r"bin/pip install -q tensorboard\n", text)
+    [logdir] = re.findall(r"bin/tensorboard --logdir (\S+)", text)
+    output_dir, folder = os.path.split(logdir)
+    # The folder the training writes to, as the engine builds it.
+    opened = []
+    monkeypatch.setattr(hooks, "open_tensorboard", opened.append)
+    cfg = make_tiny_cfg(tmp_path / output_dir, "SOLVER.TENSORBOARD", "True")
+    hooks.build_hooks(cfg, cfg.OUTPUT_DIR, None, None, None, None, None, True)
+    assert opened == [os.path.join(cfg.OUTPUT_DIR, folder)]
+    assert output_dir == _config_value("market1501.yml", "OUTPUT_DIR")
+
+
+def _config_value(name, key):
+    from reid_baseline.config import load_config
+    cfg = load_config(os.path.join(ROOT, "configs", name))
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.timeout(120)
+def test_the_quick_starts_numbers(toy_market, toy_market_root):
+    import mxnet as mx
+    import numpy as np
+
+    from reid_baseline.config import load_config
+    from reid_baseline.data.datasets import load_dataset
+    from reid_baseline.evaluation.protocol import chance_rank1
+    from reid_baseline.modeling.network import build_model
+    text = _read(os.path.join(ROOT, "README.md"))
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    printed = dict(re.findall(r"^(rank1|mAP \(trapezoid[^)]*\))\s+([\d.]+)$", section, re.M))
+    rank1, mean_ap = float(printed["rank1"]), float(printed["mAP (trapezoid AP, Market-1501)"])
+    low, high, map_low, map_high = map(float, re.search(
+        r"Rank-1 ([\d.]+) to ([\d.]+) and mAP ([\d.]+) to ([\d.]+)", section.replace("\n", " "))
+        .groups())
+    # The printed run is one end of the measured range, rounded.
+    assert low <= round(rank1, 1) <= high and map_low <= round(mean_ap, 1) <= map_high
+    assert round(rank1, 1) in (low, high) and round(mean_ap, 1) in (map_low, map_high)
+    # The chance line, computed here on the generated set the demo uses.
+    data = load_dataset("market1501", toy_market_root, verify_counts=False)
+    q, g = data.query, data.gallery
+    chance = 100 * chance_rank1(np.array([r.pid for r in q]), np.array([r.pid for r in g]),
+                                np.array([r.camid for r in q]), np.array([r.camid for r in g]))
+    assert "Rank-1 %.1f%%;" % chance in section
+    assert "chance line the demo prints last (%.1f%%)" % chance in section
+    assert low > 10 * chance  # "far above"
+    # Disk: the generated set (the demo's generator, defaults), the final model and a checkpoint.
+    disk = re.search(r"about (\d+) MB of disk in `runs/demo_toy` \(the final model, (\d+) MB, "
+                     r"and the last checkpoint, (\d+) MB with Adam's state\) plus (\d+) MB for "
+                     r"the generated set", section.replace("\n", " "))
+    total, model_mb, checkpoint_mb, set_mb = map(int, disk.groups())
+    used = sum(os.stat(os.path.join(d, f)).st_blocks * 512
+               for d, _, files in os.walk(os.path.dirname(toy_market_root)) for f in files)
+    assert abs(used / 1e6 - set_mb) <= max(1, 0.3 * set_mb), used
+    assert abs(model_mb + checkpoint_mb - total) <= 0.05 * total
+    cfg = load_config(os.path.join(ROOT, "configs", "demo_toy.yml"))
+    net = build_model(cfg, len(set(r.pid for r in data.train)))
+    net(mx.nd.zeros((1, 3, cfg.INPUT.HEIGHT, cfg.INPUT.WIDTH)))
+    weights = sum(p.data().size * 4 for p in net.collect_params().values())
+    assert abs(weights / 1e6 - model_mb) <= 3, weights
+    # Adam keeps two moments per weight: a checkpoint holds about three copies of them.
+    assert 2 * model_mb < checkpoint_mb <= 3 * model_mb

@@ -141,3 +141,12 @@ def test_tensorboard_without_tensorboardx_cannot_run(monkeypatch, capsys, toy_ma
     fail = [ln for ln in out.splitlines() if ln.startswith("[fail]")]
     assert fail == ["[fail] SOLVER.TENSORBOARD needs tensorboardX: pip install -c "
                     "constraints.txt -e '.[tensorboard]'"]
+
+
+def test_a_missing_data_set_line_gives_its_fix(monkeypatch, capsys, tmp_path):
+    code, out, err = run_script(monkeypatch, capsys, "scripts/doctor.py", "--config", DEMO,
+                                "DATASETS.ROOT", tmp_path / "none")
+    assert code == 1, out + err
+    [line] = [ln for ln in out.splitlines() if ln.startswith("[fail] data set:")]
+    assert "fix: python scripts/prepare_dataset.py market1501 --out %s" % (tmp_path / "none") \
+        in line

@@ -1,6 +1,7 @@
 """scripts/export_model.py and reid_baseline.inference.export: symbol+params and ONNX with parity."""
 import glob
 import os
+import re
 
 import mxnet as mx
 import numpy as np
@@ -23,11 +24,30 @@ def _toy_batch(cfg, paths):
     return parity_batches(cfg, paths, num_random=1)["real"]
 
 
-@pytest.mark.slow
-def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path, monkeypatch,
-                                             capsys):
-    import onnxruntime
+def _cosines(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
+
+def _test_time(embedding, batch, flip=True):
+    """extract()'s post-processing written out here with numpy: mirror along the width,
+    average, L2-normalise."""
+    feat = embedding(mx.nd.array(batch)).asnumpy().astype(np.float64)
+    if flip:
+        feat = (feat + embedding(mx.nd.array(batch[:, :, :, ::-1].copy())).asnumpy()) / 2
+    return feat / np.linalg.norm(feat, axis=1, keepdims=True)
+
+
+def _onnx_features(path, batch):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+@pytest.mark.slow
+def test_onnx_export_gives_what_extract_gives(trained, toy_market_root, tmp_path, monkeypatch,
+                                              capsys):
+    from reid_baseline import ReIDModel
     from reid_baseline.modeling.network import load_trained_model
     cfg, config, params = trained
     query_dir = os.path.join(toy_market_root, "query")
@@ -36,18 +56,67 @@ def test_onnx_export_reproduces_the_features(trained, toy_market_root, tmp_path,
                                  "--format", "onnx", "--check-images", query_dir)
     assert code == 0, err
     assert "random images" in out and "real images" in out and "OK" in out
+    assert re.search(r"extract\(\) on real images [-0-9.e]+; lowest cosine to extract\(\) "
+                     r"(?:0\.99999\d\d|1\.0000000)", out), out
     # Independently of the script's own check: a batch of 5 real images (the file was
-    # exported with batch 1, so the batch axis is dynamic) gives MXNet's features.
+    # exported with batch 1, so the batch axis is dynamic) gives ReIDModel.extract()'s
+    # features, mirrored and normalised, not the network's raw ones.
     paths = sorted(glob.glob(os.path.join(query_dir, "*.jpg")))[-5:]
     batch = _toy_batch(cfg, paths)
-    session = onnxruntime.InferenceSession(str(tmp_path / "reid.onnx"),
-                                           providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: batch})[0]
-    expected = load_trained_model(cfg, params).embedding(mx.nd.array(batch)).asnumpy()
-    assert got.shape == (5, 512)
-    assert np.abs(got - expected).max() < 1e-4
-    assert np.abs(expected).max() > 1e-2  # real features, not a trivial zero output
+    got = _onnx_features(tmp_path / "reid.onnx", batch)
+    extracted = ReIDModel.load(cfg.OUTPUT_DIR).extract(paths)
+    assert got.shape == extracted.shape == (5, 512)
+    assert np.abs(got - extracted).max() < 1e-4
+    assert _cosines(got, extracted).min() > 0.99999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    embedding = load_trained_model(cfg, params).embedding
+    assert np.abs(got - _test_time(embedding, batch)).max() < 1e-4
+    raw = embedding(mx.nd.array(batch)).asnumpy()
+    assert np.linalg.norm(raw, axis=1).min() > 1.5  # the raw feature is not what users get
     assert not glob.glob(str(tmp_path / "*.tmp*"))
+    # --raw: the network's feature alone
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+                                 config, "--params", params, "--prefix", tmp_path / "raw",
+                                 "--format", "onnx", "--check-images", query_dir, "--raw")
+    assert code == 0, err
+    assert "raw feature" in out and "extract()" not in out.split("\n")[-2]
+    np.testing.assert_allclose(_onnx_features(tmp_path / "raw.onnx", batch), raw, rtol=0,
+                               atol=1e-4)
+
+
+def _doc_onnx_example():
+    """The Python block of docs/INFERENCE.md's Export section."""
+    from conftest import ROOT
+    with open(os.path.join(ROOT, "docs", "INFERENCE.md"), encoding="utf-8") as f:
+        section = f.read().split("\n## Export\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
+    assert len(blocks) == 1, "expected one Python example in INFERENCE.md's Export section"
+    return blocks[0]
+
+
+@pytest.mark.slow
+def test_the_documented_onnxruntime_example_gives_extracts_feature(trained, toy_market_root,
+                                                                    tmp_path, monkeypatch):
+    from reid_baseline import ReIDModel
+    from reid_baseline.inference.export import export_model
+    cfg, config, params = trained
+    code = _doc_onnx_example()
+    assert len(code.strip().splitlines()) <= 10
+    assert "import reid_baseline" not in code and "from reid_baseline" not in code
+    onnx_path = export_model(cfg, params, str(tmp_path / "reid"), "onnx")["files"][0]
+    # The example's paths are the demo's: here the session's run and toy set stand in for them.
+    image = sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[3]
+    code = code.replace("runs/demo_toy/reid.onnx", onnx_path)
+    code = code.replace("runs/demo_toy", cfg.OUTPUT_DIR)
+    code = re.sub(r"data/toy_market1501/Market-1501-v15\.09\.15/query/\w+\.jpg", image, code)
+    assert onnx_path in code and image in code and cfg.OUTPUT_DIR + "/config.yaml" in code
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "docs/INFERENCE.md", "exec"), namespace)
+    feature = namespace["feature"]
+    expected = ReIDModel.load(cfg.OUTPUT_DIR).extract([image])
+    assert feature.shape == expected.shape == (1, 512)
+    assert _cosines(feature, expected)[0] > 0.99999
 
 
 def test_parity_above_tolerance_fails_with_one_line(trained, tmp_path, monkeypatch, capsys):
@@ -56,8 +125,9 @@ def test_parity_above_tolerance_fails_with_one_line(trained, tmp_path, monkeypat
     # The threshold logic alone: no conversion, a difference above 1e-4 on the real images.
     monkeypatch.setattr(export, "export_onnx",
                         lambda embedding, cfg, path: open(path, "w").close() or path)
-    monkeypatch.setattr(export, "onnx_max_difference",
-                        lambda *a: {"random": 2e-6, "real": 3.5e-3})
+    monkeypatch.setattr(export, "onnx_runner", lambda path: None)
+    monkeypatch.setattr(export, "parity", lambda *a: {
+        "max_abs_diff": {"random": 2e-6, "real": 3.5e-3}, "min_cosine": None})
     code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "bad",
                                  "--format", "onnx", "--check-images", tmp_path)
@@ -113,8 +183,52 @@ def test_symbol_export_loads_without_the_package(trained, toy_market_root, tmp_p
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, output.decode(errors="replace")
-    expected = load_trained_model(cfg, params).embedding(mx.nd.array(batch)).asnumpy()
+    # extract()'s post-processing is in the exported graph: mirror, average, normalise.
+    expected = _test_time(load_trained_model(cfg, params).embedding, batch)
     np.testing.assert_allclose(np.load(str(tmp_path / "got.npy")), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_symbol_export_follows_the_configs_test_flip(trained, toy_market_root, tmp_path,
+                                                     monkeypatch, capsys):
+    from reid_baseline.config import load_config
+    from reid_baseline.evaluation.features import FeatureExtractor
+    from reid_baseline.modeling.network import load_trained_model
+    cfg, config, params = trained
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+                                 config, "--params", params, "--prefix", tmp_path / "noflip",
+                                 "TEST.FLIP_FEATURES", "False")
+    assert code == 0, err
+    assert "lowest cosine to extract()" in out  # checked against extract() on DATASETS.ROOT
+    net = mx.gluon.SymbolBlock.imports(str(tmp_path / "noflip-symbol.json"), ["data"],
+                                       str(tmp_path / "noflip-0000.params"))
+    paths = sorted(glob.glob(os.path.join(toy_market_root, "query", "*.jpg")))[:4]
+    batch = _toy_batch(cfg, paths)
+    got = net(mx.nd.array(batch)).asnumpy()
+    embedding = load_trained_model(cfg, params).embedding
+    np.testing.assert_allclose(got, _test_time(embedding, batch, flip=False), rtol=0, atol=1e-5)
+    assert np.abs(got - _test_time(embedding, batch, flip=True)).max() > 1e-3
+    noflip = load_config(config, ["TEST.FLIP_FEATURES", "False"])
+    np.testing.assert_allclose(got, FeatureExtractor(noflip, params)(paths), rtol=0, atol=1e-5)
+
+
+def test_a_symbol_export_that_fails_its_check_writes_nothing(trained, tmp_path, monkeypatch,
+                                                            capsys):
+    from reid_baseline.inference import export
+    cfg, config, params = trained
+    # An exported graph whose features are off by 0.01 from MXNet's.
+    monkeypatch.setattr(export, "symbol_runner", lambda prefix: (
+        lambda batch: cfg_block[0](mx.nd.array(batch)).asnumpy() + 0.01))
+    cfg_block = []
+    real_block = export.export_block
+    monkeypatch.setattr(export, "export_block",
+                        lambda *a, **k: cfg_block.append(real_block(*a, **k)) or cfg_block[0])
+    code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
+                                 config, "--params", params, "--prefix", tmp_path / "s",
+                                 "--check-images", tmp_path)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "random images 0.01" in err and "nothing was written" in err
+    assert os.listdir(str(tmp_path)) == []
 
 
 def _onnx_files(folder):
@@ -139,16 +253,17 @@ def test_onnx_file_is_named_only_after_its_check_passes(trained, tmp_path, monke
     cfg, config, params = trained
     checked = []
 
-    def fake_check(embedding, path, batches):
+    def fake_runner(path):
         assert path != str(tmp_path / "c.onnx") and os.path.isfile(path)
         checked.append(path)
         if len(checked) == 1:
             raise RuntimeError("onnxruntime crashed")
-        return {"random": 1e-6}
 
     monkeypatch.setattr(export, "export_onnx",
                         lambda embedding, cfg, path: open(path, "w").close() or path)
-    monkeypatch.setattr(export, "onnx_max_difference", fake_check)
+    monkeypatch.setattr(export, "onnx_runner", fake_runner)
+    monkeypatch.setattr(export, "parity", lambda *a: {"max_abs_diff": {"random": 1e-6},
+                                                      "min_cosine": None})
     args = ["scripts/export_model.py", "--config", config, "--params", params, "--prefix",
             tmp_path / "c", "--format", "onnx", "--check-images", tmp_path / "none"]
     tmp_path.joinpath("none").mkdir()

@@ -395,7 +395,7 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 
     from reid_baseline.inference.approximate import import_faiss
     monkeypatch.setitem(sys.modules, "faiss", None)
-    with pytest.raises(ConfigError, match=r"reid_baseline\[faiss\]"):
+    with pytest.raises(ConfigError, match=r"pip install -c constraints\.txt -e '\.\[faiss\]'"):
         import_faiss()
 
 

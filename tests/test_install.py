@@ -137,3 +137,28 @@ def test_installing_into_an_environment_with_mxnet_leaves_it_alone(tmp_path, pac
     done = run([python, "-c", check], timeout=300, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout) == ["opencv-python"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.slow
+def test_a_script_beside_a_clone_named_like_the_package_is_in_troubleshooting(tmp_path):
+    """The namespace-package clash: the message the user sees is the one the page names, and
+    the page's fix (another name for the clone's folder) makes the script work."""
+    if run([sys.executable, "-c", "import reid_baseline"], 60, cwd=tmp_path).returncode:
+        pytest.skip("the package is not installed in this Python (only on PYTHONPATH)")
+    with open(os.path.join(ROOT, "docs", "TROUBLESHOOTING.md"), encoding="utf-8") as f:
+        page = f.read()
+    parent = tmp_path / "work"
+    (parent / "reid_baseline" / "reid_baseline").mkdir(parents=True)  # the clone's layout
+    (parent / "reid_baseline" / "reid_baseline" / "__init__.py").write_text("")
+    script = parent / "use_model.py"
+    script.write_text("from reid_baseline import ReIDModel\nprint('found', ReIDModel.__name__)\n")
+    done = run([sys.executable, script], 60, cwd=parent)
+    assert done.returncode == 1
+    message = done.stderr.strip().splitlines()[-1]
+    assert message == "ImportError: cannot import name 'ReIDModel' from 'reid_baseline' " \
+        "(unknown location)"
+    assert "**`%s`**" % message in page
+    (parent / "reid_baseline").rename(parent / "reid-baseline")
+    done = run([sys.executable, script], 60, cwd=parent)
+    assert (done.returncode, done.stdout) == (0, "found ReIDModel\n"), done.stderr

@@ -46,6 +46,54 @@ def test_preflight_stops_a_misfit_before_training(monkeypatch, capsys, tmp_path,
     assert not out_dir.exists()
 
 
+@pytest.mark.timeout(60)
+def test_no_data_set_and_no_gpu_are_both_named_before_work(monkeypatch, capsys, tmp_path):
+    out_dir, nowhere = tmp_path / "run", tmp_path / "nowhere"
+    code, out, err = run_script(monkeypatch, capsys, "train.py", "--config", DEMO, "--gpus", "0",
+                                "DATASETS.ROOT", nowhere, "OUTPUT_DIR", out_dir)
+    assert code == 2 and err.startswith("error: 2 problems: (1) data set: ") and err.count("\n") == 1
+    data, gpu = err.split("; (2) ")
+    assert "%s: dataset folder does not exist" % nowhere in data
+    assert gpu.startswith("GPUS [0]: this MXNet was built without CUDA") and "--gpus" in gpu
+    assert not out_dir.exists() and not nowhere.exists()
+    # One problem alone is said as before, with its own error class.
+    with pytest.raises(DatasetError) as one:
+        preflight.preflight(demo_cfg(str(nowhere)))
+    assert not str(one.value).startswith("2 problems") and "GPUS" not in str(one.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_data_set_comes_with_the_command_that_makes_it(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+    root = tmp_path / "toy"
+    cfg = demo_cfg(str(root))
+    [finding], data = preflight.check_dataset(cfg)
+    assert data is None and finding.status == "fail"
+    assert ("fix: python scripts/prepare_dataset.py market1501 --out %s " % root) in finding.line
+    # The demo's config verifies no counts: the generated set's command comes too, and works.
+    command = finding.line.split("for the generated set: ")[1]
+    assert command.startswith("python scripts/make_toy_dataset.py market1501 --out ")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    words = shlex.split(command)
+    subprocess.run([sys.executable] + words[1:], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=50)
+    assert preflight.check_dataset(cfg)[1] is not None
+    # A set without an official archive (your own images) is pointed to by DATASETS.ROOT.
+    cfg = load_config(DEMO, ["DATASETS.NAME", "folder", "DATASETS.ROOT", str(tmp_path / "x")])
+    [finding], _ = preflight.check_dataset(cfg)
+    assert finding.line.endswith("fix: set DATASETS.ROOT to the folder of your images "
+                                 "(docs/DATASETS.md)")
+    # The official set's config: the download command alone.
+    cfg = load_config(os.path.join(ROOT, "configs", "market1501.yml"),
+                      ["DATASETS.ROOT", str(tmp_path / "m")])
+    [finding], _ = preflight.check_dataset(cfg)
+    assert finding.line.endswith("fix: python scripts/prepare_dataset.py market1501 --out %s "
+                                 "(checks and extracts the official zip; docs/DATASETS.md)"
+                                 % (tmp_path / "m"))
+
+
 class CudaBuild(object):
     """mx.runtime.Features of a CUDA build."""
 

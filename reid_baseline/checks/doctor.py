@@ -20,7 +20,7 @@ from ..engine.preflight import (
     version_tuple,
 )
 from ..environment import installed_version
-from ..errors import DatasetError
+from ..errors import DatasetError, install_hint
 from ..modeling.pretrained import weights_status
 
 
@@ -33,18 +33,18 @@ def check_packages():
                                                  ": tested on 3.10 and 3.11 only",))))
     numpy_version = installed_version("numpy")
     out.append(Finding("ok", "numpy %s" % numpy_version) if version_tuple(numpy_version) < (1, 24)
-               else Finding("fail", "numpy %s: MXNet 1.9.1 needs numpy < 1.24 (np.bool); fix: "
-                            "pip install -c constraints.txt 'numpy<1.24'" % numpy_version))
+               else Finding("fail", "numpy %s: MXNet 1.9.1 needs numpy < 1.24 (np.bool); fix: %s "
+                            "(constraints.txt pins numpy 1.23.5)" % (numpy_version, install_hint())))
     gluoncv = installed_version("gluoncv")
     out.append(Finding("ok", "GluonCV %s" % gluoncv) if gluoncv and version_tuple(gluoncv) >= (0, 7)
-               else Finding("fail", "GluonCV %s: 0.7 or later needed; fix: pip install -c "
-                            "constraints.txt -e ." % gluoncv))
+               else Finding("fail", "GluonCV %s: 0.7 or later needed; fix: %s"
+                            % (gluoncv, install_hint())))
     opencv = sorted(set(importlib.metadata.packages_distributions().get("cv2", [])))
     out.append(Finding("ok", "OpenCV: %s" % (", ".join(opencv) or "cv2 installed outside pip"))
                if len(opencv) <= 1 else Finding(
         "warn", "OpenCV: %s share the cv2 folder (one overwrites the other); fix: pip uninstall "
-        "%s, then pip install --force-reinstall -c constraints.txt opencv-python"
-        % (" and ".join(opencv), " ".join(opencv))))
+        "%s, then %s (it installs opencv-python alone)"
+        % (" and ".join(opencv), " ".join(opencv), install_hint())))
     return out
 
 

@@ -82,7 +82,7 @@ _C.SOLVER.HYBRIDIZE = True  # hybridize with static_alloc/static_shape
 # dist_sync | dist_device_sync (one worker of a job started by MXNet's launcher, DMLC_* env).
 _C.SOLVER.KVSTORE = "device"
 _C.SOLVER.AMP = "none"  # mixed precision (mxnet.contrib.amp): none | float16 (GPU) | bfloat16 (CPU)
-_C.SOLVER.TENSORBOARD = False  # TensorBoard scalars in OUTPUT_DIR/tensorboard (tensorboardX extra)
+_C.SOLVER.TENSORBOARD = False  # TensorBoard scalars in OUTPUT_DIR/tensorboard (tensorboard extra; viewer: GETTING_STARTED.md)
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()

@@ -4,13 +4,14 @@ import sys
 
 import mxnet as mx
 
-from ..errors import DeviceError, error_line
+from ..errors import DeviceError, error_line, install_hint
 
 GPU_INSTALL_HINT = (
     "Install a CUDA build of MXNet in a fresh virtualenv (never beside the CPU mxnet): "
-    "pip install -c constraints.txt -e '.[cu112]' (mxnet-cu112) or '.[cu117]' (mxnet-cu117); their "
+    "%s (mxnet-cu112) or %s (mxnet-cu117); their "
     "kernels cover GPUs of compute capability 5.0 to 8.6, Maxwell to Ampere; for Ada and Hopper "
-    "use NVIDIA's MXNet container (docs/GPU.md). scripts/doctor.py checks a machine for a config.")
+    "use NVIDIA's MXNet container (docs/GPU.md). scripts/doctor.py checks a machine for a config."
+    % (install_hint("cu112"), install_hint("cu117")))
 
 CPU_HINT = ("To run on the CPU (e.g. a run trained on a GPU), pass --gpus \"\" on the command "
             "line, or the overrides [\"GPUS\", \"[]\"] in Python.")

@@ -1,22 +1,23 @@
 """The pre-training check: can this config start training here? A misfit stops in seconds.
 
 preflight(cfg) checks, in the order a user fixes them, that the launcher's environment fits
-SOLVER.KVSTORE, the data set is found, the backbone weights are there (or downloadable),
-tensorboardX is there if SOLVER.TENSORBOARD, and each configured GPU runs a convolution; the
-first problem is raised as a ReIDError. The checks return findings (status, line) that the
+SOLVER.KVSTORE, the data set is found, tensorboardX is there if SOLVER.TENSORBOARD, each
+configured GPU runs a convolution (all problems among these raised at once as one ReIDError
+line), and then that the backbone weights are there (or downloadable). The checks return findings (status, line) that the
 doctor (checks/doctor.py) also reports.
 """
 import collections
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
 
 import mxnet as mx
 
-from ..data.datasets import build_datasets
+from ..data.datasets import build_datasets, query_gallery_source
 from ..environment import check_launcher_env
-from ..errors import ConfigError, DatasetError, DeviceError
+from ..errors import ConfigError, DatasetError, DeviceError, install_hint
 from ..modeling.pretrained import weights_file
 from .devices import CPU_HINT
 from .telemetry import tensorboard_writer_class
@@ -25,9 +26,9 @@ from .telemetry import tensorboard_writer_class
 Finding = collections.namedtuple("Finding", "status line")
 
 NGC_ROUTE = ("use NVIDIA's MXNet container nvcr.io/nvidia/mxnet:24.06-py3 (MXNet 1.9.1, CUDA "
-             "12.4) and install with pip install -c constraints.txt -e . (docs/GPU.md)")
-WHEEL_ROUTE = ("in a fresh venv: pip install -c constraints.txt -e '.[cu112]' (mxnet-cu112) or "
-               "'.[cu117]' (mxnet-cu117): kernels for compute capability 5.0 to 8.6")
+             "12.4) and install with %s (docs/GPU.md)" % install_hint())
+WHEEL_ROUTE = ("in a fresh venv: %s (mxnet-cu112) or %s (mxnet-cu117): kernels for compute "
+               "capability 5.0 to 8.6" % (install_hint("cu112"), install_hint("cu117")))
 # Minimum driver for a CUDA major version under CUDA's minor-version compatibility (CUDA
 # toolkit release notes, table 2).
 MIN_DRIVER = {11: "450.80.02", 12: "525.60.13"}
@@ -171,12 +172,33 @@ def check_gpus(cfg, features, timeout=120):
     return out
 
 
+def dataset_fix(cfg, problem):
+    """The fix for a data set that cannot be loaded: the scripts/prepare_dataset.py command
+    for a set with an official archive (and, for a config that does not verify the official
+    counts, such as the demo's, the generated set's command), else where DATASETS.ROOT must
+    point."""
+    from ..data.prepare import ARCHIVES
+    name, root = cfg.DATASETS.NAME, cfg.DATASETS.ROOT
+    test_name, test_root = query_gallery_source(cfg)
+    if str(problem).startswith(os.path.abspath(os.path.expanduser(test_root))):
+        name, root = test_name, test_root  # the query/gallery set of a cross-data-set test
+    if name not in ARCHIVES:
+        return "set DATASETS.ROOT to the folder of your images (docs/DATASETS.md)"
+    zip_name, url, _ = ARCHIVES[name]
+    fix = "python scripts/prepare_dataset.py %s --out %s%s (checks and extracts the official " \
+        "zip; docs/DATASETS.md)" % (name, root, "" if url else " --zip ~/Downloads/" + zip_name)
+    if not cfg.DATASETS.VERIFY_COUNTS:
+        fix += "; for the generated set: python scripts/make_toy_dataset.py %s --out %s" % (
+            name, root)
+    return fix
+
+
 def check_dataset(cfg):
     """([finding], the loaded data set or None)."""
     try:
         data = build_datasets(cfg)
     except DatasetError as exc:
-        return [Finding("fail", "data set: %s" % exc)], None
+        return [Finding("fail", "data set: %s; fix: %s" % (exc, dataset_fix(cfg, exc)))], None
     return [Finding("ok", "data set %s at %s: %d training images of %d identities, %d query, "
                     "%d gallery" % (cfg.DATASETS.NAME, cfg.DATASETS.ROOT, len(data.train),
                                     data.num_train_pids, len(data.query), len(data.gallery)))], data
@@ -196,21 +218,20 @@ def check_tensorboard(cfg):
 
 def preflight(cfg, gpu_timeout=120):
     """The quick part of check() before a training run: the launcher's environment fits
-    SOLVER.KVSTORE, the data set is found, the weights are there (or downloadable),
-    tensorboardX is there if SOLVER.TENSORBOARD, each configured GPU runs a convolution.
-    Raises the first problem as a ReIDError (ConfigError, DatasetError, ModelError or
-    DeviceError)."""
+    SOLVER.KVSTORE; the data set is found, tensorboardX is there if SOLVER.TENSORBOARD, each
+    configured GPU runs a convolution (every problem among these in one ReIDError of the first
+    one's kind: DatasetError, ConfigError or DeviceError); then the weights are there (or
+    downloadable, else ModelError)."""
     check_launcher_env(cfg.SOLVER.KVSTORE)  # how the process was started comes first
     found, data = check_dataset(cfg)
-    if data is None:
-        raise DatasetError(found[0].line)
+    problems = [(DatasetError, f.line) for f in found if f.status == "fail"]
+    problems += [(ConfigError, f.line) for f in check_tensorboard(cfg) if f.status == "fail"]
+    mxnet_findings, features = check_mxnet(cfg)
+    problems += [(DeviceError, f.line) for f in mxnet_findings + check_gpus(
+        cfg, features, gpu_timeout) if f.status == "fail"]
+    if problems:  # every problem at once: the user fixes them in one go
+        error, line = problems[0]
+        raise error(line if len(problems) == 1 else "%d problems: %s" % (len(problems), "; ".join(
+            "(%d) %s" % (i, text) for i, (_, text) in enumerate(problems, 1))))
     # Downloaded now when missing; offline, the ModelError names the file and the alternatives.
     weights_file(cfg.MODEL.BACKBONE, cfg.MODEL.PRETRAINED)
-    for problem in check_tensorboard(cfg):
-        if problem.status == "fail":
-            raise ConfigError(problem.line)
-    mxnet_findings, features = check_mxnet(cfg)
-    problems = [f for f in mxnet_findings + check_gpus(cfg, features, gpu_timeout)
-                if f.status == "fail"]
-    if problems:
-        raise DeviceError(problems[0].line)

@@ -14,7 +14,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, install_hint
 
 # Layers counted for the cost of a forward pass: multiply-adds of convolutions and dense layers
 # (pooling, BatchNorm, activations and additions are a few percent and not counted, as in the
@@ -158,8 +158,8 @@ def tensorboard_writer_class():
     try:
         from tensorboardX import SummaryWriter
     except ImportError as exc:
-        raise ConfigError("SOLVER.TENSORBOARD needs tensorboardX: pip install -c "
-                          "constraints.txt -e '.[tensorboard]'") from exc
+        raise ConfigError("SOLVER.TENSORBOARD needs tensorboardX: %s"
+                          % install_hint("tensorboard")) from exc
     return SummaryWriter
 
 

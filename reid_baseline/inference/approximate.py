@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, OutputError, error_line
+from ..errors import ConfigError, DatasetError, OutputError, error_line, install_hint
 from ..fileio import atomic_path
 from .exact import exact_top_k
 
@@ -28,8 +28,8 @@ def import_faiss():
     try:
         import faiss
     except ImportError as exc:
-        raise ConfigError("the approximate index needs faiss: pip install "
-                          "'reid_baseline[faiss]' (faiss-cpu)") from exc
+        raise ConfigError("the approximate index needs faiss: %s (faiss-cpu)"
+                          % install_hint("faiss")) from exc
     return faiss
 
 
