@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import DatasetError, OutputError
 from ..fileio import check_output_file, output_path
+from ..progress import progress_bar
 from .distances import compute_distance
 from .features import FeatureExtractor, image_features
 from .protocol import AP_MODES, evaluate_ranking
@@ -50,12 +51,17 @@ def evaluate_extractor(cfg, extract, dataset, with_ranking=False):
     image_features)."""
     q_feats = _split_features(extract, dataset.query, "query")
     g_feats = _split_features(extract, dataset.gallery, "gallery")
-    distmat = gallery_distances(cfg, q_feats, g_feats)
+    bar = progress_bar(total=1 + len(AP_MODES), desc="distances and metrics", unit="steps")
+    distmat = gallery_distances(cfg, q_feats, g_feats)  # re-ranking logs its own progress
+    bar.update(1)
     q_pids, q_camids = record_ids(dataset.query)
     g_pids, g_camids = record_ids(dataset.gallery)
     # Both AP definitions are reported (0.05 s each at Market-1501 size); "mAP" is TEST.AP_MODE's.
-    ranked = {mode: evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
-              for mode in AP_MODES}
+    ranked = {}
+    for mode in AP_MODES:
+        ranked[mode] = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
+        bar.update(1)
+    bar.close()
     chosen = ranked[cfg.TEST.AP_MODE]
     if not chosen["num_valid_queries"]:
         # Every metric would be NaN (and NaN is not JSON): say why instead.
