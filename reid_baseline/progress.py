@@ -113,6 +113,8 @@ class LogProgress(object):
     def update(self, n=1):
         """`n` more done; writes a line when one is due."""
         self.n += n
+        if self.total and self.n >= self.total:
+            return  # all done: close() says so
         now = self._clock()
         since = now - self._last
         step = self.fraction * self.total if self.total else None
