@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from conftest import package_png, run_script
+from reid_baseline import progress
 from reid_baseline.errors import OutputError
 from reid_baseline.evaluation import features
 from reid_baseline.evaluation.evaluator import results_path, save_results
@@ -161,20 +162,18 @@ def test_feature_extraction_shows_a_progress_bar_per_split(make_small_cfg, small
 
     bars = []
 
-    def recording_tqdm(iterable, **kwargs):
-        bars.append(dict(kwargs, batches=len(iterable)))
-        return iterable
+    def recording_bar(**kwargs):
+        bars.append(kwargs)
+        return progress.progress_bar(**kwargs)
 
-    monkeypatch.setattr(features, "tqdm", recording_tqdm)
+    monkeypatch.setattr(features, "progress_bar", recording_bar)
     cfg = make_small_cfg(tmp_path)
     evaluate_retrieval(cfg, build_model(cfg, small_toy["train_ids"]),
                        load_market1501(small_toy["root"], False), [mx.cpu()])
-    # query and gallery images in batches of 64 (TEST.BATCH_SIZE); silent when not on a terminal
-    batches = [-(-small_toy[split + "_images"] // 64) for split in ("query", "gallery")]
-    assert batches[0] != batches[1]  # the bars are told apart by their lengths too
-    assert [(b["desc"], b["batches"]) for b in bars] == [("features query", batches[0]),
-                                                         ("features gallery", batches[1])]
-    assert all(b["leave"] is False and b["disable"] is None for b in bars)
+    # query and gallery images, counted in images; lines in a log (reid_baseline.progress)
+    images = [small_toy[split + "_images"] for split in ("query", "gallery")]
+    assert [(b["desc"], b["total"], b["unit"], b["log_lines"]) for b in bars] == [
+        ("features query", images[0], "img", True), ("features gallery", images[1], "img", True)]
 
 
 @pytest.fixture

@@ -158,7 +158,8 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
                      [0.1, 0.9, 0.2, 0.3, 0.4, 0.5],      # q1: g1 ranked 5th -> the worst
                      [0.3, 0.4, 0.2, 0.1, 0.5, 0.6],      # q2: g2 first -> AP 1
                      [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]], np.float32)
-    data = collections.namedtuple("Data", "query gallery")(query, gallery)
+    data = collections.namedtuple("Data", "query gallery camera_offset distractor_pid")(
+        query, gallery, 1, 0)
     ids = ([r.pid for r in query], [r.pid for r in gallery], [1] * 4, [r.camid for r in gallery])
     ranked = evaluate_ranking(dist, ids[0], ids[1], ids[2], ids[3], max_rank=5)
     drawn = {}
@@ -169,15 +170,22 @@ def test_rank_lists_show_the_protocols_ranking_of_the_worst_queries(images, tmp_
                                             evaluator.Ranking(data, dist, ranked), visualize=2,
                                             top=4)
     assert os.path.basename(written[0]) == "cmc_rerank.png"
-    # Worst: q1 (AP 0.1); the random one of the other valid queries (q0, q2; seed 0) is q2.
-    assert sorted(drawn) == ["random_01_query00002.png", "worst_01_query00001.png"]
+    # The random one: seed 0's first of the 4 queries; the worst of the others by AP: q1
+    # (AP 0.1) unless q1 is the random one, then q0 (AP 1, before q2's by index).
+    random_one = np.random.RandomState(0).permutation(4)[0]
+    worst = 0 if random_one == 1 else 1
+    assert sorted(drawn) == sorted(["random_01_query%05d.png" % random_one,
+                                    "worst_01_query%05d.png" % worst])
+    assert worst == 1 and random_one == 2  # the cases below
     (q, items), = drawn["worst_01_query00001.png"]
     # 1 match at rank 5, trapezoid AP: (old precision 0 + precision 1/5) / 2
     assert q.path == images[1] and "AP 0.10" in q.caption
     # Junk (g3) and nothing else of this query's camera is left out; g4 is pid 1, kept.
     assert [i.path for i in items] == [images[4], images[6], images[8], images[9]]
     assert [bool(i.match) for i in items] == [False, False, False, False]
-    assert items[0].caption == "id 1 cam 2\nd 0.100"
+    # camid 1 is the files' camera 2; g5 (pid 0) is a distractor
+    assert items[0].caption == "%s\nid 1 cam 3\nd 0.100" % os.path.basename(images[4])
+    assert items[3].caption == "%s\ndistractor cam 4\nd 0.500" % os.path.basename(images[9])
     (q, items), = drawn["random_01_query00002.png"]
     # q2: g3 is junk and left out; g2 (pid 3, camera 2) is its match.
     assert [i.path for i in items] == [images[6], images[4], images[5], images[8]]
@@ -204,3 +212,119 @@ def test_rank_lists_and_result_pages_of_file_names_that_are_not_utf8(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert os.path.getsize(str(tmp_path / "r.png")) > 0
     assert 'src="q%FF.png"' in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def _names_say(path):
+    """(identity text, camera) as the Market-1501 file name of `path` gives them, read here
+    with a pattern of its own: 0000 is a distractor."""
+    import re
+    pid, cam = re.match(r"^(-1|\d{4})_c(\d)s\d+_", os.path.basename(path)).groups()
+    return ("distractor" if int(pid) == 0 else "id %d" % int(pid)), int(cam)
+
+
+@pytest.fixture(scope="module")
+def small_set(small_toy_root):
+    from reid_baseline.data.datasets.market1501 import load_market1501
+    return load_market1501(small_toy_root, verify_counts=False)
+
+
+def _ranking(dataset, seed):
+    """A Ranking of `dataset` by random distances (true matches somewhat closer)."""
+    from reid_baseline.evaluation import evaluator
+    from reid_baseline.evaluation.protocol import evaluate_ranking
+    (q_pids, q_cams), (g_pids, g_cams) = (evaluator.record_ids(dataset.query),
+                                          evaluator.record_ids(dataset.gallery))
+    dist = np.random.RandomState(seed).rand(len(q_pids), len(g_pids)).astype(np.float32)
+    dist[q_pids[:, None] == g_pids[None]] *= 0.5
+    return evaluator.Ranking(dataset, dist, evaluate_ranking(dist, q_pids, g_pids, q_cams,
+                                                             g_cams, max_rank=10))
+
+
+def test_rank_list_captions_follow_the_file_names(small_set):
+    from reid_baseline.evaluation.evaluator import rank_list_captions
+    query = small_set.query[5]
+    distractors = [r for r in small_set.gallery if r.pid == 0][:2]
+    gallery = distractors + [r for r in small_set.gallery if r.pid == query.pid][:3]
+    assert len(distractors) == 2 and len(gallery) == 5
+    distances = np.linspace(0.1, 0.5, 5)
+    captions = rank_list_captions(query, gallery, distances, 0.25, small_set.camera_offset,
+                                  small_set.distractor_pid)
+    assert len(captions) == 6
+    for record, caption, value in zip([query] + gallery, captions,
+                                      ["AP 0.25"] + ["d %.3f" % d for d in distances],
+                                      strict=True):
+        who, camera = _names_say(record.path)
+        assert caption.split("\n") == [os.path.basename(record.path),
+                                       "%s cam %d" % (who, camera), value]
+    # A long name is cut in the middle, its start and end kept.
+    long_name = "0000_000_01_0303morning_0015_0.jpg"
+    short = visualize.short_name("/x/" + long_name)
+    assert len(short) == visualize.NAME_CHARS < len(long_name)
+    assert short == long_name[:11] + "\u2026" + long_name[-11:]
+
+
+def test_rank_pictures_are_drawn_with_a_legend_and_no_junk(small_set, tmp_path, monkeypatch):
+    from reid_baseline.config import load_config
+    from reid_baseline.evaluation import evaluator
+    junk = [n for n in os.listdir(os.path.dirname(small_set.gallery[0].path))
+            if n.startswith("-1_")]
+    assert junk and all(r.pid != -1 for r in small_set.gallery)  # junk never reaches a ranking
+    drawn = []
+    draw = visualize.write_rank_lists
+    monkeypatch.setattr(visualize, "write_rank_lists",
+                        lambda path, rows: drawn.append(rows) or draw(path, rows))
+    written = evaluator.write_rank_pictures(load_config(None, []), str(tmp_path),
+                                            _ranking(small_set, 0), visualize=2)
+    assert len(written) == 3 and len(drawn) == 2
+    for path, rows in zip(written[1:], drawn, strict=True):
+        (query, items), = rows
+        for item in [query] + items:
+            assert not os.path.basename(item.path).startswith("-1_")
+            who, camera = _names_say(item.path)
+            assert item.caption.split("\n")[:2] == [os.path.basename(item.path),
+                                                    "%s cam %d" % (who, camera)]
+        img = Image.open(path)
+        assert img.size == (11 * 125, 300)
+        legend = img.crop((img.size[0] // 2, 0, img.size[0], 25))  # above the tiles
+        for colour in visualize._MATCH_COLOURS.values():
+            assert _pixels_near(legend, colour) > 20
+    # Search results (no identities known) get no legend: blue borders only, no green or red.
+    query = RankItem(small_set.query[0].path, "q", None)
+    visualize.write_rank_lists(str(tmp_path / "search.png"),
+                               [(query, [RankItem(r.path, "r", None)
+                                         for r in small_set.gallery[:10]])])
+    top = Image.open(str(tmp_path / "search.png")).crop((11 * 125 // 2, 0, 11 * 125, 25))
+    assert _pixels_near(top, visualize._MATCH_COLOURS[True]) == 0
+
+
+def test_random_queries_depend_on_the_seed_and_the_query_list_only(small_set):
+    from reid_baseline.evaluation.evaluator import random_queries
+    queries = small_set.query
+    picked = random_queries(queries, 5, seed=3)
+    assert len(set(picked.tolist())) == 5 and all(0 <= i < len(queries) for i in picked)
+    assert random_queries(list(queries), 5, seed=3).tolist() == picked.tolist()
+    assert random_queries(queries, 5, seed=4).tolist() != picked.tolist()
+    assert len(random_queries(queries[:3], 5)) == 3
+
+
+def test_plain_and_re_ranked_rank_lists_show_the_same_random_queries(small_set, tmp_path,
+                                                                     monkeypatch):
+    from reid_baseline.config import load_config
+    from reid_baseline.evaluation import evaluator
+    shown = {}
+    for rerank, seed in (("False", 0), ("True", 1)):  # two different rankings
+        names = []
+        monkeypatch.setattr(visualize, "write_rank_lists",
+                            lambda path, rows, names=names: names.append(os.path.basename(path)))
+        ranking = _ranking(small_set, seed)
+        evaluator.write_rank_pictures(load_config(None, ["TEST.RERANK", rerank]),
+                                      str(tmp_path), ranking, visualize=8)
+        shown[rerank] = {n[len("random_01_"):] for n in names if n.startswith("random_")}
+        worst = {n[len("worst_01_"):] for n in names if n.startswith("worst_")}
+        assert len(shown[rerank]) == 4 and len(worst) == 4 and not shown[rerank] & worst
+        # the worst are the lowest APs of the queries not drawn at random
+        ap = ranking.ranked["query_ap"]
+        others = sorted(set(range(len(ap))) - {int(n[5:10]) for n in shown[rerank]},
+                        key=lambda q: (ap[q], q))
+        assert worst == {"query%05d.png" % q for q in others[:4]}
+    assert shown["False"] == shown["True"]

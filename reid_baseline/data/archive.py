@@ -15,6 +15,7 @@ import zipfile
 import zlib
 
 from ..errors import DatasetError
+from ..progress import progress_bar
 
 GIB = 1 << 30
 # The bound for a set without a known size (and the largest a --max-size may ask for).
@@ -23,9 +24,12 @@ HARD_LIMIT = (1000000, 64 * GIB)
 def md5sum(path, chunk_size=1 << 20):
     """Hex MD5 digest of a file, read in chunks (the zip is ~150 MB)."""
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, progress_bar(total=os.fstat(f.fileno()).st_size, unit="B",
+                                             desc="MD5 of " + os.path.basename(path),
+                                             unit_scale=True) as bar:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
+            bar.update(len(chunk))
     return digest.hexdigest()
 
 
@@ -81,7 +85,9 @@ def safe_extract(zip_path, out_dir, limits=HARD_LIMIT):
             for info in infos:
                 _check_member(info, out_real, zip_path)
             check_archive(zip_path, infos, limits, out_real)
-            for info in infos:
+            bar = progress_bar(infos, desc="extracting " + os.path.basename(zip_path),
+                               unit="files")
+            for info in bar:
                 current = info.filename
                 target = os.path.join(out_real, info.filename.replace("\\", "/"))
                 if info.is_dir():

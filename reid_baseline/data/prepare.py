@@ -19,6 +19,7 @@ import shutil
 import tempfile
 
 from ..errors import DatasetError
+from ..progress import progress_bar
 from .archive import GIB, HARD_LIMIT, extract_into, md5sum
 from .datasets import load_dataset
 from .datasets.market1501 import ROOT_NAME
@@ -57,7 +58,13 @@ def download(url, path, timeout=60):
     try:
         with os.fdopen(fd, "wb") as out:
             response = urlopen(url, timeout=timeout)
-            shutil.copyfileobj(response, out, 1 << 20)
+            size = response.headers.get("Content-Length")
+            with progress_bar(total=int(size) if size and size.isdigit() else None, unit="B",
+                              desc="downloading " + os.path.basename(path),
+                              unit_scale=True) as bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
         os.replace(tmp, path)
     except (OSError, ValueError) as err:  # URLError and socket timeouts are OSErrors
         store = ("the apache-mxnet bucket behind it has been unreliable since MXNet's "

@@ -15,13 +15,13 @@ import random
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
-from tqdm import tqdm
 
 from ..data.datasets import build_datasets
 from ..data.loader import build_train_loader
 from ..errors import TrainingDiverged
 from ..fileio import unlock_folder
 from ..modeling.network import build_model
+from ..progress import progress_bar
 from .amp import init_amp, scale_loss, skipped_steps
 from .checkpoint import last_checkpoint, load_checkpoint, repair_and_find_resumable
 from .devices import build_contexts
@@ -143,8 +143,9 @@ def _train_epoch(net, trainer, loader, loss_fn, ctx, epoch, cfg, guard, group=LO
     read_loss, read_seen = 0.0, 0  # at the previous read
     loader.set_epoch(epoch)
     clock.start_epoch(epoch, len(loader))
-    bar = tqdm(clock.timed(loader), total=len(loader), leave=False, dynamic_ncols=True,
-               disable=None, desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS))
+    # A bar on a terminal; in a log, the LOG_PERIOD lines below are the progress.
+    bar = progress_bar(clock.timed(loader), total=len(loader), log_lines=False,
+                       desc="epoch %d/%d" % (epoch + 1, cfg.SOLVER.MAX_EPOCHS))
     for it, (data, label) in enumerate(bar, 1):
         sums = train_step(net, trainer, loss_fn, data, label, ctx, group.num_processes)
         for (batch_loss, batch_correct), acc_loss, acc_correct in zip(sums, loss_sum, correct,

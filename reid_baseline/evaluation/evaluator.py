@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import DatasetError, OutputError
 from ..fileio import check_output_file, output_path
+from ..progress import progress_bar
 from .distances import compute_distance
 from .features import FeatureExtractor, image_features
 from .protocol import AP_MODES, evaluate_ranking
@@ -50,12 +51,17 @@ def evaluate_extractor(cfg, extract, dataset, with_ranking=False):
     image_features)."""
     q_feats = _split_features(extract, dataset.query, "query")
     g_feats = _split_features(extract, dataset.gallery, "gallery")
-    distmat = gallery_distances(cfg, q_feats, g_feats)
+    bar = progress_bar(total=1 + len(AP_MODES), desc="distances and metrics", unit="steps")
+    distmat = gallery_distances(cfg, q_feats, g_feats)  # re-ranking logs its own progress
+    bar.update(1)
     q_pids, q_camids = record_ids(dataset.query)
     g_pids, g_camids = record_ids(dataset.gallery)
     # Both AP definitions are reported (0.05 s each at Market-1501 size); "mAP" is TEST.AP_MODE's.
-    ranked = {mode: evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
-              for mode in AP_MODES}
+    ranked = {}
+    for mode in AP_MODES:
+        ranked[mode] = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap_mode=mode)
+        bar.update(1)
+    bar.close()
     chosen = ranked[cfg.TEST.AP_MODE]
     if not chosen["num_valid_queries"]:
         # Every metric would be NaN (and NaN is not JSON): say why instead.
@@ -76,12 +82,13 @@ def evaluate_extractor(cfg, extract, dataset, with_ranking=False):
 
 def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overwrite=False):
     """cmc.png (CMC up to rank 50) in `folder` and rank-list PNGs of `visualize` queries in
-    folder/ranklists: the worst half by AP and a random sample (seeded) of the others.
-    Names get a "_rerank" suffix with TEST.RERANK, as results_rerank.json. Returns the paths.
+    folder/ranklists: a random half (random_queries: the same queries with and without
+    re-ranking) and the worst of the other queries by AP. Names get a "_rerank" suffix with
+    TEST.RERANK, as results_rerank.json. Returns the paths.
 
     Each rank list shows the query and its `top` first gallery items as the protocol ranks
     them (junk and same-identity same-camera items left out), with a green (same identity)
-    or red border and identity, camera and distance under each."""
+    or red border, a legend, and the captions of rank_list_captions under them."""
     from .plots import RankItem, write_cmc, write_rank_lists
 
     dataset, distmat, ranked = ranking
@@ -91,13 +98,12 @@ def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overw
               title="CMC (%s)" % ("re-ranked" if cfg.TEST.RERANK else cfg.TEST.DISTANCE),
               overwrite=overwrite)
     ap = ranked["query_ap"]
-    valid = np.flatnonzero(~np.isnan(ap))
-    n = min(int(visualize), len(valid))
+    n = min(int(visualize), len(dataset.query))
     if n == 0:
         return written
-    worst = valid[np.argsort(ap[valid], kind="stable")[:(n + 1) // 2]]
-    rest = np.setdiff1d(valid, worst)
-    sample = np.random.RandomState(seed).choice(rest, n - len(worst), replace=False)
+    sample = random_queries(dataset.query, n // 2, seed)
+    valid = np.setdiff1d(np.flatnonzero(~np.isnan(ap)), sample)
+    worst = valid[np.argsort(ap[valid], kind="stable")[:n - len(sample)]]
     out_dir = os.path.join(folder, "ranklists" + suffix)
     os.makedirs(out_dir, exist_ok=True)
     # The previous evaluation's pictures go: a mix of two evaluations would mislead.
@@ -110,15 +116,40 @@ def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overw
             keep = (g_pids != -1) & ~((g_pids == q_pids[q]) & (g_cams == q_cams[q]))
             cols = np.flatnonzero(keep)
             cols = cols[np.argsort(distmat[q, cols], kind="stable")[:top]]
-            items = [RankItem(dataset.gallery[c].path, "id %d cam %d\nd %.3f"
-                              % (g_pids[c], g_cams[c], distmat[q, c]), g_pids[c] == q_pids[q])
-                     for c in cols]
-            query = RankItem(dataset.query[q].path, "id %d cam %d\nAP %.2f"
-                             % (q_pids[q], q_cams[q], ap[q]), None)
+            captions = rank_list_captions(dataset.query[q], [dataset.gallery[c] for c in cols],
+                                          distmat[q, cols], ap[q], dataset.camera_offset,
+                                          dataset.distractor_pid)
+            items = [RankItem(dataset.gallery[c].path, caption, g_pids[c] == q_pids[q])
+                     for c, caption in zip(cols, captions[1:], strict=True)]
+            query = RankItem(dataset.query[q].path, captions[0], None)
             path = os.path.join(out_dir, "%s_%02d_query%05d.png" % (kind, i, q))
             write_rank_lists(path, [(query, items)])
             written.append(path)
     return written
+
+
+def random_queries(queries, n, seed=0):
+    """Indices of `n` queries drawn from `seed` and the query list alone (never from a ranking
+    or its results), so a plain and a re-ranked evaluation draw the same ones; sorted."""
+    n = min(int(n), len(queries))
+    return np.sort(np.random.RandomState(seed).permutation(len(queries))[:n])
+
+
+def rank_list_captions(query, gallery, distances, ap, camera_offset=1, distractor_pid=None):
+    """The captions of one rank list, the query's first: each tile's file name, then its
+    identity ("id 81", or "distractor" for `distractor_pid`) and camera as the file names
+    number it (camid + camera_offset), then the query's AP or the item's distance. `query`
+    and `gallery` are records (path, pid, camid); `distances` the gallery items'."""
+    from .plots import short_name  # matplotlib only when pictures are drawn
+
+    def caption(record, value):
+        who = ("distractor" if distractor_pid is not None and record.pid == distractor_pid
+               else "id %d" % record.pid)
+        return "%s\n%s cam %d\n%s" % (short_name(record.path), who,
+                                       record.camid + camera_offset, value)
+
+    return [caption(query, "no true match" if np.isnan(ap) else "AP %.2f" % ap)] + [
+        caption(record, "d %.3f" % d) for record, d in zip(gallery, distances, strict=True)]
 
 
 def record_ids(records):

@@ -5,36 +5,51 @@ import os
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
-from tqdm import tqdm
 
 from ..data.datasets.base import Record
 from ..data.loader import build_test_loader
+from ..progress import progress_bar
 
 
-def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="features"):
+def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="features",
+                     num_images=None):
     """Features of every image of `loader` (in order) as a float32 (N, D) numpy array.
 
     `embedding` maps an image batch to features (ReIDNet.embedding); `ctx` is a list of
-    contexts over which each batch is split. Only one host copy per batch is made. A progress
-    bar labelled `desc` shows on a terminal (and nowhere else)."""
+    contexts over which each batch is split. Only one host copy per batch is made. Progress
+    labelled `desc` (reid_baseline.progress: a bar on a terminal, lines in a log; `desc` None:
+    the bar only, for a part of a larger step that logs its own lines), counted in images out
+    of `num_images` when given, else in batches."""
     chunks = []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-                      disable=None):
-        data = batch[0] if isinstance(batch, (list, tuple)) else batch
-        outputs = []
-        # A last batch smaller than the device count goes to as many devices as it has images.
-        for x in gluon.utils.split_and_load(data, ctx[:data.shape[0]], even_split=False):
-            feat = embedding(x)
-            if flip:  # NCHW: axis 3 is the width
-                feat = (feat + embedding(x.flip(axis=3))) * 0.5
-            if normalize:
-                feat = mx.nd.L2Normalization(feat, mode="instance")
-            # float32: under SOLVER.AMP the network's output may be bfloat16/float16
-            outputs.append(feat.astype("float32", copy=False).as_in_context(mx.cpu()))
-        chunks.append(mx.nd.concat(*outputs, dim=0))
+    options = dict(desc=desc or "features", log_lines=desc is not None)
+    if num_images is None:
+        bar = progress_bar(total=len(loader) if hasattr(loader, "__len__") else None,
+                           unit="batch", **options)
+    else:
+        bar = progress_bar(total=num_images, unit="img", **options)
+    with bar:
+        for batch in loader:
+            chunks.append(_batch_features(embedding, batch, ctx, flip, normalize))
+            bar.update(1 if num_images is None else chunks[-1].shape[0])
     if not chunks:
         raise ValueError("no images to extract features from")
     return mx.nd.concat(*chunks, dim=0).asnumpy().astype(np.float32, copy=False)
+
+
+def _batch_features(embedding, batch, ctx, flip, normalize):
+    """One batch's features (float32, on the CPU) as extract_features computes them."""
+    data = batch[0] if isinstance(batch, (list, tuple)) else batch
+    outputs = []
+    # A last batch smaller than the device count goes to as many devices as it has images.
+    for x in gluon.utils.split_and_load(data, ctx[:data.shape[0]], even_split=False):
+        feat = embedding(x)
+        if flip:  # NCHW: axis 3 is the width
+            feat = (feat + embedding(x.flip(axis=3))) * 0.5
+        if normalize:
+            feat = mx.nd.L2Normalization(feat, mode="instance")
+        # float32: under SOLVER.AMP the network's output may be bfloat16/float16
+        outputs.append(feat.astype("float32", copy=False).as_in_context(mx.cpu()))
+    return mx.nd.concat(*outputs, dim=0)
 
 
 class _InMemoryImages(object):
@@ -63,7 +78,8 @@ def image_features(cfg, embedding, images, ctx, desc="features"):
     in_memory = None if all(isinstance(item, str) for item in images) else _InMemoryImages(images)
     loader = build_test_loader(cfg, records, decoded=in_memory)
     return extract_features(embedding, loader, ctx, flip=cfg.TEST.FLIP_FEATURES,
-                            normalize=cfg.TEST.NORMALIZE_FEATURES, desc=desc)
+                            normalize=cfg.TEST.NORMALIZE_FEATURES, desc=desc,
+                            num_images=len(images))
 
 
 class FeatureExtractor(object):

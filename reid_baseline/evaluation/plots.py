@@ -12,17 +12,20 @@ import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ..data.images import read_image
 from ..errors import DatasetError
 from ..fileio import output_path
 
-# One rank-list cell (image + two lines of text), in inches at DPI: a PNG of R rows and
+# One rank-list cell (image + three lines of text), in inches at DPI: a PNG of R rows and
 # C cells is exactly (C * CELL_WIDTH * DPI) x (R * CELL_HEIGHT * DPI) pixels.
 CELL_WIDTH, CELL_HEIGHT, DPI = 1.25, 3.0, 100  # binary fractions: exact pixel sizes
 THUMB_SIZE = (64, 128)  # (width, height) every image is shown at
 _MATCH_COLOURS = {True: "#1a9c3a", False: "#d62728", None: "#1f77b4"}  # same id / other / query
+_LEGEND = ((None, "query"), (True, "same person"), (False, "other person"))
+NAME_CHARS = 23  # characters of a file name that fit under a tile at the caption's size
 
 RankItem = collections.namedtuple("RankItem", "path caption match")
 RankItem.__doc__ = ("One picture of a rank list: image path, caption under it, match (True: "
@@ -52,9 +55,20 @@ def _thumbnail(path):
     return cv2.resize(img, THUMB_SIZE, interpolation=cv2.INTER_AREA)
 
 
+def short_name(path, chars=NAME_CHARS):
+    """The file name of `path` as a caption shows it: whole, or its first and last characters
+    around an ellipsis when longer than `chars`."""
+    name = os.path.basename(path)
+    if len(name) <= chars:
+        return name
+    head = (chars - 1) // 2
+    return name[:head] + "\u2026" + name[len(name) - (chars - 1 - head):]
+
+
 def write_rank_lists(path, rows, title=None, overwrite=False):
     """One PNG of rank lists: each row is (query RankItem, [ranked RankItems]), the query
-    first, then the ranked items numbered from 1, each with a coloured border and caption."""
+    first, then the ranked items numbered from 1, each with a coloured border and caption;
+    with a legend of the colours when any item's identity is known (match not None)."""
     ncols = 1 + max(len(items) for _, items in rows)
     fig = new_figure(CELL_WIDTH * ncols, CELL_HEIGHT * len(rows))
     for r, (query, items) in enumerate(rows):
@@ -68,10 +82,17 @@ def write_rank_lists(path, rows, title=None, overwrite=False):
                                                    else bool(item.match)])
                 spine.set_linewidth(4)
             ax.set_title("query" if c == 0 else "%d" % c, fontsize=8)
-            ax.set_xlabel(item.caption, fontsize=7)
+            ax.set_xlabel(item.caption, fontsize=6, linespacing=1.3)
     if title:
-        fig.suptitle(title, fontsize=8)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.12, wspace=0.15, hspace=0.45)
+        fig.suptitle(title, fontsize=8, x=0.02, ha="left")
+    if any(item.match is not None for _, items in rows for item in items):
+        fig.legend(handles=[Patch(facecolor="white", edgecolor=_MATCH_COLOURS[m], linewidth=3,
+                                  label=label) for m, label in _LEGEND],
+                   loc="upper right", ncol=3, fontsize=7, frameon=False, borderaxespad=0.3,
+                   handlelength=1.2, columnspacing=1.2)
+    height = CELL_HEIGHT * DPI * len(rows)  # pixels: margins in pixels, whatever the rows
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 40 / height, bottom=44 / height,
+                        wspace=0.15, hspace=84 / (height / len(rows) - 84))
     save_figure(fig, path, overwrite)
 
 

@@ -22,6 +22,7 @@ results can differ from it only where distances tie exactly.
 import numpy as np
 import scipy.sparse as sp
 
+from ..progress import progress_bar
 from .distances import compute_distance, top_k
 
 __all__ = ["re_ranking", "re_ranking_features"]
@@ -52,13 +53,13 @@ def _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value):
         raise ValueError("lambda_value must be in [0, 1], got %r" % (lambda_value,))
 
 
-def _neighbours(n, k, rows, squared_rows, what):
+def _neighbours(n, k, rows, squared_rows, what, bar):
     """Top-k neighbour lists of all n items, and each row's normaliser, from row blocks.
 
     squared_rows(a, b) gives rows a..b of the squared distance matrix as a float32 array
     (the block may be reused or dropped afterwards); each row is divided by its maximum (the
     original's normalisation) and only its k nearest are kept, so no n x n matrix exists.
-    `what` names the input in the NaN error."""
+    `what` names the input in the NaN error; `bar.update` is told of each block's rows."""
     top = np.empty((n, k), dtype=np.int64)
     scale = np.empty(n, dtype=np.float32)
     for a in range(0, n, rows):
@@ -70,6 +71,7 @@ def _neighbours(n, k, rows, squared_rows, what):
         blk /= scale[a:b, None]
         top[a:b] = top_k(blk, k)
         del blk  # freed before the next block is computed
+        bar.update(b - a)
     return top, scale
 
 
@@ -79,8 +81,7 @@ def _squared_distance_rows(q_g, q_q, g_g):
     Row i of the original's normalised matrix is column i of the squared distance matrix
     divided by that column's maximum (it normalises columns, then transposes), so a block of
     rows is built from columns of the inputs. Returns (rows per block, squared_rows)."""
-    n_q, n_g = q_g.shape
-    n = n_q + n_g
+    (n_q, n_g), n = q_g.shape, sum(q_g.shape)
     rows = max(1, min(n, _BLOCK_ENTRIES // n))
     block = np.empty((rows, n), dtype=np.float32)
 
@@ -170,8 +171,9 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     _check_inputs(q_g, q_q, g_g, k1, k2, lambda_value)
     n_q, n_g = q_g.shape
     rows, squared_rows = _squared_distance_rows(q_g, q_q, g_g)
+    bar = progress_bar(total=2 * n_q + n_g, desc="re-ranking", unit="rows")  # see _re_rank
     top, scale = _neighbours(n_q + n_g, min(max(int(k1) + 1, int(k2)), n_q + n_g), rows,
-                             squared_rows, "distance matrices")
+                             squared_rows, "distance matrices", bar)
 
     def squared_pairs(rows, cols):
         return _squared_values(rows, cols, q_g, q_q, g_g)
@@ -180,7 +182,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
         np.square(q_g[a:b], out=out)
 
     return _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows,
-                    int(k1), int(k2), lambda_value)
+                    int(k1), int(k2), lambda_value, bar)
 
 
 def re_ranking_features(query_feats, gallery_feats, k1=20, k2=6, lambda_value=0.3):
@@ -209,7 +211,9 @@ def re_ranking_features(query_feats, gallery_feats, k1=20, k2=6, lambda_value=0.
         return np.square(blk, out=blk)
 
     rows = max(1, min(n, _FEATURE_BLOCK_ENTRIES // n))
-    top, scale = _neighbours(n, min(max(int(k1) + 1, int(k2)), n), rows, squared_rows, "features")
+    bar = progress_bar(total=2 * n_q + n_g, desc="re-ranking", unit="rows")  # see _re_rank
+    top, scale = _neighbours(n, min(max(int(k1) + 1, int(k2)), n), rows, squared_rows, "features",
+                             bar)
 
     def squared_pairs(rows_idx, cols_idx):
         out = np.empty(len(rows_idx), dtype=np.float32)
@@ -227,15 +231,17 @@ def re_ranking_features(query_feats, gallery_feats, k1=20, k2=6, lambda_value=0.
         np.square(out, out=out)
 
     return _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows,
-                    int(k1), int(k2), lambda_value)
+                    int(k1), int(k2), lambda_value, bar)
 
 
-def _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows, k1, k2, lambda_value):
+def _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows, k1, k2, lambda_value,
+             bar):
     """The re-ranking after the initial neighbours, shared by both entry points.
 
     top/scale: each item's nearest neighbours and its row normaliser (see _neighbours);
     squared_pairs(rows, cols): float32 squared distances of item pairs; squared_query_rows(a,
-    b, out): squared query-gallery distances of queries a..b into `out`."""
+    b, out): squared query-gallery distances of queries a..b into `out`; `bar` counts the
+    rows: every item's neighbours (before), then the queries' final rows."""
     n = n_q + n_g
     # k-reciprocal sets R(i), and R(c) with k = round(k1/2) for the expansion.
     rec = _reciprocal(top, k1 + 1)
@@ -289,4 +295,6 @@ def _re_rank(n_q, n_g, top, scale, squared_pairs, squared_query_rows, k1, k2, la
         where, t = _min_sums(v_q, v_g, a, b)
         # jaccard = 1 - t / (2 - t): subtract (1 - lambda) * t / (2 - t)
         out.reshape(-1)[where] -= ((1.0 - lambda_value) * t / (2.0 - t)).astype(np.float32)
+        bar.update(b - a)
+    bar.close()
     return final

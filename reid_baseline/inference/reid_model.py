@@ -150,7 +150,8 @@ class ReIDModel(FeatureExtractor):
 
     def extract_files(self, paths, desc="images"):
         """(features, kept paths, skipped [(path, reason)]) of image files, skipping the files
-        that cannot be read instead of stopping. A chunk that meets one is checked file by file
+        that cannot be read instead of stopping (`desc`: the progress label, None for a bar on
+        a terminal only). A chunk that meets one is checked file by file
         (read_image, the loader's own reader) and embedded again without the bad files."""
         paths = [os.fspath(p) for p in paths]
         try:
@@ -255,9 +256,10 @@ class ReIDModel(FeatureExtractor):
         if approximate:
             from .approximate import import_faiss
             import_faiss()
-        manifest = build_store(out, paths, self.extract_files, self.cfg.dump(), self.params_path,
-                               self.params_sha256, dtype=dtype, overwrite=overwrite,
-                               source=os.path.abspath(folder))
+        # In a log, the store's "index" lines cover the extraction of each chunk.
+        manifest = build_store(out, paths, lambda chunk: self.extract_files(chunk, desc=None),
+                               self.cfg.dump(), self.params_path, self.params_sha256,
+                               dtype=dtype, overwrite=overwrite, source=os.path.abspath(folder))
         if approximate:
             from .approximate import build_approximate
             manifest["approximate"] = build_approximate(

@@ -19,10 +19,10 @@ import json
 import os
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DatasetError, OutputError
 from ..fileio import LOCK_FILE, PRODUCER, atomic_path, lock_folder, read_json_object, unlock_folder
+from ..progress import progress_bar
 
 STORE_FORMAT = "reid_baseline feature store"
 MANIFEST, FEATURES, PATHS, OFFSETS = "manifest.json", "features.npy", "paths.txt", "path_offsets.npy"
@@ -112,8 +112,8 @@ def _build_store(folder, paths, embed, config_text, params_path, params_sha256, 
     features = None
     if progress["dim"] is not None:
         features = np.lib.format.open_memmap(at(folder, FEATURES), mode="r+")
-    bar = tqdm(total=len(paths), initial=progress["next"], desc="index", unit="img",
-               dynamic_ncols=True, disable=None)
+    bar = progress_bar(total=len(paths), initial=progress["next"], desc="index", unit="img",
+                       leave=True)
     with open(at(folder, PATHS), "r+b") as path_file:
         path_file.truncate(progress["paths_bytes"])  # lines of a chunk that was not recorded
         path_file.seek(progress["paths_bytes"])

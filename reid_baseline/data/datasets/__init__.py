@@ -76,6 +76,7 @@ class CrossDataset(object):
         self.train, self.train_pids = train_set.train, train_set.train_pids
         self.num_train_pids, self.root = train_set.num_train_pids, train_set.root
         self.query, self.gallery = test_set.query, test_set.gallery
+        self.distractor_pid, self.camera_offset = test_set.distractor_pid, test_set.camera_offset
 
     def summary(self):
         """Both sets' tables: train on the first, query/gallery of the second."""

@@ -72,16 +72,19 @@ class ReIDDataset(object):
     in the query; with `disjoint_ids` (train and test ids share one numbering), no training
     identity among the test ones; with `verify_counts`, the `expected` counts
     ({split: {"images": n, "ids": n, ...}}); and every image file (:func:`check_image_files`).
+    ``camid + camera_offset`` is the camera as the file names number it, for display: the
+    official sets store c1 as camid 0 (offset 1); your own data keeps its numbers (offset 0).
     """
 
     def __init__(self, title, root, train, query, gallery, where, expected=None,
                  verify_counts=True, min_train_pid=1, distractor_pid=None, disjoint_ids=True,
-                 junk_files=0):
+                 junk_files=0, camera_offset=1):
         self.title, self.root, self.where = title, root, where
         self.train, self.train_pids = relabel_records(train, min_train_pid)
         self.query, self.gallery = query, gallery
         self.num_train_pids = len(self.train_pids)
         self.distractor_pid, self.junk_files = distractor_pid, junk_files
+        self.camera_offset = camera_offset
         self._check_structure(disjoint_ids)
         if verify_counts and expected:
             self._verify_counts(expected)

@@ -146,6 +146,6 @@ def load_folder(root, verify_counts=True, allow_outside_root=False):
     query, gallery = ([r._replace(pid=new[r.pid]) for r in records[s]]
                       for s in ("query", "gallery"))
     dataset = ReIDDataset("your data", root, records["train"], query, gallery, where,
-                          min_train_pid=None, disjoint_ids=False)
+                          min_train_pid=None, disjoint_ids=False, camera_offset=0)
     dataset.test_pids = test_pids
     return dataset
