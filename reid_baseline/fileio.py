@@ -113,15 +113,15 @@ def check_output_file(path, overwrite=False, what="output file",
 
 
 def _record(path, sha, forget=None):
-    """Record `path` with `sha` in its folder's manifest (and drop the name `forget`),
-    atomically, under a lock on the folder (two processes writing one folder never lose each
-    other's entries)."""
+    """Record `path` with `sha` (None: not at all) in its folder's manifest and drop the name
+    `forget`, atomically, under a lock on the folder (two processes writing one folder never
+    lose each other's entries)."""
     import fcntl
     folder, name = os.path.split(os.path.abspath(path))
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        files = dict(written_outputs(folder), **{name: sha})
+        files = dict(written_outputs(folder), **({name: sha} if sha is not None else {}))
         files.pop(forget, None)
         with atomic_path(os.path.join(folder, OUTPUTS_MANIFEST)) as tmp, open(tmp, "w") as f:
             json.dump({"written_by": PRODUCER, "files": files}, f, indent=1, sort_keys=True)
@@ -149,6 +149,13 @@ def move_output(src, dst, overwrite=False, what="output file"):
     sha = file_sha256(src)
     os.replace(src, dst)
     _record(dst, sha, forget=os.path.basename(src))
+
+
+def remove_output(path):
+    """Delete the file `path` and drop its entry from its folder's manifest (a new run
+    replacing the package's outputs; the caller decides that the file may go, e.g. is_ours)."""
+    os.remove(path)
+    _record(path, None, forget=os.path.basename(path))
 
 
 def write_output(path, data, overwrite=False, what="output file",

@@ -109,6 +109,24 @@ def make_small_cfg(small_toy_root):
 
 
 @pytest.fixture(scope="session")
+def saved_model(make_small_cfg, small_toy, tmp_path_factory):
+    """(config.yaml, model_final.params) of an untrained tiny model on the small toy set, saved
+    as train.py saves them: what evaluate.py writes does not depend on training."""
+    import mxnet as mx
+
+    from reid_baseline.config import save_config
+    from reid_baseline.modeling.network import build_model
+
+    folder = tmp_path_factory.mktemp("saved_model")
+    cfg = make_small_cfg(folder)
+    net = build_model(cfg, small_toy["train_ids"])
+    net(mx.nd.zeros((2, 3, 64, 32)))  # completes the deferred shapes (batch 2: see test_model)
+    net.save_parameters(str(folder / "model_final.params"))
+    save_config(cfg, str(folder / "config.yaml"))
+    return str(folder / "config.yaml"), str(folder / "model_final.params")
+
+
+@pytest.fixture(scope="session")
 def trained_run(make_tiny_cfg, tmp_path_factory):
     """A short training run on the toy set, evaluated after every epoch: (cfg, history)."""
     from reid_baseline.engine.loop import train

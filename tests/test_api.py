@@ -212,3 +212,33 @@ def test_an_empty_pil_image_is_one_error_naming_it():
     from reid_baseline.inference.reid_model import as_image
     with pytest.raises(DatasetError, match=r"images\[3\]: an empty image \(0 x 0 pixels\)"):
         as_image(Image.new("RGB", (0, 0)), "images[3]")
+
+
+@pytest.mark.timeout(120)
+def test_load_refuses_a_config_that_changes_the_runs_features(saved_model, tmp_path):
+    import warnings
+
+    import yaml
+
+    from reid_baseline import ReIDModel
+    from reid_baseline.errors import ConfigError
+    config, params = saved_model
+    height = yaml.safe_load(open(config))["INPUT"]["HEIGHT"]
+    other = tmp_path / "other.yml"  # the run's config with another input height
+    other.write_text(open(config).read().replace("HEIGHT: %d" % height, "HEIGHT: %d" % (2 * height)))
+    wanted = "INPUT.HEIGHT: %d -> %d" % (height, 2 * height)
+    for kwargs in (dict(config=str(other), params=params),
+                   dict(run_dir=os.path.dirname(params),
+                        overrides=["INPUT.HEIGHT", str(2 * height)])):
+        with pytest.raises(ConfigError) as exc:
+            ReIDModel.load(**kwargs)
+        assert wanted in _one_line(exc) and config in str(exc.value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = ReIDModel.load(config=str(other), params=params, force=True)
+    assert model.cfg.INPUT.HEIGHT == 2 * height
+    assert [str(w.message) for w in caught if wanted in str(w.message)]
+    # a params file with no run config beside it: nothing to compare, as before
+    alone = tmp_path / "alone.params"
+    shutil.copy(params, str(alone))
+    assert ReIDModel.load(config=str(other), params=str(alone)).cfg.INPUT.HEIGHT == 2 * height

@@ -1,5 +1,5 @@
 """Command lines: options anywhere among the overrides, --ablation, one-line errors with exit
-status 2, and a demo that never deletes a folder it did not write."""
+status 2, and a demo that never deletes a file it did not write."""
 import importlib.util
 import os
 import subprocess
@@ -100,40 +100,108 @@ def _demo_module():
     return module
 
 
-def test_demo_replaces_only_a_folder_that_holds_its_marker(tmp_path):
+def _package_checkpoint(run_dir, epoch):
+    """A checkpoint folder as save_checkpoint writes it (files and state.json digests)."""
+    import hashlib
+    import json
+    folder = run_dir / "checkpoints" / ("epoch_%04d" % epoch)
+    folder.mkdir(parents=True)
+    files = {}
+    for name in ("model.params", "optimizer.nd"):
+        data = ("%s of epoch %d" % (name, epoch)).encode()
+        (folder / name).write_bytes(data)
+        files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / "state.json").write_text(json.dumps({
+        "epoch": epoch, "interrupted": False, "learning_rate": 0.1, "loss_scaler": None,
+        "optimizer": {"layout": []}, "files": files}))
+    (run_dir / "checkpoints" / "last").write_text("epoch_%04d\n" % epoch)
+    return folder
+
+
+def test_demo_removes_only_the_package_files_of_an_earlier_run(tmp_path):
+    from reid_baseline.config import load_config
     from reid_baseline.errors import RunDirError
+    from reid_baseline.fileio import write_output
 
     demo = _demo_module()
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes").write_text("n")
-    with pytest.raises(RunDirError, match="pick another OUTPUT_DIR or remove it by hand"):
-        demo.claim_output_dir(str(mine))
-    assert (mine / "notes").read_text() == "n" and sorted(os.listdir(mine)) == ["notes"]
-
     run_dir = tmp_path / "run"
-    demo.claim_output_dir(str(run_dir))  # a new folder is created and marked
-    (run_dir / "model_final.params").write_text("old")
-    demo.claim_output_dir(str(run_dir))  # an earlier demo run is replaced
-    assert os.listdir(run_dir) == [demo.MARKER]
+    cfg = load_config(TOY, ["OUTPUT_DIR", str(run_dir)])
+    demo.claim_output_dir(cfg)  # a new folder is created
+    assert os.listdir(run_dir) == []
+    for name in ("config.yaml", "metrics.jsonl", "model_final.params", "results.json",
+                 "results_dukemtmc.json", "cmc.png", "model.onnx"):
+        write_output(str(run_dir / name), name)  # the package's own files
+    (run_dir / "ranklists").mkdir()
+    write_output(str(run_dir / "ranklists" / "worst_01_query00003.png"), "png")
+    (run_dir / "ranklists" / "my_pick.png").write_text("mine")
+    (run_dir / "notes.txt").write_text("mine")
+    (run_dir / "results_mine.json").write_text("mine")
+    _package_checkpoint(run_dir, 20)
+    demo.claim_output_dir(cfg)
+    # the run's files and evaluations go; an exported model, the user's files stay
+    left = {os.path.relpath(os.path.join(d, f), run_dir) for d, _, fs in os.walk(run_dir)
+            for f in fs if f != ".reid_baseline_outputs.json"}
+    assert left == {"model.onnx", "notes.txt", "results_mine.json",
+                    os.path.join("ranklists", "my_pick.png")}
+    from reid_baseline.fileio import written_outputs
+    assert set(written_outputs(str(run_dir))) == {"model.onnx"}
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    demo.claim_output_dir(str(empty))  # an existing empty folder is fine to use
-    assert os.listdir(empty) == [demo.MARKER]
+    # a user's file under a name the demo writes, or in its checkpoints: refused, nothing removed
+    write_output(str(run_dir / "metrics.jsonl"), "rows")
+    (run_dir / "config.yaml").write_text("mine")
+    with pytest.raises(RunDirError, match="%s is not a file the package wrote" % (
+            run_dir / "config.yaml")):
+        demo.claim_output_dir(cfg)
+    assert (run_dir / "metrics.jsonl").is_file()
+    os.remove(run_dir / "config.yaml")
+    folder = _package_checkpoint(run_dir, 5)
+    (folder / "optimizer.nd").write_bytes(b"changed")  # no longer what state.json records
+    with pytest.raises(RunDirError, match="%s is not a checkpoint file" % folder):
+        demo.claim_output_dir(cfg)
+    assert (run_dir / "metrics.jsonl").is_file() and folder.is_dir()
+    (run_dir / "config.yaml").write_text("mine")
+    demo.claim_output_dir(cfg, overwrite=True)  # the user asked for it
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "config.yaml").exists()
+    assert (run_dir / "notes.txt").read_text() == "mine"
 
 
-def test_demo_refuses_a_folder_it_did_not_write_before_any_work(tmp_path):
+def test_demo_refuses_a_users_file_under_its_names_before_any_work(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "notes").write_text("n")
+    (mine / "results.json").write_text("n")
     data = tmp_path / "toy"
     proc = _script(os.path.join("scripts", "demo.py"), "OUTPUT_DIR", str(mine),
                    "DATASETS.ROOT", str(data))
-    _one_error_line(proc, "OUTPUT_DIR %s is not empty and is not an earlier demo run: pick "
-                          "another OUTPUT_DIR or remove it by hand" % mine)
-    assert (mine / "notes").read_text() == "n" and sorted(os.listdir(mine)) == ["notes"]
+    _one_error_line(proc, "OUTPUT_DIR %s: %s is not a file the package wrote (or was changed "
+                          "since) and a demo run writes that name; move it away or pass "
+                          "--overwrite" % (mine, mine / "results.json"))
+    assert (mine / "results.json").read_text() == "n" and os.listdir(mine) == ["results.json"]
     assert not data.exists()  # refused before generating the toy set
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+def test_a_demo_rerun_keeps_the_users_files(small_toy_root, tmp_path, monkeypatch, capsys):
+    import json
+
+    from conftest import TINY_OVERRIDES, run_script
+    run_dir = tmp_path / "demo"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("my notes")
+    (run_dir / "model.onnx").write_bytes(b"my exported model")
+    tiny = TINY_OVERRIDES + ["DATASETS.ROOT", small_toy_root, "OUTPUT_DIR", run_dir,
+                             "SOLVER.MAX_EPOCHS", "2", "SOLVER.EVAL_PERIOD", "0"]
+    for _ in range(2):  # a first run beside the user's files, then a re-run over its own
+        code, out, err = run_script(monkeypatch, capsys, "scripts/demo.py", *tiny)
+        assert code == 0, err
+        assert (run_dir / "notes.txt").read_text() == "my notes"
+        assert (run_dir / "model.onnx").read_bytes() == b"my exported model"
+        # one checkpoint kept (configs/demo_toy.yml), one run's rows
+        assert sorted(os.listdir(run_dir / "checkpoints")) == ["epoch_0002", "last"]
+        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+    assert "replacing the previous demo run" in out
+    assert json.loads((run_dir / "results.json").read_text())["num_query"] > 0
 
 
 @pytest.mark.slow

@@ -100,6 +100,63 @@ def test_resume_continues_at_the_right_epoch_with_the_saved_state(make_small_cfg
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
 
 
+def _folder_state(folder):
+    """{relative path: (bytes, mtime_ns)} of every file under `folder`, and its folders."""
+    files, folders = {}, []
+    for parent, dirs, names in os.walk(folder):
+        folders += [os.path.relpath(os.path.join(parent, d), folder) for d in dirs]
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, folder)] = (f.read(), os.stat(path).st_mtime_ns)
+    return files, sorted(folders)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+def test_resuming_a_complete_run_changes_no_byte(make_small_cfg, tmp_path, monkeypatch, capsys):
+    from conftest import run_script
+    cfg = make_small_cfg(tmp_path / "run", "SOLVER.MAX_EPOCHS", "2")
+    loop.train(cfg)
+    before = _folder_state(tmp_path / "run")
+    assert "model_final.params" in before[0] and "checkpoints" in before[1]
+    capsys.readouterr()
+    assert loop.train(cfg, resume=True) == []
+    line = "OUTPUT_DIR %s holds a complete run (2 of SOLVER.MAX_EPOCHS 2 epochs" % cfg.OUTPUT_DIR
+    assert capsys.readouterr().out.startswith(line)
+    code, out, err = run_script(monkeypatch, capsys, "train.py", "--config",
+                                tmp_path / "run" / "config.yaml", "--resume")
+    assert code == 0 and out.startswith(line) and len(out.splitlines()) == 1, err
+    assert _folder_state(tmp_path / "run") == before
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+def test_an_extended_run_writes_the_results_of_its_final_model(make_small_cfg, tmp_path,
+                                                                monkeypatch, capsys):
+    import hashlib
+
+    from conftest import run_script
+    run = tmp_path / "run"
+    loop.train(make_small_cfg(run, "SOLVER.MAX_EPOCHS", "2"))  # EVAL_PERIOD 0: no evaluation
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--run", run,
+                                "--visualize", "2")
+    assert code == 0, err
+    old = json.loads((run / "results.json").read_text())
+    assert old["params_sha256"] == hashlib.sha256((run / "model_final.params").read_bytes()
+                                                  ).hexdigest()
+    history = loop.train(make_small_cfg(run, "SOLVER.MAX_EPOCHS", "3"), resume=True)
+    assert [r["epoch"] for r in history] == [3] and "rank1" in history[0]  # evaluated
+    new = json.loads((run / "results.json").read_text())
+    final = (run / "model_final.params").read_bytes()
+    assert new["params_sha256"] == hashlib.sha256(final).hexdigest() != old["params_sha256"]
+    assert new["epoch"] == 3 and new["rank1"] == history[0]["rank1"]
+    assert new["mAP"] == json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["mAP"]
+    newer = os.stat(run / "model_final.params").st_mtime_ns
+    pictures = [run / "cmc.png"] + sorted((run / "ranklists").glob("*.png"))
+    assert len(pictures) == 3 and all(os.stat(p).st_mtime_ns >= newer for p in pictures)
+
+
 def test_resume_without_any_run_is_an_error(make_tiny_cfg, tmp_path):
     with pytest.raises(errors.RunDirError, match="no run in"):
         loop.train(make_tiny_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1"), resume=True)

@@ -13,24 +13,6 @@ from reid_baseline.evaluation import features
 from reid_baseline.evaluation.evaluator import results_path, save_results
 
 
-@pytest.fixture(scope="module")
-def saved_model(make_small_cfg, small_toy, tmp_path_factory):
-    """(config.yaml, model_final.params) of an untrained tiny model on the small toy set, saved
-    as train.py saves them: what evaluate.py writes does not depend on training."""
-    import mxnet as mx
-
-    from reid_baseline.config import save_config
-    from reid_baseline.modeling.network import build_model
-
-    folder = tmp_path_factory.mktemp("saved_model")
-    cfg = make_small_cfg(folder)
-    net = build_model(cfg, small_toy["train_ids"])
-    net(mx.nd.zeros((2, 3, 64, 32)))  # completes the deferred shapes (batch 2: see test_model)
-    net.save_parameters(str(folder / "model_final.params"))
-    save_config(cfg, str(folder / "config.yaml"))
-    return str(folder / "config.yaml"), str(folder / "model_final.params")
-
-
 @pytest.fixture
 def run_copy(saved_model, tmp_path):
     """saved_model with the params copied into tmp_path, where the default results land."""
@@ -208,3 +190,100 @@ def test_a_read_only_output_folder_is_refused_before_the_evaluation(run_copy, re
     assert err.splitlines() == ["error: results file %s: folder %s cannot be written (%s)"
                                 % (output, read_only_folder, os.strerror(
                                     30 if os.geteuid() == 0 else 13))]
+
+
+@pytest.fixture
+def run_folder(saved_model, tmp_path):
+    """saved_model's config.yaml and model_final.params copied into a run folder of its own."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for path in saved_model:
+        shutil.copy(path, str(folder))
+    return folder
+
+
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+def test_another_input_size_than_the_runs_is_refused_naming_each_key(run_folder, monkeypatch,
+                                                                     capsys):
+    import yaml
+    saved = yaml.safe_load((run_folder / "config.yaml").read_text())["INPUT"]
+    height, width = saved["HEIGHT"] * 2, saved["WIDTH"] * 2
+    config, params = str(run_folder / "config.yaml"), str(run_folder / "model_final.params")
+    evaluated = []
+    real_call = features.FeatureExtractor.__call__
+    monkeypatch.setattr(features.FeatureExtractor, "__call__",
+                        lambda *a, **k: evaluated.append(1) or real_call(*a, **k))
+    expected = "INPUT.HEIGHT: %d -> %d; INPUT.WIDTH: %d -> %d" % (saved["HEIGHT"], height,
+                                                                saved["WIDTH"], width)
+    for args in (["--config", config, "--params", params], ["--run", run_folder]):
+        code, out, err = run_script(monkeypatch, capsys, "evaluate.py", *args, "INPUT.HEIGHT",
+                                    height, "INPUT.WIDTH", width)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("error: the config differs from the run's %s" % config), err
+        assert expected in err and "--force" in err
+    assert evaluated == [] and sorted(os.listdir(run_folder)) == ["config.yaml",
+                                                                  "model_final.params"]
+    # --force: evaluated, with a warning on stderr and in the results
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--run", run_folder,
+                                "INPUT.HEIGHT", height, "INPUT.WIDTH", width, "--force")
+    assert code == 0, err
+    assert err.startswith("warning: the config differs") and expected in err
+    results = json.loads((run_folder / "results.json").read_text())
+    assert expected in results["warning"]
+    assert results["forced_config_changes"] == {"INPUT.HEIGHT": {"run": saved["HEIGHT"],
+                                                                 "given": height},
+                                                "INPUT.WIDTH": {"run": saved["WIDTH"],
+                                                                "given": width}}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+def test_a_cross_dataset_evaluation_keeps_the_runs_results(run_folder, small_toy, tmp_path,
+                                                           monkeypatch, capsys):
+    from importlib import metadata
+
+    from reid_baseline.data.datasets import load_dataset
+    from reid_baseline.data.toy import make_toy_dataset
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--run", run_folder)
+    assert code == 0, err
+    own = json.loads((run_folder / "results.json").read_text())
+    params = str(run_folder / "model_final.params")
+    assert own["test_set"] == {"name": "market1501", "root": os.path.abspath(small_toy["root"]),
+                               "num_query": small_toy["query_images"],
+                               "num_gallery": small_toy["gallery_images"]}
+    assert own["params"] == os.path.abspath(params) and own["params_sha256"] == _sha256(params)
+    assert own["rerank"] is False and own["package_version"] == metadata.version("reid_baseline")
+    kept = {name: (run_folder / name).read_bytes() for name in ("results.json", "cmc.png")}
+
+    duke = str(tmp_path / "duke")
+    make_toy_dataset("dukemtmc", duke, seed=1, num_train_ids=4, num_test_ids=4,
+                     images_per_id_per_camera=1)
+    other = load_dataset("dukemtmc", duke, verify_counts=False)
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--run", run_folder,
+                                "DATASETS.TEST_NAME", "dukemtmc", "DATASETS.TEST_ROOT", duke)
+    assert code == 0, err
+    assert {name: (run_folder / name).read_bytes() for name in kept} == kept
+    cross = json.loads((run_folder / "results_dukemtmc.json").read_text())
+    assert (run_folder / "cmc_dukemtmc.png").is_file()
+    assert cross["test_set"] == {"name": "dukemtmc", "root": os.path.abspath(other.root),
+                                 "num_query": len(other.query), "num_gallery": len(other.gallery)}
+    assert cross["params_sha256"] == own["params_sha256"]
+    assert cross["config_sha256"] != own["config_sha256"]  # the test set is in the config
+    assert "wrote %s" % (run_folder / "results_dukemtmc.json") in out
+
+
+def test_another_root_of_the_same_set_gets_a_name_of_its_own(make_small_cfg, tmp_path):
+    from reid_baseline.evaluation.provenance import flat_values, other_set_tag
+    run = flat_values(make_small_cfg(tmp_path))
+    assert other_set_tag(make_small_cfg(tmp_path), run) == ""
+    assert other_set_tag(make_small_cfg(tmp_path), None) == ""  # no run config: as before
+    other = str(tmp_path / "market copy")
+    assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_ROOT", other), run) == \
+        "market_copy"
+    assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_NAME", "msmt17"), run) == "msmt17"

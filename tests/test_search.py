@@ -178,7 +178,7 @@ def test_query_needs_the_gallerys_own_parameters_and_features(gallery, trained, 
     assert code == 2 and "not the parameter file the gallery" in err and err.count("\n") == 1
     code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", gallery[0], query,
                                  "MODEL.POOLING", "max")
-    assert code == 2 and "MODEL.POOLING 'avg' -> 'max'" in err
+    assert code == 2 and "MODEL.POOLING: 'avg' -> 'max'" in err
     copy = tmp_path / "same.params"
     shutil.copy(params, str(copy))  # the same bytes under another name: the same features
     code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", gallery[0], query,

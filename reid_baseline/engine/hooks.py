@@ -4,16 +4,26 @@ metrics row, the checkpoint when due, the evaluation when due, TensorBoard, the 
 The loop calls each hook's methods in order. Only the process that writes the run (rank 0)
 has hooks: the other training processes of a job write nothing and do not evaluate.
 """
+import glob
 import logging
 import os
 
 from ..errors import NonFiniteParameters
-from ..evaluation.evaluator import evaluate_retrieval
+from ..evaluation.evaluator import (
+    check_evaluation_outputs,
+    evaluate_retrieval,
+    results_path,
+    save_results,
+    write_rank_pictures,
+)
+from ..evaluation.provenance import evaluation_record, output_suffix
 from .checkpoint import save_checkpoint, save_parameters
 from .run_folder import keep_metrics_until, write_metrics_row, write_run_curves
 from .telemetry import EPOCH_SCALARS, LOG_SCALARS, open_tensorboard
 
 logger = logging.getLogger("reid_baseline")
+
+FINAL_PARAMS = "model_final.params"
 
 
 class Hook(object):
@@ -79,7 +89,7 @@ class Checkpoint(Hook):
                     completed, folder)
 
     def after_train(self):
-        final = os.path.join(self.run_dir, "model_final.params")
+        final = os.path.join(self.run_dir, FINAL_PARAMS)
         try:
             save_parameters(self.net, final)
         except NonFiniteParameters as exc:
@@ -89,16 +99,49 @@ class Checkpoint(Hook):
 
 class Evaluation(Hook):
     """Query/gallery retrieval every SOLVER.EVAL_PERIOD epochs; its results join the epoch's
-    metrics and replace its metrics row."""
+    metrics and replace its metrics row.
+
+    A resumed run (an extended one) also evaluates its final epoch, whatever EVAL_PERIOD says,
+    and writes the run's results file and CMC plot (and redraws as many rank lists as the
+    run's rank-list folder held) for the new model_final.params: the results in a run folder
+    never describe an older model than its final params. Those outputs are checked before the
+    first epoch."""
 
     def __init__(self, cfg, run_dir, net, dataset, ctx):
         self.cfg, self.run_dir, self.net, self.dataset, self.ctx = cfg, run_dir, net, dataset, ctx
+        self.resumed, self.final, self.pictures = False, None, 0
+
+    def before_train(self, completed):
+        self.resumed = completed > 0
+        if self.resumed:
+            folder = os.path.join(self.run_dir, "ranklists" + output_suffix(self.cfg))
+            self.pictures = len(glob.glob(os.path.join(glob.escape(folder), "worst_*.png")) +
+                                glob.glob(os.path.join(glob.escape(folder), "random_*.png")))
+            check_evaluation_outputs(self.cfg, results_path(self.cfg, self.run_dir),
+                                     self.pictures)
 
     def after_epoch(self, metrics):
-        period = self.cfg.SOLVER.EVAL_PERIOD
-        if period and metrics["epoch"] % period == 0:
-            metrics.update(evaluate_retrieval(self.cfg, self.net, self.dataset, self.ctx))
+        period, epoch = self.cfg.SOLVER.EVAL_PERIOD, metrics["epoch"]
+        final = self.resumed and epoch == self.cfg.SOLVER.MAX_EPOCHS
+        if (period and epoch % period == 0) or final:
+            results, ranking = evaluate_retrieval(self.cfg, self.net, self.dataset, self.ctx,
+                                                  with_ranking=True)
+            metrics.update(results)
             write_metrics_row(self.run_dir, metrics, replace_last=True)
+            if final:
+                self.final = (dict(results, epoch=epoch), ranking)
+
+    def after_train(self):
+        if self.final is None:
+            return
+        results, ranking = self.final
+        test_set = getattr(self.dataset, "test_set", self.dataset)  # a CrossDataset's
+        results.update(evaluation_record(self.cfg, os.path.join(self.run_dir, FINAL_PARAMS),
+                                         test_set))
+        path = results_path(self.cfg, self.run_dir)
+        save_results(results, path)
+        write_rank_pictures(self.cfg, self.run_dir, ranking, self.pictures)
+        logger.info("saved %s: the final epoch's results", path)
 
 
 class TensorBoard(Hook):

@@ -27,7 +27,7 @@ from .checkpoint import last_checkpoint, load_checkpoint, repair_and_find_resuma
 from .devices import build_contexts
 from .hooks import build_hooks, call_hooks
 from .process_group import LOCAL, build_process_group
-from .run_folder import open_run_folder
+from .run_folder import complete_run_line, open_run_folder
 from .solver import build_trainer, learning_rate_at
 from .telemetry import (
     RunClock,
@@ -80,7 +80,15 @@ def train(cfg, resume=False):
     """Train the configured model; returns the list of this call's per-epoch metrics.
 
     With a dist_* SOLVER.KVSTORE this process is one of a job's training processes (see
-    process_group.py): rank 0 alone writes the run files and evaluates."""
+    process_group.py): rank 0 alone writes the run files and evaluates.
+
+    Resuming a complete run (complete_run_line) prints one line and returns [] before
+    anything is opened: no file of the run changes."""
+    if resume:
+        complete = complete_run_line(cfg)
+        if complete:
+            print(complete)
+            return []
     group = build_process_group(cfg)
     with group.exit_at_once_on_error():
         try:

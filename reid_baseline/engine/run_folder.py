@@ -221,6 +221,25 @@ def remove_stale_run_temporaries(run_dir):
     return stale
 
 
+def complete_run_line(cfg):
+    """The line saying OUTPUT_DIR holds a complete run of SOLVER.MAX_EPOCHS epochs, or None.
+
+    Complete: the last finished epoch (metrics.jsonl) is SOLVER.MAX_EPOCHS and
+    model_final.params is present and no older than metrics.jsonl (the loop writes the final
+    params after the last epoch's row: an extension stopped after its rows keeps an older
+    model_final.params, which is not complete). Only reads the folder."""
+    run_dir = cfg.OUTPUT_DIR
+    final = os.path.join(run_dir, "model_final.params")
+    rows = read_metrics(run_dir)
+    if not rows or rows[-1]["epoch"] != cfg.SOLVER.MAX_EPOCHS or not os.path.isfile(final):
+        return None
+    if os.stat(final).st_mtime_ns < os.stat(os.path.join(run_dir, METRICS_FILE)).st_mtime_ns:
+        return None
+    return ("OUTPUT_DIR %s holds a complete run (%d of SOLVER.MAX_EPOCHS %d epochs, "
+            "model_final.params saved): nothing to train; raise SOLVER.MAX_EPOCHS to extend it"
+            % (run_dir, rows[-1]["epoch"], cfg.SOLVER.MAX_EPOCHS))
+
+
 def open_run_folder(cfg, resume, is_writer=True, log_file="train.log"):
     """Check OUTPUT_DIR against the request, create it, start logging, and (the writer) check
     a resumed config against the run's and save the config. A process other than rank 0 only

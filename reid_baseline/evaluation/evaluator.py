@@ -9,11 +9,12 @@ import os
 import numpy as np
 
 from ..errors import DatasetError, OutputError
-from ..fileio import check_output_file, output_path
+from ..fileio import check_output_file, output_path, remove_output
 from ..progress import progress_bar
 from .distances import compute_distance
 from .features import FeatureExtractor, image_features
 from .protocol import AP_MODES, evaluate_ranking
+from .provenance import evaluation_record, output_suffix
 from .rerank import re_ranking_features
 
 
@@ -80,11 +81,13 @@ def evaluate_extractor(cfg, extract, dataset, with_ranking=False):
     return (results, Ranking(dataset, distmat, chosen)) if with_ranking else results
 
 
-def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overwrite=False):
+def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overwrite=False,
+                        suffix=None):
     """cmc.png (CMC up to rank 50) in `folder` and rank-list PNGs of `visualize` queries in
     folder/ranklists: a random half (random_queries: the same queries with and without
-    re-ranking) and the worst of the other queries by AP. Names get a "_rerank" suffix with
-    TEST.RERANK, as results_rerank.json. Returns the paths.
+    re-ranking) and the worst of the other queries by AP. Names get the results file's
+    `suffix` (default: "_rerank" with TEST.RERANK, as results_rerank.json;
+    provenance.output_suffix). Returns the paths.
 
     Each rank list shows the query and its `top` first gallery items as the protocol ranks
     them (junk and same-identity same-camera items left out), with a green (same identity)
@@ -92,7 +95,7 @@ def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overw
     from .plots import RankItem, write_cmc, write_rank_lists
 
     dataset, distmat, ranked = ranking
-    suffix = "_rerank" if cfg.TEST.RERANK else ""
+    suffix = output_suffix(cfg) if suffix is None else suffix
     written = [os.path.join(folder, "cmc%s.png" % suffix)]
     write_cmc(written[0], ranked["cmc"],
               title="CMC (%s)" % ("re-ranked" if cfg.TEST.RERANK else cfg.TEST.DISTANCE),
@@ -106,10 +109,11 @@ def write_rank_pictures(cfg, folder, ranking, visualize=0, top=10, seed=0, overw
     worst = valid[np.argsort(ap[valid], kind="stable")[:n - len(sample)]]
     out_dir = os.path.join(folder, "ranklists" + suffix)
     os.makedirs(out_dir, exist_ok=True)
-    # The previous evaluation's pictures go: a mix of two evaluations would mislead.
+    # The previous evaluation's pictures go (checked before the evaluation by
+    # check_evaluation_outputs): a mix of two evaluations would mislead.
     for old in glob.glob(os.path.join(out_dir, "worst_*_query*.png")) + glob.glob(
             os.path.join(out_dir, "random_*_query*.png")):
-        os.remove(old)
+        remove_output(old)
     (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
     for kind, queries in (("worst", worst), ("random", sample)):
         for i, q in enumerate(queries, 1):
@@ -160,30 +164,33 @@ def record_ids(records):
 
 def evaluate_params(cfg, params_path, with_ranking=False):
     """Evaluate a parameter file saved by training on the configured query/gallery; returns
-    the results, and with `with_ranking` also the Ranking (for write_rank_pictures)."""
+    the results (with provenance.evaluation_record: test set, params and their SHA-256, config
+    digest, version), and with `with_ranking` also the Ranking (for write_rank_pictures)."""
     from ..data.datasets import load_test_set
 
     extractor = FeatureExtractor(cfg, params_path)
     dataset = load_test_set(cfg)  # DATASETS.TEST_NAME at TEST_ROOT (default: NAME at ROOT)
     results, ranking = evaluate_extractor(cfg, extractor, dataset, with_ranking=True)
-    results["params"] = os.path.abspath(params_path)
+    results.update(evaluation_record(cfg, params_path, dataset))
     return (results, ranking) if with_ranking else results
 
 
-def results_path(cfg, folder):
-    """Default results file in `folder` for the config's settings: results.json, or
-    results_rerank.json with TEST.RERANK so a re-ranked evaluation keeps the plain one."""
-    return os.path.join(folder, "results_rerank.json" if cfg.TEST.RERANK else "results.json")
+def results_path(cfg, folder, suffix=None):
+    """Default results file in `folder`: results<suffix>.json, the suffix by default
+    "_rerank" with TEST.RERANK so a re-ranked evaluation keeps the plain one; another test
+    set's tag comes first (provenance.output_suffix: results_dukemtmc.json)."""
+    suffix = output_suffix(cfg) if suffix is None else suffix
+    return os.path.join(folder, "results%s.json" % suffix)
 
 
-def check_evaluation_outputs(cfg, output, visualize=0, overwrite=False):
+def check_evaluation_outputs(cfg, output, visualize=0, overwrite=False, suffix=None):
     """Before an evaluation starts: the results file `output`, the CMC plot beside it and,
     with `visualize`, the rank lists it replaces can be written. A folder in a file's place,
     a missing folder, or an existing file the package did not write (unless `overwrite`) is
-    an OutputError naming it (fileio.check_output_file)."""
+    an OutputError naming it (fileio.check_output_file). `suffix` as write_rank_pictures'."""
     check_output_file(output, overwrite, "results file")
     folder = os.path.dirname(os.path.abspath(output))
-    suffix = "_rerank" if cfg.TEST.RERANK else ""
+    suffix = output_suffix(cfg) if suffix is None else suffix
     check_output_file(os.path.join(folder, "cmc%s.png" % suffix), overwrite, "CMC plot")
     if visualize:
         out_dir = os.path.join(folder, "ranklists" + suffix)

@@ -23,12 +23,11 @@ from ..data.images import (
 )
 from ..errors import ConfigError, DatasetError, ModelError, RunDirError
 from ..evaluation.features import FeatureExtractor
+from ..evaluation.provenance import FEATURE_KEYS, check_run_config, config_changes, format_changes
 
-# Config keys that change the features of an image: a gallery and its queries must agree.
-FEATURE_KEYS = ("MODEL.BACKBONE", "MODEL.LAST_STRIDE", "MODEL.POOLING", "MODEL.BN_BETA",
-                "MODEL.BN_GAMMA", "MODEL.FEAT_ACTIVATION", "INPUT.HEIGHT", "INPUT.WIDTH",
-                "INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD", "TEST.FLIP_FEATURES",
-                "TEST.NORMALIZE_FEATURES", "SOLVER.AMP")
+# Config keys that change the features of an image: a gallery and its queries must agree
+# (evaluation's FEATURE_KEYS, and SOLVER.AMP, which the stored features were computed under).
+GALLERY_KEYS = FEATURE_KEYS + ("SOLVER.AMP",)
 
 
 def as_image(item, where="images"):
@@ -67,25 +66,6 @@ def _pil_pixels(image, where):
     return decode_image(buf.getvalue(), where)
 
 
-def _config_values(cfg_or_text):
-    """{key: value} of FEATURE_KEYS from a config node or a config's YAML text."""
-    if isinstance(cfg_or_text, str):
-        import yaml
-        try:
-            data = yaml.safe_load(cfg_or_text) or {}
-        except yaml.YAMLError:
-            data = {}
-    else:
-        data = cfg_or_text
-    values = {}
-    for key in FEATURE_KEYS:
-        node = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        values[key] = list(node) if isinstance(node, (list, tuple)) else node
-    return values
-
-
 class ReIDModel(FeatureExtractor):
     """A trained network with its config: extract features, compare them, index and search.
 
@@ -97,10 +77,15 @@ class ReIDModel(FeatureExtractor):
         self._sha256 = None
 
     @classmethod
-    def load(cls, run_dir=None, config=None, params=None, overrides=()):
+    def load(cls, run_dir=None, config=None, params=None, overrides=(), force=False):
         """The model of a run folder (its config.yaml and model_final.params), or of a given
         `config` YAML and `params` file (each overrides the run folder's); `overrides`:
-        KEY VALUE config overrides, e.g. ["GPUS", "[]"]."""
+        KEY VALUE config overrides, e.g. ["GPUS", "[]"].
+
+        As evaluate.py: when the params belong to a run (its config.yaml beside them, or above
+        their checkpoint folder), a config that changes a feature-defining key of the run's
+        (evaluation.provenance.FEATURE_KEYS) is a ConfigError naming each `KEY: run -> given`;
+        `force=True` loads it anyway with a warning (warnings.warn)."""
         from ..config import load_config
         if run_dir is not None:
             if not os.path.isdir(run_dir):
@@ -111,7 +96,12 @@ class ReIDModel(FeatureExtractor):
             raise ConfigError("ReIDModel.load needs a run folder, or both config and params")
         if not os.path.isfile(config):
             raise ConfigError("%s: no such config file" % config)
-        return cls(load_config(config, list(overrides)), params)
+        cfg = load_config(config, list(overrides))
+        match = check_run_config(cfg, params, force=force)
+        if match.warning:
+            import warnings
+            warnings.warn(match.warning, stacklevel=2)
+        return cls(cfg, params)
 
     @classmethod
     def for_gallery(cls, gallery, params=None, overrides=()):
@@ -178,7 +168,7 @@ class ReIDModel(FeatureExtractor):
 
     def check_gallery(self, gallery):
         """Raise unless `gallery` holds features of this model: the same params file bytes
-        (SHA-256) and the same feature-defining config keys (FEATURE_KEYS)."""
+        (SHA-256) and the same feature-defining config keys (GALLERY_KEYS)."""
         if gallery.params_sha256 != self.params_sha256:
             raise ModelError("params file %s is not the parameter file the gallery %s was built "
                              "with (%s; SHA-256 %.12s, this one %.12s): the features would not "
@@ -186,12 +176,17 @@ class ReIDModel(FeatureExtractor):
                              "default) or build the index again"
                              % (self.params_path, gallery.folder, gallery.params,
                                 gallery.params_sha256, self.params_sha256))
-        theirs, ours = _config_values(gallery.config_text), _config_values(self.cfg)
-        differ = ["%s %r -> %r" % (k, theirs[k], ours[k]) for k in FEATURE_KEYS
-                  if theirs[k] is not None and theirs[k] != ours[k]]
+        import yaml
+        try:
+            theirs = yaml.safe_load(gallery.config_text) or {}
+        except yaml.YAMLError:
+            theirs = {}
+        differ = config_changes(theirs if isinstance(theirs, dict) else {}, self.cfg,
+                                GALLERY_KEYS)
         if differ:
             raise ConfigError("the query config changes the features the gallery %s was built "
-                              "with: %s; drop these overrides" % (gallery.folder, "; ".join(differ)))
+                              "with: %s; drop these overrides"
+                              % (gallery.folder, format_changes(differ)))
 
     def rank(self, query_feats, gallery, topk=10, rerank=False, approximate=False, nprobe=None):
         """(indices, distances), each (Q, min(topk, G)), of the nearest gallery rows of each
