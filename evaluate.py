@@ -34,10 +34,12 @@ def main():
     if args.run is not None:
         if not os.path.isdir(args.run):
             raise RunDirError("--run %s: no such run folder" % args.run)
-        args.config = args.config or os.path.join(args.run, "config.yaml")
-        if not os.path.isfile(args.config):
+        if args.config is None and not os.path.isfile(os.path.join(args.run, "config.yaml")):
             raise RunDirError("--run %s has no config.yaml: not a training run folder"
                               % args.run)
+        args.config = args.config or os.path.join(args.run, "config.yaml")
+        if args.params is not None and not os.path.isfile(args.params):
+            raise RunDirError("--params %s: no such file" % args.params)
         args.params = args.params or os.path.join(args.run, "model_final.params")
         if not os.path.isfile(args.params):
             raise RunDirError("--run %s has no model_final.params (training has not "
@@ -59,7 +61,10 @@ def main():
     match = check_run_config(cfg, args.params, force=args.force)
     if match.warning:
         print("warning: " + match.warning, file=sys.stderr)
-    suffix = output_suffix(cfg, other_set_tag(cfg, match.run_values))
+    tag = other_set_tag(cfg, match.run_values)
+    if match.changes:  # forced: the numbers are not the run's, so never under the run's names
+        tag = "forced" + ("_" + tag if tag else "")
+    suffix = output_suffix(cfg, tag)
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.params)),
                                          "results%s.json" % suffix)
     folder = os.path.dirname(os.path.abspath(output))

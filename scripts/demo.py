@@ -25,7 +25,13 @@ from reid_baseline.evaluation.evaluator import (
 )
 from reid_baseline.evaluation.protocol import chance_rank1
 from reid_baseline.evaluation.provenance import output_suffix
-from reid_baseline.fileio import OUTPUTS_MANIFEST, is_ours, remove_output, written_outputs
+from reid_baseline.fileio import (
+    OUTPUTS_MANIFEST,
+    is_ours,
+    remove_output,
+    write_output,
+    written_outputs,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +41,10 @@ EVALUATION_FILE = re.compile(r"^(results(_.+)?\.json|cmc(_.+)?\.png)$")
 RANK_LISTS = re.compile(r"^ranklists(_.+)?$")
 RANK_LIST_FILE = re.compile(r"^(worst|random)_.*_query.*\.png$")  # write_rank_pictures' names
 _ADVICE = "move it away or pass --overwrite"
+# Written (through the output rule) into every folder a demo run starts in: only a folder with
+# the package's own marker is an earlier demo run, so a run trained by train.py is never touched.
+DEMO_MARKER = ".reid_demo_run"
+_RUN_FILES = ("config.yaml", "metrics.jsonl", "model_final.params", "checkpoints")
 
 
 def _only_package_files(folder, listed=()):
@@ -76,7 +86,9 @@ def _foreign_checkpoint_file(run_dir):
 
 
 def claim_output_dir(cfg, overwrite=False):
-    """Prepare OUTPUT_DIR for a new demo run (create it if needed), removing only what the
+    """Prepare OUTPUT_DIR for a new demo run (create it if needed, and mark it DEMO_MARKER).
+    A folder holding a run without the package's own marker is a RunDirError (a run train.py
+    trained there is never removed). In an earlier demo run's folder, remove only what the
     package wrote there and nobody changed since (the folder's manifest, fileio.is_ours):
     the run's files, evaluation results, CMC plots and rank lists, and checkpoints/ when every
     file in it is the package's (_foreign_checkpoint_file). A user's file under a name the demo
@@ -85,9 +97,16 @@ def claim_output_dir(cfg, overwrite=False):
     path = cfg.OUTPUT_DIR
     if not os.path.exists(path):
         os.makedirs(path)
+        write_output(os.path.join(path, DEMO_MARKER), "a demo run's folder (scripts/demo.py)\n")
         return
     if not os.path.isdir(path):
         raise RunDirError("OUTPUT_DIR %s is a file; expected a folder" % path)
+    held = [n for n in _RUN_FILES if os.path.lexists(os.path.join(path, n))]
+    if held and not is_ours(os.path.join(path, DEMO_MARKER)):
+        # Never with --overwrite either: that flag is for single files, not another's run.
+        raise RunDirError("OUTPUT_DIR %s holds a run that the demo did not start (%s, and no "
+                          "%s marker): the demo replaces only its own runs; give it another "
+                          "OUTPUT_DIR" % (path, ", ".join(held), DEMO_MARKER))
     own = set(RUN_OUTPUTS) | {os.path.basename(results_path(cfg, path))}
     own_lists = "ranklists" + output_suffix(cfg)
     remove = []
@@ -130,6 +149,7 @@ def claim_output_dir(cfg, overwrite=False):
         shutil.rmtree(checkpoints)
     elif os.path.lexists(checkpoints):
         os.remove(checkpoints)
+    write_output(os.path.join(path, DEMO_MARKER), "a demo run's folder (scripts/demo.py)\n")
 
 
 def main(argv=None):

@@ -14,6 +14,7 @@ Example: python scripts/export_model.py --config configs/market1501.yml \\
              --params runs/market1501/model_final.params --prefix runs/market1501/reid --format onnx
 """
 import os
+import sys
 
 from reid_baseline.cli import build_parser, config_from_args, run
 
@@ -32,6 +33,8 @@ def main():
                              "(default: DATASETS.ROOT, if it exists)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing exported files this package did not write")
+    parser.add_argument("--force", action="store_true", help="use a config that changes the "
+                        "features of the run the params belong to (warned)")
     args = parser.parse_args()
     cfg = config_from_args(args)
     from reid_baseline.data.images import find_images
@@ -44,7 +47,9 @@ def main():
     if not images:
         print("note: no images under %s: the parity check uses random images only" % folder)
     out = export_model(cfg, args.params, args.prefix, args.format, check_images=images,
-                       overwrite=args.overwrite, raw=args.raw)
+                       overwrite=args.overwrite, raw=args.raw, force=args.force)
+    if "warning" in out:
+        print("warning: " + out["warning"], file=sys.stderr)
     what = ("the network's raw feature" if args.raw else
             "features as ReIDModel.extract() computes them")
     print("wrote %s: %s (input: Nx3x%dx%d normalised RGB)"

@@ -10,6 +10,7 @@
            [--approximate] [--html results.html] [--png results.png] [--overwrite]
 """
 import os
+import sys
 
 from reid_baseline.cli import build_parser, config_from_args, run
 
@@ -56,6 +57,8 @@ def _parse():
                         "(>= 1; default about 4 x the square root of the images)")
     parser.add_argument("--nprobe", type=_at_least_one, help="--approximate: cells scanned "
                         "per query (>= 1; default the one the index was built with)")
+    parser.add_argument("--force", action="store_true", help="index: use a config that "
+                        "changes the features of the run the params belong to (warned)")
     parser.add_argument("--html", help="query: also write the results as this HTML page")
     parser.add_argument("--png", help="query: also write the results as this PNG")
     parser.add_argument("--overwrite", action="store_true",
@@ -101,9 +104,15 @@ def index(parser, args):
     check_store_output(args.out, args.overwrite)  # before the network is loaded
     if args.run:
         model = ReIDModel.load(args.run, config=args.config, params=args.params,
-                               overrides=_overrides(args))
+                               overrides=_overrides(args), force=args.force)
     elif args.config and args.params:
-        model = ReIDModel(config_from_args(args), args.params)
+        from reid_baseline.evaluation.provenance import check_run_config
+        cfg = config_from_args(args)
+        # the run's config.yaml beside the params: a config that changes the features is refused
+        warning = check_run_config(cfg, args.params, force=args.force).warning
+        if warning:
+            print("warning: " + warning, file=sys.stderr)
+        model = ReIDModel(cfg, args.params)
     else:
         parser.error("index needs --run, or --config and --params")
     manifest = model.build_index(args.images_dir, args.out, dtype=args.dtype,

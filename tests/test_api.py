@@ -238,7 +238,7 @@ def test_load_refuses_a_config_that_changes_the_runs_features(saved_model, tmp_p
         model = ReIDModel.load(config=str(other), params=params, force=True)
     assert model.cfg.INPUT.HEIGHT == 2 * height
     assert [str(w.message) for w in caught if wanted in str(w.message)]
-    # a params file with no run config beside it: nothing to compare, as before
+    # a params file with no run config beside it: nothing to compare
     alone = tmp_path / "alone.params"
     shutil.copy(params, str(alone))
     assert ReIDModel.load(config=str(other), params=str(alone)).cfg.INPUT.HEIGHT == 2 * height

@@ -173,7 +173,7 @@ def test_every_exception_class_of_the_package_is_a_reid_error():
 # The recipe's core: the config, the data, the network, training and evaluation. Everything
 # else (using a trained model, launching jobs, ablation studies, environment checks) sits
 # beside it and may import it; the core never imports those, not even inside a function.
-CORE = ("config", "errors", "fileio", "cli", "environment", "data", "modeling", "engine",
+CORE = ("config", "errors", "fileio", "cli", "environment", "progress", "data", "modeling", "engine",
         "evaluation")
 OUTSIDE = ("inference", "launch", "ablation", "checks")
 MAX_MODULE_LINES = 300

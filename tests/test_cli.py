@@ -126,8 +126,8 @@ def test_demo_removes_only_the_package_files_of_an_earlier_run(tmp_path):
     demo = _demo_module()
     run_dir = tmp_path / "run"
     cfg = load_config(TOY, ["OUTPUT_DIR", str(run_dir)])
-    demo.claim_output_dir(cfg)  # a new folder is created
-    assert os.listdir(run_dir) == []
+    demo.claim_output_dir(cfg)  # a new folder is created, marked as a demo run's
+    assert sorted(os.listdir(run_dir)) == sorted([demo.DEMO_MARKER, ".reid_baseline_outputs.json"])
     for name in ("config.yaml", "metrics.jsonl", "model_final.params", "results.json",
                  "results_dukemtmc.json", "cmc.png", "model.onnx"):
         write_output(str(run_dir / name), name)  # the package's own files
@@ -141,10 +141,10 @@ def test_demo_removes_only_the_package_files_of_an_earlier_run(tmp_path):
     # the run's files and evaluations go; an exported model, the user's files stay
     left = {os.path.relpath(os.path.join(d, f), run_dir) for d, _, fs in os.walk(run_dir)
             for f in fs if f != ".reid_baseline_outputs.json"}
-    assert left == {"model.onnx", "notes.txt", "results_mine.json",
+    assert left == {"model.onnx", "notes.txt", "results_mine.json", demo.DEMO_MARKER,
                     os.path.join("ranklists", "my_pick.png")}
     from reid_baseline.fileio import written_outputs
-    assert set(written_outputs(str(run_dir))) == {"model.onnx"}
+    assert set(written_outputs(str(run_dir))) == {"model.onnx", demo.DEMO_MARKER}
 
     # a user's file under a name the demo writes, or in its checkpoints: refused, nothing removed
     write_output(str(run_dir / "metrics.jsonl"), "rows")
@@ -163,6 +163,26 @@ def test_demo_removes_only_the_package_files_of_an_earlier_run(tmp_path):
     demo.claim_output_dir(cfg, overwrite=True)  # the user asked for it
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "config.yaml").exists()
     assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+def test_demo_never_removes_a_run_it_did_not_start(tmp_path):
+    from reid_baseline.config import load_config
+    from reid_baseline.errors import RunDirError
+    from reid_baseline.fileio import write_output
+
+    demo = _demo_module()
+    run_dir = tmp_path / "market1501"  # a run train.py wrote: the package's files, no marker
+    run_dir.mkdir()
+    for name in ("config.yaml", "metrics.jsonl", "model_final.params"):
+        write_output(str(run_dir / name), name)
+    _package_checkpoint(run_dir, 20)
+    before = sorted(os.listdir(run_dir))
+    cfg = load_config(TOY, ["OUTPUT_DIR", str(run_dir)])
+    for overwrite in (False, True):
+        with pytest.raises(RunDirError, match="holds a run that the demo did not start"):
+            demo.claim_output_dir(cfg, overwrite)
+    assert sorted(os.listdir(run_dir)) == before
+    assert (run_dir / "model_final.params").read_text() == "model_final.params"
 
 
 def test_demo_refuses_a_users_file_under_its_names_before_any_work(tmp_path):

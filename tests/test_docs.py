@@ -351,9 +351,12 @@ def test_the_quick_starts_numbers(toy_market, toy_market_root):
     assert low > 10 * chance  # "far above"
     # Disk: the generated set (the demo's generator, defaults), the final model and a checkpoint.
     disk = re.search(r"about (\d+) MB of disk in `runs/demo_toy` \(the final model, (\d+) MB, "
-                     r"and the last checkpoint, (\d+) MB with Adam's state\) plus (\d+) MB for "
-                     r"the generated set", section.replace("\n", " "))
-    total, model_mb, checkpoint_mb, set_mb = map(int, disk.groups())
+                     r"and the last checkpoint, (\d+) MB with Adam's state; about (\d+) MB at "
+                     r"the peak, while a new checkpoint is written before the older one goes\) "
+                     r"plus (\d+) MB for the generated set", section.replace("\n", " "))
+    total, model_mb, checkpoint_mb, peak_mb, set_mb = map(int, disk.groups())
+    # the peak: the new checkpoint is complete before the older one is removed
+    assert abs(2 * checkpoint_mb - peak_mb) <= 0.05 * peak_mb
     used = sum(os.stat(os.path.join(d, f)).st_blocks * 512
                for d, _, files in os.walk(os.path.dirname(toy_market_root)) for f in files)
     assert abs(used / 1e6 - set_mb) <= max(1, 0.3 * set_mb), used

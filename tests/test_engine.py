@@ -122,12 +122,29 @@ def test_resuming_a_complete_run_changes_no_byte(make_small_cfg, tmp_path, monke
     assert "model_final.params" in before[0] and "checkpoints" in before[1]
     capsys.readouterr()
     assert loop.train(cfg, resume=True) == []
-    line = "OUTPUT_DIR %s holds a complete run (2 of SOLVER.MAX_EPOCHS 2 epochs" % cfg.OUTPUT_DIR
+    line = "OUTPUT_DIR %s holds a complete run (2 epochs trained, SOLVER.MAX_EPOCHS 2" % cfg.OUTPUT_DIR
     assert capsys.readouterr().out.startswith(line)
     code, out, err = run_script(monkeypatch, capsys, "train.py", "--config",
                                 tmp_path / "run" / "config.yaml", "--resume")
     assert code == 0 and out.startswith(line) and len(out.splitlines()) == 1, err
     assert _folder_state(tmp_path / "run") == before
+    # fewer epochs asked than the run has: complete too, nothing trained again
+    fewer = make_small_cfg(tmp_path / "run", "SOLVER.MAX_EPOCHS", "1")
+    assert loop.train(fewer, resume=True) == []
+    assert "(2 epochs trained, SOLVER.MAX_EPOCHS 1" in capsys.readouterr().out
+    assert _folder_state(tmp_path / "run") == before
+    # results of an older model (a stop during the last evaluation): the resume evaluates the
+    # final params and trains no epoch
+    from reid_baseline.evaluation.evaluator import save_results
+    save_results({"rank1": 0.0, "params_sha256": "0" * 64}, str(tmp_path / "run" / "results.json"))
+    assert loop.train(cfg, resume=True) == []
+    import hashlib
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    final = (tmp_path / "run" / "model_final.params").read_bytes()
+    assert results["params_sha256"] == hashlib.sha256(final).hexdigest()
+    assert results["epoch"] == 2 and results["rank1"] > 0
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
 
 
 @pytest.mark.timeout(600)

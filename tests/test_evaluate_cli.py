@@ -229,12 +229,14 @@ def test_another_input_size_than_the_runs_is_refused_naming_each_key(run_folder,
         assert expected in err and "--force" in err
     assert evaluated == [] and sorted(os.listdir(run_folder)) == ["config.yaml",
                                                                   "model_final.params"]
-    # --force: evaluated, with a warning on stderr and in the results
+    # --force: evaluated, with a warning on stderr and in results of their own name (never
+    # the run's results.json: the numbers are not the run's)
     code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--run", run_folder,
                                 "INPUT.HEIGHT", height, "INPUT.WIDTH", width, "--force")
     assert code == 0, err
     assert err.startswith("warning: the config differs") and expected in err
-    results = json.loads((run_folder / "results.json").read_text())
+    assert not (run_folder / "results.json").exists() and (run_folder / "cmc_forced.png").is_file()
+    results = json.loads((run_folder / "results_forced.json").read_text())
     assert expected in results["warning"]
     assert results["forced_config_changes"] == {"INPUT.HEIGHT": {"run": saved["HEIGHT"],
                                                                  "given": height},
@@ -279,11 +281,51 @@ def test_a_cross_dataset_evaluation_keeps_the_runs_results(run_folder, small_toy
 
 
 def test_another_root_of_the_same_set_gets_a_name_of_its_own(make_small_cfg, tmp_path):
+    import hashlib
+
     from reid_baseline.evaluation.provenance import flat_values, other_set_tag
+
+    def digest(path):
+        return hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:8]
     run = flat_values(make_small_cfg(tmp_path))
     assert other_set_tag(make_small_cfg(tmp_path), run) == ""
-    assert other_set_tag(make_small_cfg(tmp_path), None) == ""  # no run config: as before
+    assert other_set_tag(make_small_cfg(tmp_path), None) == ""  # no run config: nothing known
     other = str(tmp_path / "market copy")
     assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_ROOT", other), run) == \
-        "market_copy"
+        "market-copy-" + digest(other)
     assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_NAME", "msmt17"), run) == "msmt17"
+    # a root named like a suffix the package writes, two own-image folders, CUHK03-NP subsets
+    rerank = str(tmp_path / "rerank")
+    assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_ROOT", rerank), run) == \
+        "rerank-" + digest(rerank)
+    tags = {other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_NAME", "folder",
+                                         "DATASETS.TEST_ROOT", str(tmp_path / d / "imgs")), run)
+            for d in ("a", "b")}
+    assert len(tags) == 2 and all(t.startswith("imgs-") for t in tags)
+    cuhk = flat_values(make_small_cfg(tmp_path, "DATASETS.NAME", "cuhk03np"))
+    assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.NAME", "cuhk03np"), cuhk) == ""
+    assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.NAME", "cuhk03np",
+                                        "DATASETS.CUHK03_SUBSET", "labeled"), cuhk) == \
+        "cuhk03np_labeled"
+    assert other_set_tag(make_small_cfg(tmp_path, "DATASETS.TEST_NAME", "cuhk03np"), run) == \
+        "cuhk03np_detected"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("script", ["export", "index"])
+def test_export_and_index_refuse_a_config_that_changes_the_runs_features(saved_model, tmp_path,
+                                                                         monkeypatch, capsys,
+                                                                         script):
+    import yaml
+    config, params = saved_model
+    height = yaml.safe_load(open(config).read())["INPUT"]["HEIGHT"]
+    images = tmp_path / "images"
+    images.mkdir()
+    args = {"export": ["scripts/export_model.py", "--config", config, "--params", params,
+                       "--prefix", tmp_path / "m"],
+            "index": ["scripts/search.py", "index", "--config", config, "--params", params,
+                      "--images", images, "--out", tmp_path / "gallery"]}[script]
+    code, out, err = run_script(monkeypatch, capsys, *args, "INPUT.HEIGHT", height * 2)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "INPUT.HEIGHT: %d -> %d" % (height, height * 2) in err and "--force" in err
+    assert sorted(os.listdir(tmp_path)) == ["images"]  # refused before anything was written

@@ -56,7 +56,7 @@ def test_no_data_set_and_no_gpu_are_both_named_before_work(monkeypatch, capsys, 
     assert "%s: dataset folder does not exist" % nowhere in data
     assert gpu.startswith("GPUS [0]: this MXNet was built without CUDA") and "--gpus" in gpu
     assert not out_dir.exists() and not nowhere.exists()
-    # One problem alone is said as before, with its own error class.
+    # One problem alone is its own line, with its own error class.
     with pytest.raises(DatasetError) as one:
         preflight.preflight(demo_cfg(str(nowhere)))
     assert not str(one.value).startswith("2 problems") and "GPUS" not in str(one.value)

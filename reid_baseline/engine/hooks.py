@@ -109,10 +109,13 @@ class Evaluation(Hook):
 
     def __init__(self, cfg, run_dir, net, dataset, ctx):
         self.cfg, self.run_dir, self.net, self.dataset, self.ctx = cfg, run_dir, net, dataset, ctx
-        self.resumed, self.final, self.pictures = False, None, 0
+        self.resumed, self.final, self.pictures, self.evaluate_at_end = False, None, 0, False
 
     def before_train(self, completed):
         self.resumed = completed > 0
+        # Resumed with every epoch done (a stop during the last evaluation, or results of an
+        # older model): no epoch runs, so after_train evaluates the final params.
+        self.evaluate_at_end = completed >= self.cfg.SOLVER.MAX_EPOCHS
         if self.resumed:
             folder = os.path.join(self.run_dir, "ranklists" + output_suffix(self.cfg))
             self.pictures = len(glob.glob(os.path.join(glob.escape(folder), "worst_*.png")) +
@@ -132,6 +135,10 @@ class Evaluation(Hook):
                 self.final = (dict(results, epoch=epoch), ranking)
 
     def after_train(self):
+        if self.final is None and self.evaluate_at_end:
+            results, ranking = evaluate_retrieval(self.cfg, self.net, self.dataset, self.ctx,
+                                                  with_ranking=True)
+            self.final = (dict(results, epoch=self.cfg.SOLVER.MAX_EPOCHS), ranking)
         if self.final is None:
             return
         results, ranking = self.final

@@ -22,7 +22,7 @@ import yaml
 
 from ..config import flatten, get_defaults
 from ..errors import RunDirError
-from ..fileio import check_output_file, lock_folder, output_path
+from ..fileio import check_output_file, file_sha256, lock_folder, output_path, read_json_object
 from .checkpoint import last_checkpoint
 
 logger = logging.getLogger("reid_baseline")
@@ -231,11 +231,14 @@ def complete_run_line(cfg):
     run_dir = cfg.OUTPUT_DIR
     final = os.path.join(run_dir, "model_final.params")
     rows = read_metrics(run_dir)
-    if not rows or rows[-1]["epoch"] != cfg.SOLVER.MAX_EPOCHS or not os.path.isfile(final):
+    if not rows or rows[-1]["epoch"] < cfg.SOLVER.MAX_EPOCHS or not os.path.isfile(final):
         return None
     if os.stat(final).st_mtime_ns < os.stat(os.path.join(run_dir, METRICS_FILE)).st_mtime_ns:
         return None
-    return ("OUTPUT_DIR %s holds a complete run (%d of SOLVER.MAX_EPOCHS %d epochs, "
+    results = read_json_object(os.path.join(run_dir, "results.json"))
+    if results and results.get("params_sha256") not in (None, file_sha256(final)):
+        return None  # its results describe an older model: the resume evaluates the final one
+    return ("OUTPUT_DIR %s holds a complete run (%d epochs trained, SOLVER.MAX_EPOCHS %d, "
             "model_final.params saved): nothing to train; raise SOLVER.MAX_EPOCHS to extend it"
             % (run_dir, rows[-1]["epoch"], cfg.SOLVER.MAX_EPOCHS))
 

@@ -111,25 +111,33 @@ def check_run_config(cfg, params_path, force=False):
 
 
 def query_gallery_of(values):
-    """(name, root) of the query/gallery set of flat config values (DATASETS.TEST_NAME and
-    TEST_ROOT, "" meaning the training set's NAME and ROOT)."""
-    return (values["DATASETS.TEST_NAME"] or values["DATASETS.NAME"],
-            values["DATASETS.TEST_ROOT"] or values["DATASETS.ROOT"])
+    """(name, root, subset) of the query/gallery set of flat config values
+    (DATASETS.TEST_NAME and TEST_ROOT, "" meaning the training set's NAME and ROOT; the subset
+    is CUHK03-NP's box kind, "" for other sets)."""
+    name = values["DATASETS.TEST_NAME"] or values["DATASETS.NAME"]
+    subset = values["DATASETS.CUHK03_SUBSET"] if name == "cuhk03np" else ""
+    return name, values["DATASETS.TEST_ROOT"] or values["DATASETS.ROOT"], subset
 
 
 def other_set_tag(cfg, run_values):
     """"" when `cfg` tests on the run's own query/gallery set (or no run is known), else the
-    name that tells the other set apart in file names: its data set name, or, for the same
-    name at another root, a name made from that root's folder name."""
+    name that tells the other set apart in file names: its data set name (with CUHK03-NP's
+    subset), or, for a set at another root than the run's or an own-images ("folder") set,
+    that root's folder name and a digest of its path (two roots never share a name)."""
     if run_values is None:
         return ""
-    (name, root), (run_name, run_root) = query_gallery_of(flat_values(cfg)), query_gallery_of(run_values)
-    if name != run_name:
-        return name
-    if os.path.realpath(root) == os.path.realpath(run_root):
+    name, root, subset = query_gallery_of(flat_values(cfg))
+    run_name, run_root, run_subset = query_gallery_of(run_values)
+    same_root = os.path.realpath(root) == os.path.realpath(run_root)
+    if name == run_name and same_root and subset == run_subset:
         return ""
-    tag = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.realpath(root))).strip("._")
-    return tag or name
+    if name != run_name and name != "folder":
+        return "_".join(filter(None, (name, subset)))
+    if same_root:  # the run's CUHK03-NP root, the other subset
+        return "_".join((name, subset))
+    real = os.path.realpath(root)
+    folder = re.sub(r"[^A-Za-z0-9.-]+", "-", os.path.basename(real)).strip(".-") or name
+    return "%s-%s" % (folder, hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:8])
 
 
 def output_suffix(cfg, tag=""):

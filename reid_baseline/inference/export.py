@@ -15,6 +15,7 @@ from mxnet import gluon
 
 from ..errors import ModelError, OutputError, ParityError, error_line, install_hint
 from ..evaluation.features import FeatureExtractor
+from ..evaluation.provenance import check_run_config
 from ..fileio import check_output_file, move_output, output_path
 
 FORMATS = ("mxnet", "onnx")
@@ -193,7 +194,7 @@ def _check_parity(check, where):
 
 
 def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_random=4,
-                 overwrite=False, raw=False):
+                 overwrite=False, raw=False, force=False):
     """Export the feature model of `params_path` (see the module doc); returns a dict with the
     files written and the parity figures ("max_abs_diff", "max_abs_diff_all", "min_cosine").
 
@@ -203,7 +204,8 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
     PREFIX.onnx only after its check passes: an unchecked file never sits under the name a
     deployment would pick up. A difference above PARITY_TOLERANCE raises ParityError; the ONNX
     file is then renamed PREFIX.onnx.rejected (kept for inspection); any other failure
-    removes it."""
+    removes it. As evaluate.py: a config that changes the features of the run the params
+    belong to is a ConfigError, unless `force` (the warning is then in the result)."""
     if fmt not in FORMATS:
         raise ModelError("--format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
     folder = os.path.dirname(os.path.abspath(prefix))
@@ -215,6 +217,7 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
             check_output_file(name, overwrite, "exported file")
     else:
         check_output_file(path, overwrite, "ONNX file")
+    warning = check_run_config(cfg, params_path, force=force).warning
     batches = parity_batches(cfg, check_images, num_random)  # before anything is written
     # On the CPU whatever GPUS says: the export's forward pass and the parity check feed CPU arrays.
     extractor = FeatureExtractor(cfg, params_path, ctx=[mx.cpu()])
@@ -248,4 +251,6 @@ def export_model(cfg, params_path, prefix, fmt="mxnet", check_images=(), num_ran
         move_output(unchecked, path, overwrite, "ONNX file")
         result["files"] = [path]
     result["max_abs_diff_all"] = max(result["max_abs_diff"].values())
+    if warning:
+        result["warning"] = warning
     return result
