@@ -44,12 +44,12 @@ def main():
     if args.check_images and not os.path.isdir(folder):
         raise DatasetError("--check-images: folder %s does not exist" % folder)
     images = find_images(folder)[:8] if os.path.isdir(folder) else []
-    if not images:
-        print("note: no images under %s: the parity check uses random images only" % folder)
     out = export_model(cfg, args.params, args.prefix, args.format, check_images=images,
                        overwrite=args.overwrite, raw=args.raw, force=args.force)
     if "warning" in out:
         print("warning: " + out["warning"], file=sys.stderr)
+    if not images:
+        print("note: no images under %s: the parity check used random images only" % folder)
     what = ("the network's raw feature" if args.raw else
             "features as ReIDModel.extract() computes them")
     print("wrote %s: %s (input: Nx3x%dx%d normalised RGB)"

@@ -26,7 +26,7 @@ def _params(path):
 @pytest.mark.slow
 def test_an_evaluation_error_keeps_the_epochs_checkpoint_and_its_training_metrics(
         make_small_cfg, tmp_path, monkeypatch):
-    def broken_evaluation(*args):
+    def broken_evaluation(*args, **kwargs):
         raise RuntimeError("evaluation failed")
 
     monkeypatch.setattr(hooks, "evaluate_retrieval", broken_evaluation)
@@ -61,6 +61,7 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
     cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.KEEP_CHECKPOINTS", "0")
     loop.train(cfg)
     assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0002"]
+    os.remove(tmp_path / "model_final.params")  # a run stopped before its final params
     damaged = tmp_path / "checkpoints" / "epoch_0002" / "model.params"
     damaged.write_bytes(damaged.read_bytes()[:1000])
     os.makedirs(tmp_path / "checkpoints" / "epoch_0002.damaged")  # from an earlier resume
@@ -77,6 +78,7 @@ def test_resume_passes_over_a_damaged_checkpoint_and_drops_the_later_metrics_row
 def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(make_small_cfg, tmp_path):
     cfg = make_small_cfg(tmp_path, "SOLVER.MAX_EPOCHS", "1")
     loop.train(cfg)
+    os.remove(tmp_path / "model_final.params")  # a run stopped before its final params
     (tmp_path / "checkpoints" / "epoch_0001" / "state.json").write_text('{"epoch": 1, "opti')
     with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged"):
         loop.train(cfg, resume=True)

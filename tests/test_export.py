@@ -197,8 +197,9 @@ def test_symbol_export_follows_the_configs_test_flip(trained, toy_market_root, t
     cfg, config, params = trained
     code, out, err = run_script(monkeypatch, capsys, "scripts/export_model.py", "--config",
                                  config, "--params", params, "--prefix", tmp_path / "noflip",
-                                 "TEST.FLIP_FEATURES", "False")
+                                 "TEST.FLIP_FEATURES", "False", "--force")
     assert code == 0, err
+    assert "warning: " in err and "TEST.FLIP_FEATURES: True -> False" in err  # not the run's
     assert "lowest cosine to extract()" in out  # checked against extract() on DATASETS.ROOT
     net = mx.gluon.SymbolBlock.imports(str(tmp_path / "noflip-symbol.json"), ["data"],
                                        str(tmp_path / "noflip-0000.params"))

@@ -281,12 +281,14 @@ def test_a_two_host_job_learns_writes_once_and_resumes_after_a_stop(hosts, toy_m
     (q_pids, q_cams), (g_pids, g_cams) = record_ids(dataset.query), record_ids(dataset.gallery)
     assert records[2]["rank1"] > 10 * 100 * chance_rank1(q_pids, g_pids, q_cams, g_cams)
     # One writer: rank 0's files and worker 1's log, nothing else in the shared folder.
-    # The folder's lock and its manifest of the package's files are the bookkeeping.
-    assert sorted(os.listdir(run_dir)) == [LOCK_FILE, OUTPUTS_MANIFEST, "checkpoints", "config.yaml",
-                                           "curves.png", "metrics.jsonl", "model_final.params",
-                                           "train.log", "worker_1.log"]
-    assert {"config.yaml", "curves.png", "metrics.jsonl", "model_final.params"} \
-        <= set(written_outputs(run_dir))
+    # The folder's lock and its manifest of the package's files are the bookkeeping; the
+    # resumed run's final model was evaluated (results.json, cmc.png).
+    assert sorted(os.listdir(run_dir)) == [LOCK_FILE, OUTPUTS_MANIFEST, "checkpoints", "cmc.png",
+                                           "config.yaml", "curves.png", "metrics.jsonl",
+                                           "model_final.params", "results.json", "train.log",
+                                           "worker_1.log"]
+    assert {"cmc.png", "config.yaml", "curves.png", "metrics.jsonl", "model_final.params",
+            "results.json"} <= set(written_outputs(run_dir))
     assert "worker 1 of 2" in open(os.path.join(run_dir, "worker_1.log")).read()
 
 
