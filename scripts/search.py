@@ -4,7 +4,7 @@
   index: embed every image under --images into an index folder (memory-mapped features, paths,
          config, params digest); an interrupted index resumes when run again:
     python scripts/search.py index --run RUN_DIR --images DIR --out gallery.index
-           [--config CFG --params FILE] [--dtype float16] [--approximate [--target-recall 0.95]]
+           [--config CFG --params FILE] [--dtype float16] [--approximate [--target-recall 0.995]]
            [--overwrite]
   query: rank the gallery for each IMAGE with the config and parameters it was built with:
     python scripts/search.py query --gallery gallery.index IMAGE... [--topk 10] [--rerank]
@@ -73,7 +73,7 @@ def _parse():
     parser.add_argument("--shortlist", type=_at_least_one, help="--approximate: candidates "
                         "re-ranked exactly per query (>= 1; default the calibrated one)")
     parser.add_argument("--target-recall", type=_recall, help="index --approximate: recall@10 "
-                        "against exact search the calibration aims at (default 0.95)")
+                        "against exact search the calibration aims at (default 0.995)")
     parser.add_argument("--html", help="query: also write the results as this HTML page")
     parser.add_argument("--png", help="query: also write the results as this PNG")
     parser.add_argument("--overwrite", action="store_true",
@@ -135,7 +135,7 @@ def index(parser, args):
     if args.approximate:
         info = manifest["approximate"]
         print("approximate index: %s, nprobe %d, shortlist %d re-ranked exactly; recall@10 "
-              "against exact search %.3f (target %.2f%s; %d stored images held out of training "
+              "against exact search %.3f (target %g%s; %d stored images held out of training "
               "as queries)" % (info["codec"], info["nprobe"], info["shortlist"],
                                info["recall_at_10"], info["target_recall"],
                                "" if info["target_met"] else ", not reached",

@@ -164,3 +164,38 @@ def test_shortlist_and_target_recall_are_checked_before_work(tmp_path):
     assert not os.path.exists(str(tmp_path / "g.index" / APPROXIMATE))
     with pytest.raises(ConfigError, match="shortlist must be an integer >= 1"):
         approximate_top_k(store, np.zeros((1, DIM), np.float32), 3, shortlist=-1)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_re_ranking_in_blocks_of_queries_is_each_query_s_exact_order(tmp_path, monkeypatch,
+                                                                     metric):
+    from reid_baseline.inference import approximate
+    store = _store(tmp_path / "g.index", n=600)
+    rng = np.random.default_rng(6)
+    queries = rng.standard_normal((7, DIM)).astype(np.float32)
+    candidates = rng.integers(0, 600, (7, 12))
+    candidates[1, 5:] = -1  # fewer candidates than topk: -1 padded
+    candidates[2, :] = -1  # none
+    candidates[3, 4:8] = candidates[3, 0]  # a repeat is one row
+    candidates[4, 1] = candidates[4, 0]
+    want_i = np.full((7, 10), -1)
+    for q, rows in enumerate(candidates):
+        rows = np.unique(rows[rows >= 0])
+        if len(rows):
+            i, _ = exact_top_k(queries[q:q + 1], store.features[rows], 10, metric=metric)
+            want_i[q, :i.shape[1]] = rows[i[0]]
+    whole = approximate._rerank(store, queries, candidates, 10, metric)
+    # Blocks of 1 and of 3 queries (RERANK_BYTES over the bytes of one query's rows).
+    for per_block in (1, 3):
+        monkeypatch.setattr(approximate, "RERANK_BYTES", per_block * 4 * DIM * 12)
+        got_i, got_d = approximate._rerank(store, queries, candidates, 10, metric)
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_array_equal(got_i, whole[0])
+        np.testing.assert_allclose(got_d, whole[1], atol=1e-6)
+    feats = np.asarray(store.features, np.float32)
+    for q in range(7):
+        found = got_i[q][got_i[q] >= 0]
+        assert len(found) == min(10, len(np.unique(candidates[q][candidates[q] >= 0])))
+        want_d = exact_top_k(queries[q:q + 1], feats[found], len(found), metric=metric)[1][0]
+        np.testing.assert_allclose(np.sort(got_d[q][:len(found)]), np.sort(want_d), atol=1e-5)
+        assert np.isinf(got_d[q][len(found):]).all()

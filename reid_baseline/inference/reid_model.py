@@ -244,7 +244,7 @@ class ReIDModel(FeatureExtractor):
         """Embed every image under `folder` into the feature store `out` (a folder), streaming
         and resumable (reid_baseline.inference.store.build_store); unreadable files are skipped and
         listed. `approximate`: also build the approximate index and calibrate its search
-        depth (nprobe, shortlist) to `target_recall` (default 0.95) of exact search's top 10
+        depth (nprobe, shortlist) to `target_recall` (default 0.995) of exact search's top 10
         (reid_baseline.inference.approximate); a given `nprobe` / `shortlist` is kept. Returns the store's manifest (count, dim, skipped, approximate...)."""
         from .approximate import check_cells
         from .store import FeatureStore, build_store, check_store_output
