@@ -4,10 +4,12 @@
   index: embed every image under --images into an index folder (memory-mapped features, paths,
          config, params digest); an interrupted index resumes when run again:
     python scripts/search.py index --run RUN_DIR --images DIR --out gallery.index
-           [--config CFG --params FILE] [--dtype float16] [--approximate] [--overwrite]
+           [--config CFG --params FILE] [--dtype float16] [--approximate [--target-recall 0.995]]
+           [--overwrite]
   query: rank the gallery for each IMAGE with the config and parameters it was built with:
     python scripts/search.py query --gallery gallery.index IMAGE... [--topk 10] [--rerank]
-           [--approximate] [--html results.html] [--png results.png] [--overwrite]
+           [--approximate [--nprobe N] [--shortlist N]] [--html results.html] [--png results.png]
+           [--overwrite]
 """
 import os
 import sys
@@ -23,7 +25,7 @@ def _report_skipped(skipped, what):
 
 
 def _at_least_one(text):
-    """--nlist and --nprobe: an integer >= 1, in both commands."""
+    """--nlist, --nprobe and --shortlist: an integer >= 1, in both commands."""
     import argparse
     try:
         value = int(text)
@@ -31,6 +33,18 @@ def _at_least_one(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError("expected an integer >= 1, got %r" % text)
+    return value
+
+
+def _recall(text):
+    """--target-recall: a number in (0, 1]."""
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("expected a number in (0, 1], got %r" % text)
     return value
 
 
@@ -52,11 +66,15 @@ def _parse():
     parser.add_argument("--rerank", action="store_true",
                         help="query: k-reciprocal re-ranking (TEST.RERANK_* knobs)")
     parser.add_argument("--approximate", action="store_true", help="index: also build the "
-                        "faiss IVF index and measure its recall@10; query: search with it")
+                        "approximate (faiss) index and calibrate it; query: search with it")
     parser.add_argument("--nlist", type=_at_least_one, help="index --approximate: IVF cells "
                         "(>= 1; default about 4 x the square root of the images)")
     parser.add_argument("--nprobe", type=_at_least_one, help="--approximate: cells scanned "
-                        "per query (>= 1; default the one the index was built with)")
+                        "per query (>= 1; default the calibrated one)")
+    parser.add_argument("--shortlist", type=_at_least_one, help="--approximate: candidates "
+                        "re-ranked exactly per query (>= 1; default the calibrated one)")
+    parser.add_argument("--target-recall", type=_recall, help="index --approximate: recall@10 "
+                        "against exact search the calibration aims at (default 0.995)")
     parser.add_argument("--force", action="store_true", help="index: use a config that "
                         "changes the features of the run the params belong to (warned)")
     parser.add_argument("--html", help="query: also write the results as this HTML page")
@@ -80,7 +98,8 @@ def _parse():
 # Options of one command only, with their defaults: given to the other, they are an error
 # rather than silently ignored.
 INDEX_ONLY = {"--run": ("run", None), "--images": ("images_dir", None), "--out": ("out", None),
-              "--dtype": ("dtype", "float32"), "--nlist": ("nlist", None)}
+              "--dtype": ("dtype", "float32"), "--nlist": ("nlist", None),
+              "--target-recall": ("target_recall", None)}
 QUERY_ONLY = {"--gallery": ("gallery", None), "--topk": ("topk", 10),
               "--rerank": ("rerank", False), "--html": ("html", None), "--png": ("png", None)}
 
@@ -117,15 +136,19 @@ def index(parser, args):
         parser.error("index needs --run, or --config and --params")
     manifest = model.build_index(args.images_dir, args.out, dtype=args.dtype,
                                  overwrite=args.overwrite, approximate=args.approximate,
-                                 nlist=args.nlist, nprobe=args.nprobe)
+                                 nlist=args.nlist, nprobe=args.nprobe,
+                                 shortlist=args.shortlist, target_recall=args.target_recall)
     _report_skipped(manifest["skipped"], "files")
     print("indexed %d images (%d-d %s features) into %s"
           % (manifest["count"], manifest["dim"], manifest["dtype"], args.out))
     if args.approximate:
         info = manifest["approximate"]
-        print("approximate index: IVF%d,%s, nprobe %d; recall@10 against exact search %.3f "
-              "(%d stored images as queries)" % (info["nlist"], info["codec"], info["nprobe"],
-                                                 info["recall_at_10"], info["recall_queries"]))
+        print("approximate index: %s, nprobe %d, shortlist %d re-ranked exactly; recall@10 "
+              "against exact search %.3f (target %g%s; %d stored images held out of training "
+              "as queries)" % (info["codec"], info["nprobe"], info["shortlist"],
+                               info["recall_at_10"], info["target_recall"],
+                               "" if info["target_met"] else ", not reached",
+                               info["recall_queries"]))
 
 
 def _overrides(args):
@@ -162,7 +185,8 @@ def query(parser, args):
     if not kept:
         from reid_baseline.errors import DatasetError
         raise DatasetError("no query image could be read: %s" % "; ".join(r for _, r in skipped))
-    idx, dist = model.rank(feats, gallery, args.topk, args.rerank, args.approximate, args.nprobe)
+    idx, dist = model.rank(feats, gallery, args.topk, args.rerank, args.approximate, args.nprobe,
+                           args.shortlist)
     from reid_baseline.inference.reid_model import ranked_paths
     queries = list(zip(kept, ranked_paths(gallery, idx, dist), strict=True))
     for name, ranked in queries:

@@ -195,7 +195,7 @@ def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch,
                                  "float16", "--approximate")
     assert code == 0, err
     assert "indexed 15 images (512-d float16 features)" in out
-    assert "recall@10 against exact search 1.000" in out
+    assert "recall@10 against exact search 1.000 (target 0.995;" in out
     query = sorted(glob.glob(str(photo_tree / "cam_a" / "00*.jpg")))[1]
     code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", out_dir, query,
                                  "--approximate", "--topk", "3")
@@ -212,11 +212,25 @@ def test_approximate_index_and_query(trained, photo_tree, tmp_path, monkeypatch,
                                   ("query", "--gallery", "g.index", "q.jpg", "--approximate",
                                    "--nprobe", "0"),
                                   ("query", "--gallery", "g.index", "q.jpg", "--approximate",
-                                   "--nprobe", "-5")])
+                                   "--nprobe", "-5"),
+                                  ("index", "--images", "photos", "--out", "x", "--approximate",
+                                   "--shortlist", "0"),
+                                  ("query", "--gallery", "g.index", "q.jpg", "--approximate",
+                                   "--shortlist", "1.5")])
 def test_zero_or_negative_cells_are_one_rule_in_both_commands(monkeypatch, capsys, args):
     code, out, err = _run_script(monkeypatch, capsys, *args)
     assert code == 2 and "%s: expected an integer >= 1, got '%s'" % args[-2:] in err
     assert "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "high"])
+def test_a_target_recall_outside_0_to_1_is_refused_before_work(monkeypatch, capsys, value):
+    code, out, err = _run_script(monkeypatch, capsys, "index", "--images", "photos", "--out",
+                                 "x", "--approximate", "--target-recall", value)
+    assert code == 2 and "--target-recall: expected a number in (0, 1], got '%s'" % value in err
+    code, out, err = _run_script(monkeypatch, capsys, "query", "--gallery", "g.index", "q.jpg",
+                                 "--approximate", "--target-recall", "0.9")
+    assert code == 2 and "--target-recall is not an option of query" in err
 
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 24])

@@ -188,10 +188,12 @@ class ReIDModel(FeatureExtractor):
                               "with: %s; drop these overrides"
                               % (gallery.folder, format_changes(differ)))
 
-    def rank(self, query_feats, gallery, topk=10, rerank=False, approximate=False, nprobe=None):
+    def rank(self, query_feats, gallery, topk=10, rerank=False, approximate=False, nprobe=None,
+             shortlist=None):
         """(indices, distances), each (Q, min(topk, G)), of the nearest gallery rows of each
         query feature: exact by default (the store read in blocks); `approximate`: the store's
-        faiss index; `rerank`: k-reciprocal re-ranking (TEST.RERANK_* knobs; it holds the whole
+        faiss shortlist re-ranked exactly (`nprobe`, `shortlist`: default the calibrated
+        setting); `rerank`: k-reciprocal re-ranking (TEST.RERANK_* knobs; it holds the whole
         gallery in memory and its cost grows with the square of the gallery size)."""
         from ..evaluation.distances import top_k
         from ..evaluation.rerank import re_ranking_features
@@ -200,7 +202,7 @@ class ReIDModel(FeatureExtractor):
         from .store import open_gallery
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
             raise ConfigError("topk must be an integer >= 1, got %r" % (topk,))
-        check_cells(nprobe=nprobe)
+        check_cells(nprobe=nprobe, shortlist=shortlist)
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         self.check_gallery(gallery)
         query_feats, dim = np.asarray(query_feats), gallery.features.shape[1]
@@ -216,31 +218,33 @@ class ReIDModel(FeatureExtractor):
             return idx, np.take_along_axis(dist, idx, axis=1)
         if approximate:
             from .approximate import approximate_top_k
-            return approximate_top_k(gallery, query_feats, topk, metric=metric, nprobe=nprobe)
+            return approximate_top_k(gallery, query_feats, topk, metric=metric, nprobe=nprobe,
+                                     shortlist=shortlist)
         return exact_top_k(query_feats, gallery.features, topk, metric=metric)
 
     def search(self, query_images, gallery, topk=10, rerank=False, approximate=False,
-               nprobe=None):
+               nprobe=None, shortlist=None):
         """For each query image, its `topk` nearest gallery images as [(path, distance)] in
         rank order. `gallery`: an index folder built by build_index (or its FeatureStore);
-        `approximate`/`nprobe` as in rank()."""
+        `approximate`/`nprobe`/`shortlist` as in rank()."""
         from .approximate import check_cells
         from .store import open_gallery
-        check_cells(nprobe=nprobe)  # before the queries are embedded
+        check_cells(nprobe=nprobe, shortlist=shortlist)  # before the queries are embedded
         gallery = open_gallery(gallery) if isinstance(gallery, (str, os.PathLike)) else gallery
         idx, dist = self.rank(self.extract(query_images), gallery, topk, rerank, approximate,
-                              nprobe)
+                              nprobe, shortlist)
         return ranked_paths(gallery, idx, dist)
 
     def build_index(self, folder, out, dtype="float32", overwrite=False, approximate=False,
-                    nlist=None, nprobe=None):
+                    nlist=None, nprobe=None, shortlist=None, target_recall=None):
         """Embed every image under `folder` into the feature store `out` (a folder), streaming
         and resumable (reid_baseline.inference.store.build_store); unreadable files are skipped and
-        listed. `approximate`: also build the faiss IVF index and measure its recall@10.
-        Returns the store's manifest (count, dim, skipped, approximate...)."""
+        listed. `approximate`: also build the approximate index and calibrate its search
+        depth (nprobe, shortlist) to `target_recall` (default 0.995) of exact search's top 10
+        (reid_baseline.inference.approximate); a given `nprobe` / `shortlist` is kept. Returns the store's manifest (count, dim, skipped, approximate...)."""
         from .approximate import check_cells
         from .store import FeatureStore, build_store, check_store_output
-        check_cells(nlist, nprobe)  # before hours of embedding
+        check_cells(nlist, nprobe, shortlist, target_recall)  # before hours of embedding
         if not os.path.isdir(folder):
             raise DatasetError("images folder %s does not exist" % folder)
         check_store_output(out, overwrite)  # before hours of embedding, not after
@@ -258,7 +262,9 @@ class ReIDModel(FeatureExtractor):
         if approximate:
             from .approximate import build_approximate
             manifest["approximate"] = build_approximate(
-                FeatureStore(out), metric=self.cfg.TEST.DISTANCE, nlist=nlist, nprobe=nprobe)
+                FeatureStore(out), metric=self.cfg.TEST.DISTANCE, nlist=nlist, nprobe=nprobe,
+                shortlist=shortlist, **({} if target_recall is None
+                                        else {"target_recall": target_recall}))
         return manifest
 
 
