@@ -72,19 +72,25 @@ def read_json_object(path):
     return data if isinstance(data, dict) else None
 
 
+def _manifest_maps(folder):
+    data = read_json_object(os.path.join(folder, OUTPUTS_MANIFEST)) or {}
+    return tuple(m if isinstance(m, dict) else {}
+                 for m in (data.get("files"), data.get("replacing")))
+
+
 def written_outputs(folder):
     """{file name: SHA-256} of the files the package wrote in `folder` ({} if none)."""
-    data = read_json_object(os.path.join(folder, OUTPUTS_MANIFEST)) or {}
-    files = data.get("files")
-    return files if isinstance(files, dict) else {}
+    return _manifest_maps(folder)[0]
 
 
 def is_ours(path):
     """True when `path` is a file the package wrote and nobody changed since: its SHA-256 is
-    the one its folder's manifest records."""
+    the one its folder's manifest records (or, while the package replaces it, the one it
+    replaces: a process stopped between the rename and the record leaves either content)."""
     folder, name = os.path.split(os.path.abspath(path))
-    recorded = written_outputs(folder).get(name)
-    return bool(recorded) and os.path.isfile(path) and file_sha256(path) == recorded
+    files, replacing = _manifest_maps(folder)
+    accepted = {files.get(name), replacing.get(name)} - {None}
+    return bool(accepted) and os.path.isfile(path) and file_sha256(path) in accepted
 
 
 def check_output_file(path, overwrite=False, what="output file",
@@ -112,19 +118,29 @@ def check_output_file(path, overwrite=False, what="output file",
     return path
 
 
-def _record(path, sha, forget=None):
+def _record(path, sha, forget=None, replacing=None):
     """Record `path` with `sha` (None: not at all) in its folder's manifest and drop the name
     `forget`, atomically, under a lock on the folder (two processes writing one folder never
-    lose each other's entries)."""
+    lose each other's entries). `replacing`: the SHA-256 of the content `sha` is about to
+    replace, accepted as the package's until the next record of that name."""
     import fcntl
     folder, name = os.path.split(os.path.abspath(path))
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        files = dict(written_outputs(folder), **({name: sha} if sha is not None else {}))
-        files.pop(forget, None)
+        files, pending = (dict(m) for m in _manifest_maps(folder))
+        if sha is not None:
+            files[name] = sha
+        for names in (files, pending):
+            names.pop(forget, None)
+        pending.pop(name, None)
+        if replacing is not None:
+            pending[name] = replacing
+        data = {"written_by": PRODUCER, "files": files}
+        if pending:
+            data["replacing"] = pending
         with atomic_path(os.path.join(folder, OUTPUTS_MANIFEST)) as tmp, open(tmp, "w") as f:
-            json.dump({"written_by": PRODUCER, "files": files}, f, indent=1, sort_keys=True)
+            json.dump(data, f, indent=1, sort_keys=True)
     finally:
         os.close(fd)
 
@@ -134,11 +150,16 @@ def output_path(path, overwrite=False, what="output file",
                 advice="choose another name or pass --overwrite"):
     """The one way the package writes an output file: check `path` (check_output_file), yield
     a temporary path beside it to write, then flush, replace `path` atomically (atomic_path)
-    and record its SHA-256 in the folder's manifest."""
+    and record its SHA-256 in the folder's manifest. The new SHA-256 is recorded before the
+    rename, beside the one it replaces: a process stopped at any point leaves a file the
+    next run still knows as the package's."""
     check_output_file(path, overwrite, what, advice)
+    folder, name = os.path.split(os.path.abspath(path))
     with atomic_path(path) as tmp:
         yield tmp
+        _fsync(tmp)  # the new content is on disk before the manifest names it
         sha = file_sha256(tmp)
+        _record(path, sha, replacing=written_outputs(folder).get(name))
     _record(path, sha)
 
 

@@ -67,3 +67,39 @@ def test_a_folder_locked_by_another_process_names_its_pid(tmp_path):
     fileio.lock_folder(str(tmp_path))  # the lock died with its process
     assert open(tmp_path / fileio.LOCK_FILE).read() == "%d\n" % os.getpid()
     fileio.unlock_folder(str(tmp_path))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", ["before the rename", "after the rename"])
+def test_a_write_stopped_at_any_point_leaves_a_file_the_package_knows(tmp_path, monkeypatch,
+                                                                       stop):
+    path = str(tmp_path / "metrics.jsonl")
+    fileio.write_output(path, "epoch 1\n")
+    real_replace, real_record = os.replace, fileio._record
+
+    class Stopped(BaseException):  # a kill: nothing after it runs
+        pass
+
+    def replace(src, dst):
+        if dst == path:
+            raise Stopped
+        real_replace(src, dst)
+
+    def record(target, sha, forget=None, replacing=None):
+        if target == path and replacing is None:  # the record after the rename
+            raise Stopped
+        real_record(target, sha, forget, replacing)
+    monkeypatch.setattr(fileio.os, "replace", replace) if stop == "before the rename" else \
+        monkeypatch.setattr(fileio, "_record", record)
+    with pytest.raises(Stopped):
+        fileio.write_output(path, "epoch 1\nepoch 2\n")
+    monkeypatch.undo()
+    expected = "epoch 1\n" if stop == "before the rename" else "epoch 1\nepoch 2\n"
+    assert open(path).read() == expected and fileio.is_ours(path)
+    fileio.write_output(path, "epoch 1\nepoch 2\nepoch 3\n")  # the next run goes on
+    manifest = json.loads((tmp_path / fileio.OUTPUTS_MANIFEST).read_text())
+    assert manifest == {"written_by": fileio.PRODUCER,
+                        "files": {"metrics.jsonl": fileio.file_sha256(path)}}
+    with open(path, "a") as f:  # and a user's edit is still theirs
+        f.write("mine\n")
+    assert not fileio.is_ours(path)
