@@ -65,8 +65,14 @@ def main():
     if match.changes:  # forced: the numbers are not the run's, so never under the run's names
         tag = "forced" + ("_" + tag if tag else "")
     suffix = output_suffix(cfg, tag)
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.params)),
-                                         "results%s.json" % suffix)
+    own = os.path.join(os.path.dirname(os.path.abspath(args.params)), "results.json")
+    output = args.output or os.path.join(os.path.dirname(own), "results%s.json" % suffix)
+    if tag and os.path.abspath(output) == own:
+        from reid_baseline.errors import OutputError
+        raise OutputError("--output %s: the run's own results file; these results are %s "
+                          "(results%s.json), so they never take its name"
+                          % (output, "another model's" if match.changes else "another set's",
+                             suffix))
     folder = os.path.dirname(os.path.abspath(output))
     # found before the evaluation, not after: a folder or a user's file in an output's place
     check_evaluation_outputs(cfg, output, args.visualize, args.overwrite, suffix)

@@ -229,6 +229,18 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     assert len(list_checkpoints(str(tmp_path))) == 3
 
 
+def test_pruning_keeps_a_checkpoint_folder_holding_a_users_file(tmp_path):
+    from reid_baseline.fileio import write_output
+    net, trainer = _saved(tmp_path, epochs=(1, 2))
+    first, second = (tmp_path / "checkpoints" / n for n in ("epoch_0001", "epoch_0002"))
+    (first / "NOTES.txt").write_text("mine")
+    write_output(str(second / "results.json"), "{}")  # evaluate.py --params on it: the package's
+    save_checkpoint(str(tmp_path), net, trainer, epoch=3, keep=1)
+    assert (first / "NOTES.txt").read_text() == "mine"  # kept, with its checkpoint
+    assert not second.exists()  # its own files and the package's results went
+    assert list_checkpoints(str(tmp_path)) == ["epoch_0001", "epoch_0003"]
+
+
 def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path):
     """E.g. a run trained with MODEL.CLASSIFIER_BIAS true resumed with a config without it."""
     def classifier(bias):

@@ -162,8 +162,12 @@ def test_an_extended_run_writes_the_results_of_its_final_model(make_small_cfg, t
     old = json.loads((run / "results.json").read_text())
     assert old["params_sha256"] == hashlib.sha256((run / "model_final.params").read_bytes()
                                                   ).hexdigest()
+    from reid_baseline.evaluation.evaluator import save_results
+    save_results(old, str(run / "results_rerank.json"))  # another evaluation of the old model
     history = loop.train(make_small_cfg(run, "SOLVER.MAX_EPOCHS", "3"), resume=True)
     assert [r["epoch"] for r in history] == [3] and "rank1" in history[0]  # evaluated
+    assert "note: %s describes an earlier model_final.params" % (run / "results_rerank.json") \
+        in (run / "train.log").read_text()
     new = json.loads((run / "results.json").read_text())
     final = (run / "model_final.params").read_bytes()
     assert new["params_sha256"] == hashlib.sha256(final).hexdigest() != old["params_sha256"]

@@ -236,6 +236,11 @@ def test_another_input_size_than_the_runs_is_refused_naming_each_key(run_folder,
     assert code == 0, err
     assert err.startswith("warning: the config differs") and expected in err
     assert not (run_folder / "results.json").exists() and (run_folder / "cmc_forced.png").is_file()
+    code, out, err = run_script(monkeypatch, capsys, "evaluate.py", "--run", run_folder,
+                                "INPUT.HEIGHT", height, "INPUT.WIDTH", width, "--force",
+                                "--output", run_folder / "results.json")
+    assert code == 2 and "the run's own results file" in err.splitlines()[-1], err
+    assert not (run_folder / "results.json").exists()
     results = json.loads((run_folder / "results_forced.json").read_text())
     assert expected in results["warning"]
     assert results["forced_config_changes"] == {"INPUT.HEIGHT": {"run": saved["HEIGHT"],

@@ -121,7 +121,8 @@ def test_lines_go_to_stderr_or_to_the_package_log(monkeypatch, capsys):
     handler = logging.Handler()
     handler.emit = records.append
     monkeypatch.setattr(progress.logger, "handlers", [handler])
-    monkeypatch.setattr(progress.logger, "level", logging.INFO)
+    monkeypatch.setattr(progress.logger, "level", progress.logger.level)  # restored after
+    progress.logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the cache
     progress.write_line("index: 2/2 img (100%), done after 0:00:02")
     assert [r.getMessage() for r in records] == ["index: 2/2 img (100%), done after 0:00:02"]
     assert capsys.readouterr().err == ""

@@ -19,7 +19,7 @@ import shutil
 import mxnet as mx
 
 from ..errors import CheckpointError, NonFiniteParameters, OutputError, error_line
-from ..fileio import atomic_path, file_sha256, output_path
+from ..fileio import OUTPUTS_MANIFEST, atomic_path, file_sha256, is_ours, output_path
 from .amp import loss_scaler_state, restore_loss_scaler
 from .optimizer_state import optimizer_arrays, restore_optimizer
 
@@ -142,7 +142,17 @@ def _prune(root, epoch, keep):
     stale = clean[:-keep] + [n for n in names if n.endswith("_interrupted")
                              and int(_NAME_RE.match(n).group(1)) < epoch]
     for name in stale:
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        folder = os.path.join(root, name)
+        # Only the checkpoint's own files and outputs the package recorded there (an
+        # evaluation of it) go with it: a folder holding anything else is kept.
+        foreign = [f for f in sorted(os.listdir(folder))
+                   if f not in (PARAMS_FILE, OPTIMIZER_FILE, STATE_FILE, OUTPUTS_MANIFEST)
+                   and not is_ours(os.path.join(folder, f))]
+        if foreign:
+            logger.info("kept %s: it holds files the package did not write (%s)"
+                        % (folder, ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")))
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def list_checkpoints(run_dir):

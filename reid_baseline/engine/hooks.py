@@ -17,6 +17,7 @@ from ..evaluation.evaluator import (
     write_rank_pictures,
 )
 from ..evaluation.provenance import evaluation_record, output_suffix
+from ..fileio import read_json_object
 from .checkpoint import save_checkpoint, save_parameters
 from .run_folder import keep_metrics_until, write_metrics_row, write_run_curves
 from .telemetry import EPOCH_SCALARS, LOG_SCALARS, open_tensorboard
@@ -149,6 +150,14 @@ class Evaluation(Hook):
         save_results(results, path)
         write_rank_pictures(self.cfg, self.run_dir, ranking, self.pictures)
         logger.info("saved %s: the final epoch's results", path)
+        # Other evaluations of the run (re-ranked, other sets) are not redone: say which ones
+        # now describe an earlier model.
+        for other in sorted(glob.glob(os.path.join(glob.escape(self.run_dir), "results*.json"))):
+            sha = (read_json_object(other) or {}).get("params_sha256")
+            if other != path and sha and sha != results["params_sha256"]:
+                logger.info("note: %s describes an earlier %s; evaluate the run again for it "
+                            "(evaluate.py --run %s with that evaluation's options)",
+                            other, FINAL_PARAMS, self.run_dir)
 
 
 class TensorBoard(Hook):

@@ -27,10 +27,17 @@ def extract_features(embedding, loader, ctx, flip=True, normalize=True, desc="fe
                            unit="batch", **options)
     else:
         bar = progress_bar(total=num_images, unit="img", **options)
+    def count(chunk):
+        chunk.wait_to_read()  # MXNet runs asynchronously: count a batch once it is computed
+        bar.update(1 if num_images is None else chunk.shape[0])
+
     with bar:
         for batch in loader:
             chunks.append(_batch_features(embedding, batch, ctx, flip, normalize))
-            bar.update(1 if num_images is None else chunks[-1].shape[0])
+            if len(chunks) > 1:  # the previous batch: one batch stays queued behind it
+                count(chunks[-2])
+        if chunks:
+            count(chunks[-1])
     if not chunks:
         raise ValueError("no images to extract features from")
     return mx.nd.concat(*chunks, dim=0).asnumpy().astype(np.float32, copy=False)
