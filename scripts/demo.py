@@ -85,6 +85,10 @@ def _foreign_checkpoint_file(run_dir):
     return None
 
 
+def _mark(path):
+    write_output(os.path.join(path, DEMO_MARKER), "a demo run's folder (scripts/demo.py)\n")
+
+
 def claim_output_dir(cfg, overwrite=False):
     """Prepare OUTPUT_DIR for a new demo run (create it if needed, and mark it DEMO_MARKER).
     A folder holding a run without the package's own marker is a RunDirError (a run train.py
@@ -97,7 +101,7 @@ def claim_output_dir(cfg, overwrite=False):
     path = cfg.OUTPUT_DIR
     if not os.path.exists(path):
         os.makedirs(path)
-        write_output(os.path.join(path, DEMO_MARKER), "a demo run's folder (scripts/demo.py)\n")
+        _mark(path)
         return
     if not os.path.isdir(path):
         raise RunDirError("OUTPUT_DIR %s is a file; expected a folder" % path)
@@ -149,7 +153,7 @@ def claim_output_dir(cfg, overwrite=False):
         shutil.rmtree(checkpoints)
     elif os.path.lexists(checkpoints):
         os.remove(checkpoints)
-    write_output(os.path.join(path, DEMO_MARKER), "a demo run's folder (scripts/demo.py)\n")
+    _mark(path)
 
 
 def main(argv=None):
